@@ -1,0 +1,89 @@
+"""`python -m trainer [train] --config trainer/configs/small_cnn.yaml [--field value ...]`, and evaluate/compare/push."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+from emotion.errors import EmotionError  # noqa: E402
+
+from .config import ConfigError, add_config_args, resolve_config  # noqa: E402
+from .data import DataError  # noqa: E402
+from .modeling import InitError  # noqa: E402
+
+COMMANDS = ("train", "evaluate", "compare", "push")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m trainer", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train", help="train, evaluate, calibrate and export a model (rerun to resume)")
+    add_config_args(t)
+    t.add_argument("--push-to-hub", metavar="ORG/NAME", help="upload the export to this Hub repo when done")
+    t.add_argument("--private", action="store_true")
+    t.add_argument("--revision")
+    e = sub.add_parser("evaluate", help="evaluate an exported model on a data set")
+    e.add_argument("--model", required=True, help="local-dir:/path or hf-hub:org/name[@rev]")
+    e.add_argument("--data", default="../shared/data/ferplus")
+    e.add_argument("--split", default="validation")
+    e.add_argument("--max-samples", type=int)
+    e.add_argument("--json", help="also write the metrics to this file")
+    c = sub.add_parser("compare", help="one table of several exported models side by side")
+    c.add_argument("--models", nargs="+", required=True)
+    c.add_argument("--data", default="../shared/data/ferplus")
+    c.add_argument("--split", default="validation")
+    c.add_argument("--max-samples", type=int)
+    c.add_argument("--out", help="write the markdown table here too")
+    u = sub.add_parser("push", help="upload an export folder to the Hugging Face Hub")
+    u.add_argument("export_dir")
+    u.add_argument("--repo-id", required=True)
+    u.add_argument("--private", action="store_true")
+    u.add_argument("--revision")
+    u.add_argument("--dry-run", action="store_true", help="list what would be uploaded; no network")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in COMMANDS + ("-h", "--help"):
+        argv.insert(0, "train")  # `python -m trainer --config ...` trains
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    try:
+        return _dispatch(args)
+    except (ConfigError, DataError, InitError, EmotionError, RuntimeError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "train":
+        from .run import train_and_export
+
+        export_dir = train_and_export(resolve_config(args))
+        print(f"exported: {export_dir}")
+        if args.push_to_hub:
+            from .hub import push_to_hub
+
+            print(push_to_hub(export_dir, args.push_to_hub, private=args.private, revision=args.revision))
+        return 0
+    if args.command == "push":
+        from .hub import push_to_hub
+
+        print(push_to_hub(args.export_dir, args.repo_id, private=args.private, revision=args.revision,
+                          dry_run=args.dry_run))
+        return 0
+    from .compare import compare, evaluate_model
+
+    if args.command == "evaluate":
+        print(evaluate_model(args.model, args.data, args.split, args.max_samples, args.json))
+    else:
+        print(compare(args.models, args.data, args.split, args.max_samples, args.out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,139 @@
+"""Training configuration: a dataclass validated in __post_init__, defaults from YAML, overrides from the CLI."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+BALANCE_CHOICES = ("none", "sampler", "weights")
+DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
+
+
+class ConfigError(ValueError):
+    """A bad config value; the message names the field and what it accepts."""
+
+
+@dataclass
+class TrainConfig:
+    # what to train
+    model: str = "small_cnn"  # 'small_cnn' or any timm architecture ('resnet50', 'tf_efficientnet_lite0', ...)
+    init: str | None = None  # starting weights: local-dir:/path or hf-hub:org/name holding model.safetensors
+    pretrained: bool = False  # timm models: start from timm's ImageNet weights on the Hub (e.g. timm/resnet50.a1_in1k)
+    # data
+    data: str = "../shared/data/ferplus"  # Hub dataset id, a folder of parquet shards, or an image folder
+    train_split: str = "train"
+    val_split: str = "validation"
+    val_fraction: float = 0.1  # cut from train (seeded, stratified) when the data set has no validation split
+    soft_labels: bool = True  # use vote distributions when the data set has a `votes` column (FER+)
+    max_train_samples: int | None = None  # for quick runs and tests
+    max_val_samples: int | None = None
+    # input
+    img_size: int = 48
+    channels: int = 1  # 1 = grayscale; 3 = gray replicated to RGB (ImageNet backbones)
+    mean: float = 0.5  # per-channel normalisation (the same value for every channel: the faces are grayscale)
+    std: float = 0.5
+    crop_margin: float = 0.25  # written to config.json for serving: margin around the detector's box
+    # augmentation (training only)
+    scale_min: float = 0.8  # random resized crop scale range (min, 1)
+    rotate: float = 10.0  # degrees
+    hflip: bool = True
+    jitter: float = 0.3  # brightness/contrast jitter strength
+    erase: float = 0.25  # random erasing probability
+    # optimisation
+    epochs: int = 30
+    batch_size: int = 64
+    lr: float = 2e-3
+    backbone_lr_mult: float = 1.0  # transfer: the backbone's LR is lr * this (the head keeps lr)
+    freeze_epochs: int = 0  # transfer: train only the head for this many epochs first
+    weight_decay: float = 0.05
+    warmup_epochs: float = 1.0
+    label_smoothing: float = 0.0
+    balance: str = "none"  # 'sampler' (class-balanced sampling), 'weights' (loss weights), or 'none'
+    drop_rate: float = 0.3
+    tta_flip: bool = True  # serving averages each face with its mirror image (measured on validation)
+    uncertain_threshold: float = 0.5
+    # run
+    output_dir: str = "runs/small_cnn"
+    seed: int = 42
+    workers: int = -1  # DataLoader workers; -1 = sized to the machine
+    device: str = "auto"
+    ckpt_every: int = 200  # steps between checkpoints (one is also written at each epoch end)
+    log_every: int = 20
+    export_dtype: str = "float16"  # weights in the export: 'float16' halves the size; 'float32'
+    extra: dict[str, Any] = field(default_factory=dict)  # free-form notes carried into eval_results.json
+
+    def __post_init__(self):
+        checks = [
+            ("balance", self.balance in BALANCE_CHOICES, f"one of {', '.join(BALANCE_CHOICES)}"),
+            ("device", self.device in DEVICE_CHOICES, f"one of {', '.join(DEVICE_CHOICES)}"),
+            ("channels", self.channels in (1, 3), "1 or 3"),
+            ("export_dtype", self.export_dtype in ("float16", "float32"), "float16 or float32"),
+            ("img_size", 16 <= self.img_size <= 512, "an integer from 16 to 512"),
+            ("epochs", self.epochs >= 1, "an integer >= 1"),
+            ("batch_size", self.batch_size >= 1, "an integer >= 1"),
+            ("lr", self.lr > 0, "a number > 0"),
+            ("val_fraction", 0 < self.val_fraction < 1, "a number between 0 and 1"),
+            ("scale_min", 0 < self.scale_min <= 1, "a number in (0, 1]"),
+            ("erase", 0 <= self.erase <= 1, "a probability in [0, 1]"),
+            ("label_smoothing", 0 <= self.label_smoothing < 1, "a number in [0, 1)"),
+            ("std", self.std > 0, "a number > 0"),
+            ("ckpt_every", self.ckpt_every >= 1, "an integer >= 1"),
+            ("init", self.init is None or self.init.startswith(("local-dir:", "hf-hub:")),
+             "local-dir:/path or hf-hub:org/name"),
+        ]
+        for name, ok, valid in checks:
+            if not ok:
+                raise ConfigError(f"invalid {name}={getattr(self, name)!r}: expected {valid}")
+
+    def save(self, path: Path) -> None:
+        path.write_text(yaml.safe_dump(dataclasses.asdict(self), sort_keys=False))
+
+
+def _field_type(f: dataclasses.Field) -> type:
+    t = str(f.type)
+    return int if t.startswith("int") else float if t.startswith("float") else str
+
+
+def add_config_args(parser: argparse.ArgumentParser) -> None:
+    """One `--field value` option per TrainConfig field (`--flag/--no-flag` for booleans), all defaulting to None."""
+    parser.add_argument("--config", help="YAML file with defaults, e.g. trainer/configs/small_cnn.yaml")
+    for f in dataclasses.fields(TrainConfig):
+        if f.name == "extra":
+            continue
+        opt = "--" + f.name.replace("_", "-")
+        if str(f.type) == "bool":
+            parser.add_argument(opt, dest=f.name, action=argparse.BooleanOptionalAction, default=None)
+        else:
+            parser.add_argument(opt, dest=f.name, type=_field_type(f), default=None, metavar=f.name.upper())
+
+
+def resolve_config(args: argparse.Namespace) -> TrainConfig:
+    """Dataclass defaults < YAML file < CLI options. Raises ConfigError naming the bad field."""
+    values: dict[str, Any] = {}
+    if args.config:
+        path = Path(args.config)
+        if not path.is_file() and (CONFIG_DIR / path.name).is_file():
+            path = CONFIG_DIR / path.name
+        if not path.is_file():
+            raise ConfigError(f"config file {args.config} not found; the shipped ones are in {CONFIG_DIR}")
+        values = yaml.safe_load(path.read_text()) or {}
+        known = {f.name for f in dataclasses.fields(TrainConfig)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"unknown field(s) {', '.join(unknown)} in {path}; valid fields: {', '.join(sorted(known))}")
+    for f in dataclasses.fields(TrainConfig):
+        v = getattr(args, f.name, None)
+        if v is not None:
+            values[f.name] = v
+    return TrainConfig(**values)
+
+
+def default_workers() -> int:
+    """Loader workers: leave the cores to the math on small machines (augmenting 48 px faces is cheap)."""
+    return max(0, min(4, (os.cpu_count() or 1) // 2 - 0))

@@ -1,0 +1,184 @@
+"""Data: any `datasets` source -> canonical 8-way targets -> tensors through the inference core's preprocessing."""
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torchvision import transforms as T
+
+from emotion.labels import LABEL2ID, LABELS, canonical
+from emotion.models import ModelInfo
+from emotion.preprocess import to_tensor
+
+from .config import TrainConfig
+
+log = logging.getLogger(__name__)
+
+
+class DataError(ValueError):
+    """The data set cannot be used; the message says what to give instead."""
+
+
+@dataclass
+class FaceSplit:
+    """One split held in memory: grayscale face crops, soft targets (N, 8), hard labels (N,), optional dup mask."""
+
+    images: list[Image.Image]
+    targets: np.ndarray
+    labels: np.ndarray
+    dup: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def subset(self, idx: np.ndarray) -> "FaceSplit":
+        return FaceSplit([self.images[i] for i in idx], self.targets[idx], self.labels[idx],
+                         None if self.dup is None else self.dup[idx])
+
+
+def load_raw(data: str):
+    """`datasets.load_dataset` on a folder of parquet shards, an image folder, or a Hub id."""
+    import datasets
+
+    path = Path(data).expanduser()
+    if path.is_dir():
+        shards = sorted(path.rglob("*.parquet"))
+        if shards:  # split name from the file name: train-0000-of-0003.parquet -> train
+            files: dict[str, list[str]] = {}
+            for f in shards:
+                files.setdefault(re.split(r"[-_.]", f.name)[0], []).append(str(f))
+            return datasets.load_dataset("parquet", data_files=files)
+        return datasets.load_dataset("imagefolder", data_dir=str(path))
+    if path.suffix or data.startswith((".", "/", "~")) or data.count("/") > 1:
+        raise DataError(f"data path {data} not found; give a folder of parquet shards, an image folder "
+                        "(one sub-folder per emotion) or a Hub dataset id such as org/name")
+    try:
+        return datasets.load_dataset(data)
+    except Exception as e:  # offline, unknown id, gated: all end the same way for the user
+        raise DataError(f"could not load the Hub dataset {data!r} ({type(e).__name__}); check the id and network, "
+                        "or download it and pass the local folder with --data") from None
+
+
+def _label_names(ds) -> list[str] | None:
+    feat = ds.features.get("label")
+    return list(feat.names) if hasattr(feat, "names") else None
+
+
+def to_face_split(ds, soft_labels: bool) -> FaceSplit:
+    """Decode a `datasets` split into canonical-order targets; names/ints mapped through the core's label map."""
+    if "image" not in ds.column_names or "label" not in ds.column_names:
+        raise DataError(f"the data set needs 'image' and 'label' columns; it has {ds.column_names}")
+    names = _label_names(ds)
+    raw = ds["label"]
+    if names is not None:
+        mapping = np.array([LABEL2ID[canonical(n)] for n in names])
+        labels = mapping[np.asarray(raw)]
+    elif raw and isinstance(raw[0], str):
+        labels = np.array([LABEL2ID[canonical(n)] for n in raw])
+    else:
+        raise DataError("integer labels without class names: give the data set a ClassLabel feature or string labels")
+    targets = np.eye(len(LABELS), dtype=np.float32)[labels]
+    if soft_labels and "votes" in ds.column_names and names is not None:
+        votes = np.asarray(ds["votes"], dtype=np.float32)  # in the order of `names`
+        soft = np.zeros_like(targets)
+        soft[:, mapping] = votes
+        ok = soft.sum(1) > 0
+        targets[ok] = soft[ok] / soft[ok].sum(1, keepdims=True)
+    images = [img.convert("L") for img in ds["image"]]
+    dup = np.asarray(ds["dup_in_train"], dtype=bool) if "dup_in_train" in ds.column_names else None
+    return FaceSplit(images, targets, labels.astype(np.int64), dup)
+
+
+def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (train, val): `fraction` of each class goes to validation, chosen with `seed`."""
+    rng = np.random.default_rng(seed)
+    val = []
+    for c in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        val.extend(idx[: max(1, round(len(idx) * fraction))])
+    val = np.sort(np.array(val))
+    return np.setdiff1d(np.arange(len(labels)), val), val
+
+
+def load_splits(cfg: TrainConfig) -> tuple[FaceSplit, FaceSplit, dict]:
+    """Train and validation splits (validation cut from train when missing), plus a description of the source."""
+    raw = load_raw(cfg.data)
+    if cfg.train_split not in raw:
+        raise DataError(f"no split {cfg.train_split!r} in {cfg.data}; it has {', '.join(raw)} (set --train-split)")
+    train = to_face_split(raw[cfg.train_split], cfg.soft_labels)
+    if cfg.val_split in raw:
+        val = to_face_split(raw[cfg.val_split], cfg.soft_labels)
+    else:
+        tr, va = stratified_split(train.labels, cfg.val_fraction, cfg.seed)
+        log.info("no %r split: cut %d validation rows from train (seed %d)", cfg.val_split, len(va), cfg.seed)
+        train, val = train.subset(tr), train.subset(va)
+    rng = np.random.default_rng(cfg.seed)
+    if cfg.max_train_samples and cfg.max_train_samples < len(train):
+        train = train.subset(np.sort(rng.permutation(len(train))[: cfg.max_train_samples]))
+    if cfg.max_val_samples and cfg.max_val_samples < len(val):
+        val = val.subset(np.arange(cfg.max_val_samples))
+    return train, val, {"path": cfg.data, "splits": list(raw), "train_rows": len(train), "val_rows": len(val)}
+
+
+def train_augment(cfg: TrainConfig, size: int) -> T.Compose:
+    """PIL -> PIL augmentation, applied before the shared preprocessing (training only)."""
+    ops = [T.RandomResizedCrop(size, scale=(cfg.scale_min, 1.0), ratio=(0.9, 1.1), antialias=True)]
+    if cfg.hflip:
+        ops.append(T.RandomHorizontalFlip())
+    if cfg.rotate:
+        ops.append(T.RandomRotation(cfg.rotate, interpolation=T.InterpolationMode.BILINEAR))
+    if cfg.jitter:
+        ops.append(T.ColorJitter(brightness=cfg.jitter, contrast=cfg.jitter))
+    return T.Compose(ops)
+
+
+class FaceDataset(torch.utils.data.Dataset):
+    """Tensors for training or evaluation; preprocessing is the inference core's `to_tensor`."""
+
+    def __init__(self, split: FaceSplit, info: ModelInfo, cfg: TrainConfig | None = None, train: bool = False):
+        self.split, self.info = split, info
+        self.augment = train_augment(cfg, info.native_size) if train else None
+        self.erase = T.RandomErasing(p=cfg.erase, scale=(0.02, 0.2)) if train and cfg.erase else None
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, i: int):
+        img = self.split.images[i]
+        if self.augment is not None:
+            img = self.augment(img.resize((self.info.native_size,) * 2, Image.BILINEAR))
+        x = to_tensor(img, self.info)
+        if self.erase is not None:
+            x = self.erase(x)
+        return x, torch.from_numpy(self.split.targets[i]), int(self.split.labels[i])
+
+
+class ResumableSampler(torch.utils.data.Sampler):
+    """Per-epoch order fixed by (seed, epoch), so a resumed run replays the same batches from where it stopped."""
+
+    def __init__(self, labels: np.ndarray, seed: int, balance: bool = False):
+        self.labels, self.seed, self.balance = labels, seed, balance
+        self.epoch, self.start = 0, 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.epoch, self.start = epoch, start
+
+    def order(self) -> np.ndarray:
+        rng = np.random.default_rng(self.seed * 1000 + self.epoch)
+        n = len(self.labels)
+        if not self.balance:
+            return rng.permutation(n)
+        counts = np.bincount(self.labels, minlength=len(LABELS)).astype(np.float64)
+        w = 1.0 / np.sqrt(counts[self.labels])  # square-root balancing: rare classes up, without 20x repeats
+        return rng.choice(n, size=n, replace=True, p=w / w.sum())
+
+    def __iter__(self):
+        return iter(self.order()[self.start:].tolist())
+
+    def __len__(self) -> int:
+        return len(self.labels) - self.start

@@ -1,0 +1,130 @@
+"""Metrics (through `evaluate`, from the local metric folders), temperature scaling and calibration error."""
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from emotion.labels import LABELS
+from emotion.models import ModelInfo
+
+from .data import FaceDataset, FaceSplit
+
+METRICS_DIR = Path(__file__).parent / "metrics"
+
+
+@lru_cache(maxsize=None)
+def _metric(name: str):
+    import evaluate
+
+    return evaluate.load(str(METRICS_DIR / name))
+
+
+@torch.inference_mode()
+def predict_logits(model: torch.nn.Module, split: FaceSplit, info: ModelInfo, batch_size: int = 256,
+                   tta_flip: bool | None = None, device: str = "cpu") -> np.ndarray:
+    """Logits (N, 8) for pre-cropped faces, through the same preprocessing as serving (and its flip averaging)."""
+    tta = info.tta_flip if tta_flip is None else tta_flip
+    loader = torch.utils.data.DataLoader(FaceDataset(split, info), batch_size=batch_size)
+    model.eval()
+    out = []
+    for x, _, _ in loader:
+        x = x.to(device)
+        logits = model(x)
+        if tta:
+            logits = (logits + model(torch.flip(x, dims=[3]))) / 2
+        out.append(logits.float().cpu())
+    return torch.cat(out).numpy() if out else np.zeros((0, len(LABELS)), np.float32)
+
+
+def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
+    """The T minimising validation NLL of softmax(logits / T) (Guo et al., 2017)."""
+    z, y = torch.from_numpy(logits).double(), torch.from_numpy(labels).long()
+    log_t = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([log_t], lr=0.1, max_iter=200, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = F.cross_entropy(z / log_t.exp(), y)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return float(log_t.exp().clamp(0.05, 20.0))
+
+
+def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
+    """ECE with equal-width confidence bins: the mean |accuracy - confidence| weighted by bin size."""
+    conf, pred = probs.max(1), probs.argmax(1)
+    correct = (pred == labels).astype(np.float64)
+    edges = np.linspace(0, 1, bins + 1)
+    ece = 0.0
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        m = (conf > lo) & (conf <= hi)
+        if m.any():
+            ece += m.mean() * abs(correct[m].mean() - conf[m].mean())
+    return float(ece)
+
+
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    return torch.softmax(torch.from_numpy(logits).double() / temperature, dim=1).numpy()
+
+
+def compute_metrics(logits: np.ndarray, labels: np.ndarray, temperature: float = 1.0) -> dict:
+    """Accuracy, macro-F1, per-class precision/recall/F1, confusion matrix, NLL and ECE before/after scaling."""
+    preds = logits.argmax(1).tolist()
+    refs = labels.tolist()
+    ids = list(range(len(LABELS)))
+    per = {name: _metric(name).compute(predictions=preds, references=refs, labels=ids, average=None)[name]
+           for name in ("precision", "recall", "f1")}
+    support = np.bincount(labels, minlength=len(LABELS))
+    p1, pt = softmax(logits), softmax(logits, temperature)
+    nll = lambda p: float(-np.log(np.clip(p[np.arange(len(labels)), labels], 1e-12, None)).mean())  # noqa: E731
+    return {
+        "n": len(labels),
+        "accuracy": _metric("accuracy").compute(predictions=preds, references=refs)["accuracy"],
+        "macro_f1": _metric("f1").compute(predictions=preds, references=refs, labels=ids, average="macro")["f1"],
+        "per_class": {lab: {"precision": per["precision"][i], "recall": per["recall"][i], "f1": per["f1"][i],
+                            "support": int(support[i])} for i, lab in enumerate(LABELS)},
+        "confusion_matrix": _metric("confusion_matrix").compute(predictions=preds, references=refs,
+                                                                labels=ids)["confusion_matrix"],
+        "nll_before": nll(p1), "nll_after": nll(pt),
+        "ece_before": expected_calibration_error(p1, labels), "ece_after": expected_calibration_error(pt, labels),
+    }
+
+
+def quick_metrics(logits: np.ndarray, labels: np.ndarray) -> dict:
+    """Accuracy and macro-F1 only: the per-epoch check during training."""
+    preds = logits.argmax(1).tolist()
+    refs = labels.tolist()
+    return {"accuracy": _metric("accuracy").compute(predictions=preds, references=refs)["accuracy"],
+            "macro_f1": _metric("f1").compute(predictions=preds, references=refs, labels=list(range(len(LABELS))),
+                                              average="macro")["f1"]}
+
+
+def save_confusion_png(cm: list[list[int]], path: Path, title: str) -> None:
+    """The confusion matrix as a row-normalised heat map with counts, for the model card."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cm = np.asarray(cm)
+    norm = cm / np.clip(cm.sum(1, keepdims=True), 1, None)
+    fig, ax = plt.subplots(figsize=(6.4, 5.6), dpi=110)
+    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(LABELS)), LABELS, rotation=45, ha="right")
+    ax.set_yticks(range(len(LABELS)), LABELS)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    for i in range(len(LABELS)):
+        for j in range(len(LABELS)):
+            ax.text(j, i, f"{cm[i, j]}", ha="center", va="center", fontsize=8,
+                    color="white" if norm[i, j] > 0.5 else "black")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

@@ -1,0 +1,105 @@
+"""Orchestration: train -> pick the best epoch -> fit the temperature -> evaluate -> export (-> push)."""
+from __future__ import annotations
+
+import logging
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from emotion.models import load_model
+
+from . import checkpoint
+from .config import TrainConfig
+from .data import FaceSplit, load_splits
+from .evaluation import compute_metrics, fit_temperature, predict_logits
+from .export import export_model
+from .train import Trainer
+
+log = logging.getLogger(__name__)
+
+
+def machine() -> str:
+    gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else " (no GPU)"
+    return f"{platform.machine()} CPU, {torch.get_num_threads()} threads{gpu}, torch {torch.__version__}"
+
+
+def ms_per_face(model: torch.nn.Module, info, repeats: int = 30) -> float:
+    """Median CPU milliseconds to classify one face crop, preprocessing and flip averaging included."""
+    from PIL import Image
+
+    from emotion.preprocess import to_tensor
+
+    model = model.to("cpu").eval()
+    face = Image.fromarray(np.random.default_rng(0).integers(0, 255, (160, 160, 3), dtype=np.uint8))
+    times = []
+    with torch.inference_mode():
+        for _ in range(repeats + 3):
+            t = time.perf_counter()
+            x = to_tensor(face, info).unsqueeze(0)
+            logits = model(x)
+            if info.tta_flip:
+                logits = (logits + model(torch.flip(x, dims=[3]))) / 2
+            times.append((time.perf_counter() - t) * 1000)
+    return float(np.median(times[3:]))
+
+
+def evaluate_splits(model, info, val: FaceSplit, device: str = "cpu") -> tuple[dict, float]:
+    """Fit T on validation, then metrics on validation whole and (when marked) without train duplicates."""
+    logits = predict_logits(model, val, info, device=device)
+    temperature = fit_temperature(logits, val.labels)
+    splits = {"validation": compute_metrics(logits, val.labels, temperature)}
+    if val.dup is not None and val.dup.any():
+        keep = ~val.dup
+        splits["validation_dedup"] = compute_metrics(logits[keep], val.labels[keep], temperature)
+    return splits, temperature
+
+
+def train_and_export(cfg: TrainConfig) -> Path:
+    """The whole `python -m trainer train` job; rerunning it resumes, and a finished run only re-exports."""
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg.save(out / "config.yaml")
+    train, val, source = load_splits(cfg)
+    log.info("data: %d train / %d validation faces from %s", len(train), len(val), cfg.data)
+    t0 = time.time()
+    trainer = Trainer(cfg, train, val)
+    history = trainer.fit()
+    train_time = _accumulate_time(out, time.time() - t0)
+    best = checkpoint.load(trainer.ckpt_dir / "best.safetensors")
+    model, info = trainer.model.cpu(), trainer.info
+    model.load_state_dict(best["model"])
+    splits, info.temperature = evaluate_splits(model, info, val)
+    results = {
+        "model_name": Path(cfg.output_dir).name, "architecture": cfg.model,
+        "dataset": {"name": "FER+ (FER2013 images, Microsoft FERPlus labels)" if "ferplus" in cfg.data.lower()
+                    else cfg.data, "path": cfg.data, **source},
+        "splits": splits, "temperature": info.temperature, "best_epoch": best["epoch"],
+        "params": sum(p.numel() for p in model.parameters()), "ms_per_face_cpu": ms_per_face(model, info),
+        "train_time_s": round(train_time), "machine": machine(), "epochs": cfg.epochs, "history": history,
+        "train_config": {k: v for k, v in vars(cfg).items() if k != "extra"}, **cfg.extra,
+    }
+    export_dir = export_model(model, info, out / "export", results, cfg.export_dtype)
+    results["size_mb"] = round((export_dir / "model.safetensors").stat().st_size / 2**20, 2)
+    export_model(model, info, export_dir, results, cfg.export_dtype)  # again, now that the size is known
+    _check_export(export_dir, model, info)
+    return export_dir
+
+
+def _accumulate_time(out: Path, seconds: float) -> float:
+    """Training wall time summed over resumed sessions (kept in a small file beside the checkpoints)."""
+    path = out / "train_time_s.txt"
+    total = (float(path.read_text()) if path.is_file() else 0.0) + seconds
+    path.write_text(f"{total:.1f}\n")
+    return total
+
+
+def _check_export(export_dir: Path, model, info) -> None:
+    """The exported folder must give the trained model's logits back (half precision within 1e-2)."""
+    loaded, _, _ = load_model(f"local-dir:{export_dir}")
+    x = torch.randn(2, *info.input_size)
+    with torch.inference_mode():
+        diff = (loaded(x) - model.eval()(x)).abs().max().item()
+    assert diff < 5e-2, f"export round trip changed logits by {diff}"

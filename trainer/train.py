@@ -1,0 +1,194 @@
+"""The training loop: AdamW, warmup + cosine, soft-label cross-entropy, checkpoints that a rerun resumes from."""
+from __future__ import annotations
+
+import logging
+import math
+import random
+import signal
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from emotion.labels import LABELS
+from emotion.models import ModelInfo
+
+from . import checkpoint
+from .config import TrainConfig, default_workers
+from .data import FaceDataset, FaceSplit, ResumableSampler
+from .evaluation import predict_logits, quick_metrics
+from .modeling import build_model, param_groups
+
+log = logging.getLogger(__name__)
+
+
+class Interrupted(SystemExit):
+    """Raised after SIGTERM/SIGINT once the checkpoint is written; exit code 128 + signal."""
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+    return torch.device(name)
+
+
+def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, smoothing: float,
+                       class_weights: torch.Tensor | None) -> torch.Tensor:
+    targets = targets * (1 - smoothing) + smoothing / targets.shape[1]
+    loss = -(targets * F.log_softmax(logits.float(), dim=1)).sum(1)
+    if class_weights is not None:
+        loss = loss * (targets @ class_weights)
+    return loss.mean()
+
+
+def rng_state() -> dict:
+    np_state = np.random.get_state()
+    return {"python": random.getstate(), "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)),
+                                                   *np_state[2:]], "torch": torch.get_rng_state()}
+
+
+def set_rng_state(s: dict) -> None:
+    random.setstate((s["python"][0], tuple(s["python"][1]), s["python"][2]))
+    n = s["numpy"]
+    np.random.set_state((n[0], n[1].numpy().astype(np.uint32), *n[2:]))
+    torch.set_rng_state(s["torch"])
+
+
+class Trainer:
+    """Holds the run's state; `fit()` trains (resuming from `output_dir/checkpoints/last.safetensors`)."""
+
+    def __init__(self, cfg: TrainConfig, train: FaceSplit, val: FaceSplit):
+        self.cfg, self.train_split, self.val_split = cfg, train, val
+        self.out = Path(cfg.output_dir)
+        self.ckpt_dir = self.out / "checkpoints"
+        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        torch.manual_seed(cfg.seed)
+        random.seed(cfg.seed)
+        np.random.seed(cfg.seed)
+        self.device = pick_device(cfg.device)
+        self.model, self.info = build_model(cfg)
+        self.model.to(self.device)
+        if self.device.type == "cuda":
+            self.model.to(memory_format=torch.channels_last)
+        self.steps_per_epoch = max(1, len(train) // cfg.batch_size)
+        self.total_steps = self.steps_per_epoch * cfg.epochs
+        self.opt = torch.optim.AdamW(param_groups(self.model, cfg), lr=cfg.lr, betas=(0.9, 0.999))
+        warm = max(1, int(cfg.warmup_epochs * self.steps_per_epoch))
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (
+            1 + math.cos(math.pi * min(1.0, s / self.total_steps))))
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.device.type == "cuda")
+        self.class_weights = self._class_weights() if cfg.balance == "weights" else None
+        self.step, self.epoch, self.best_f1, self.history = 0, 0, -1.0, []
+        self._signal = None
+
+    def _class_weights(self) -> torch.Tensor:
+        counts = np.bincount(self.train_split.labels, minlength=len(LABELS)).astype(np.float64)
+        w = np.sqrt(counts.sum() / (len(LABELS) * np.clip(counts, 1, None)))
+        return torch.tensor(w / (w * counts / counts.sum()).sum(), dtype=torch.float32, device=self.device)
+
+    # ------------------------------------------------------------------------------------------------ checkpoints
+    def save_checkpoint(self) -> None:
+        checkpoint.save(self.ckpt_dir / "last.safetensors", {
+            "model": self.model.state_dict(), "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
+            "scaler": self.scaler.state_dict(), "rng": rng_state(), "step": self.step, "epoch": self.epoch,
+            "best_f1": self.best_f1, "history": self.history})
+
+    def maybe_resume(self) -> bool:
+        path = self.ckpt_dir / "last.safetensors"
+        if not path.is_file():
+            return False
+        s = checkpoint.load(path)
+        self.model.load_state_dict(s["model"])
+        self.opt.load_state_dict(s["optimizer"])
+        self.sched.load_state_dict(s["scheduler"])
+        self.scaler.load_state_dict(s["scaler"])
+        set_rng_state(s["rng"])
+        self.step, self.epoch, self.best_f1, self.history = s["step"], s["epoch"], s["best_f1"], s["history"]
+        log.info("resumed from %s at epoch %d, step %d", path, self.epoch, self.step)
+        return True
+
+    def _on_signal(self, signum, frame):
+        self._signal = signum
+
+    # ---------------------------------------------------------------------------------------------------- loop
+    def fit(self) -> list[dict]:
+        """Train to `cfg.epochs`, evaluating and checkpointing each epoch; returns the per-epoch history."""
+        self.maybe_resume()
+        old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            while self.epoch < self.cfg.epochs:
+                self._train_epoch()
+                self._end_epoch()
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+        return self.history
+
+    def _loader(self, start: int) -> torch.utils.data.DataLoader:
+        sampler = ResumableSampler(self.train_split.labels, self.cfg.seed, balance=self.cfg.balance == "sampler")
+        sampler.set_epoch(self.epoch, start * self.cfg.batch_size)
+        workers = default_workers() if self.cfg.workers < 0 else self.cfg.workers
+        return torch.utils.data.DataLoader(
+            FaceDataset(self.train_split, self.info, self.cfg, train=True), batch_size=self.cfg.batch_size,
+            sampler=sampler, num_workers=workers, drop_last=True, persistent_workers=False,
+            pin_memory=self.device.type == "cuda")
+
+    def _set_frozen(self) -> None:
+        frozen = self.epoch < self.cfg.freeze_epochs
+        head = {id(p) for p in self.model.get_classifier().parameters()}
+        for p in self.model.parameters():
+            p.requires_grad_(id(p) in head or not frozen)
+
+    def _train_epoch(self) -> None:
+        cfg, start = self.cfg, self.step - self.epoch * self.steps_per_epoch
+        self._set_frozen()
+        self.model.train()
+        bar = tqdm(self._loader(start), total=self.steps_per_epoch, initial=start, desc=f"epoch {self.epoch + 1}/"
+                   f"{cfg.epochs}", leave=False, mininterval=1 if sys.stderr.isatty() else 60, file=sys.stderr)
+        t0, seen = time.perf_counter(), 0
+        for x, y, _ in bar:
+            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+                loss = soft_cross_entropy(self.model(x), y, cfg.label_smoothing, self.class_weights)
+            self.opt.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.opt)
+            self.scaler.update()
+            self.sched.step()
+            self.step += 1
+            seen += len(x)
+            if self.step % cfg.log_every == 0:
+                bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{self.sched.get_last_lr()[0]:.2e}",
+                                img_s=f"{seen / (time.perf_counter() - t0):.0f}")
+            if self._signal is not None:
+                self._stop()
+            if self.step % cfg.ckpt_every == 0:
+                self.save_checkpoint()
+        bar.close()
+        log.info("epoch %d: %.0f images/s", self.epoch + 1, seen / max(time.perf_counter() - t0, 1e-9))
+
+    def _stop(self) -> None:
+        self.save_checkpoint()
+        name = signal.Signals(self._signal).name
+        print(f"{name}: checkpoint saved at step {self.step}; rerun the same command to resume", file=sys.stderr)
+        raise Interrupted(128 + self._signal)
+
+    def _end_epoch(self) -> None:
+        logits = predict_logits(self.model, self.val_split, self.info, device=str(self.device))
+        m = quick_metrics(logits, self.val_split.labels)
+        self.epoch += 1
+        m.update(epoch=self.epoch, step=self.step, lr=self.sched.get_last_lr()[0])
+        self.history.append(m)
+        log.info("epoch %d/%d  val accuracy %.4f  macro-F1 %.4f", self.epoch, self.cfg.epochs, m["accuracy"],
+                 m["macro_f1"])
+        if m["macro_f1"] > self.best_f1:
+            self.best_f1 = m["macro_f1"]
+            checkpoint.save(self.ckpt_dir / "best.safetensors", {"model": self.model.state_dict(), "epoch": self.epoch,
+                                                                 "metrics": m})
+        self.save_checkpoint()
+        if self._signal is not None:
+            self._stop()
