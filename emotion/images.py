@@ -1,0 +1,164 @@
+"""Anything a user may hand us (path, bytes, upload, PIL image, numpy array) -> one upright RGB PIL image.
+
+Every failure is an `EmotionError` whose message says what to send instead, so the app can answer 4xx and the
+CLI can print it. Size is checked from the header before any pixels are decoded.
+"""
+from __future__ import annotations
+
+import io
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps
+
+from .errors import EmotionError, ImageTooLargeError, UnsupportedImageError
+
+logger = logging.getLogger(__name__)
+
+MAX_PIXELS = 40_000_000  # 40 MP: above any phone photo, far below what would exhaust memory when decoded
+# Only formats Pillow decodes itself; EPS (Ghostscript) and the exotic plugins are not worth their risk.
+# "JPEG" also opens MPO, the multi-picture JPEG many phones write.
+FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
+SEND_INSTEAD = "send a JPEG, PNG, WebP, BMP, GIF or TIFF file"
+WHITE = (255, 255, 255)
+
+
+def load_image(src: Any) -> Image.Image:
+    """Reads an image from any supported source and returns it upright, in RGB.
+
+    EXIF orientation is applied, transparency is composited on white, animated images give their first frame,
+    and 16-bit / float pixels are scaled to 8 bits.
+
+    Args:
+        src: a path (str or Path), the encoded bytes, a binary file-like object, a PIL image, or a numpy array
+            (HxW gray, HxWx3 RGB or HxWx4 RGBA; uint8, uint16, other integers or floats in [0, 1] or [0, 255]).
+
+    Returns:
+        A fully decoded PIL image in mode "RGB".
+
+    Raises:
+        ImageTooLargeError: the image has more than MAX_PIXELS pixels.
+        UnsupportedImageError: the data is not an image we can decode (wrong format, truncated, empty).
+        EmotionError: the path does not exist, or `src` is of a type we do not take.
+    """
+    if isinstance(src, Image.Image):
+        return _finish(src, "the given PIL image")
+    if isinstance(src, np.ndarray):
+        return _to_rgb(_from_array(src))
+    if isinstance(src, (str, os.PathLike)):
+        return _open_path(Path(src))
+    if isinstance(src, (bytes, bytearray, memoryview)):
+        return _decode(io.BytesIO(bytes(src)), f"the given bytes ({len(src)} bytes)")
+    if hasattr(src, "read"):
+        name = str(getattr(src, "name", "the given file object"))
+        # Pillow needs to seek; uploads (sockets, spooled streams) may not allow it.
+        seekable = getattr(src, "seekable", lambda: False)()
+        return _decode(src if seekable else io.BytesIO(src.read()), name)
+    raise EmotionError(f"load_image() takes a path, bytes, a file object, a PIL image or a numpy array, "
+                       f"not {type(src).__name__}: {SEND_INSTEAD}")
+
+
+def check_size(width: int, height: int) -> None:
+    """Raises ImageTooLargeError when width x height exceeds MAX_PIXELS."""
+    if width * height > MAX_PIXELS:
+        raise ImageTooLargeError(
+            f"the image is {width}x{height} ({width * height / 1e6:.1f} megapixels), above the limit of "
+            f"{MAX_PIXELS / 1e6:g} megapixels: send a smaller image (resize it to at most "
+            f"{int((MAX_PIXELS * width / height) ** 0.5)}x{int((MAX_PIXELS * height / width) ** 0.5)})")
+
+
+def _open_path(path: Path) -> Image.Image:
+    try:
+        fp = path.open("rb")
+    except FileNotFoundError:
+        raise EmotionError(f"no file at '{path}': check the path, or {SEND_INSTEAD}") from None
+    except OSError as e:  # a directory, no permission, a name too long
+        raise EmotionError(f"could not open '{path}' ({e.strerror or e}): {SEND_INSTEAD}") from None
+    with fp:
+        return _decode(fp, f"'{path}'")
+
+
+def _decode(fp: Any, name: str) -> Image.Image:
+    """Opens (header only), checks the size, then decodes all pixels while we can still report failure."""
+    try:
+        img = Image.open(fp, formats=FORMATS)
+    except Image.DecompressionBombError as e:
+        raise ImageTooLargeError(f"{name} is too large to decode ({e}): send a smaller image") from None
+    except Exception as e:  # untrusted bytes: any decoder failure means "not an image we can read"
+        raise UnsupportedImageError(f"could not read an image from {name}: {SEND_INSTEAD}") from e
+    return _finish(img, name)
+
+
+def _finish(img: Image.Image, name: str) -> Image.Image:
+    check_size(*img.size)
+    # LOAD_TRUNCATED_IMAGES must stay False, or a cut-off JPEG decodes "successfully" with grey padding.
+    if ImageFile.LOAD_TRUNCATED_IMAGES:
+        logger.warning("PIL.ImageFile.LOAD_TRUNCATED_IMAGES is True: truncated images will not be detected")
+    try:
+        img.load()  # animated files: frame 0, which Pillow has selected on open
+        img = ImageOps.exif_transpose(img)
+        return _to_rgb(img)
+    except Image.DecompressionBombError as e:
+        raise ImageTooLargeError(f"{name} is too large to decode ({e}): send a smaller image") from None
+    except EmotionError:
+        raise
+    except Exception as e:  # truncated data, corrupt EXIF, broken palette: all mean the file is damaged
+        raise UnsupportedImageError(
+            f"could not read an image from {name} (the file is damaged or incomplete: {e}): {SEND_INSTEAD}"
+        ) from e
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """Any Pillow mode -> RGB; alpha is composited on white so transparent areas are not black."""
+    if img.mode == "RGB":
+        return img
+    if img.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        # convert("L") would clip 16-bit and float values at 255 instead of scaling them.
+        return _to_rgb(_from_array(np.asarray(img)))
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, WHITE + (255,))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    try:
+        return img.convert("RGB")
+    except ValueError as e:
+        raise UnsupportedImageError(f"cannot convert a {img.mode} image to RGB: {SEND_INSTEAD}") from e
+
+
+def _from_array(arr: np.ndarray) -> Image.Image:
+    """An HxW / HxWx1 / HxWx3 / HxWx4 array of any numeric dtype -> an 8-bit L, RGB or RGBA PIL image."""
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[:, :, 0]
+    if not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] in (3, 4))):
+        hint = " (channels go last: HxWxC, not CxHxW)" if arr.ndim == 3 and arr.shape[0] in (1, 3, 4) else ""
+        raise EmotionError(f"an image array must be HxW, HxWx3 or HxWx4, not shape {arr.shape}{hint}")
+    if arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise EmotionError(f"the image array is empty (shape {arr.shape}): send an image with pixels")
+    check_size(arr.shape[1], arr.shape[0])
+    arr = np.ascontiguousarray(_to_uint8(arr))
+    return Image.fromarray(arr)  # uint8 HxW -> L, HxWx3 -> RGB, HxWx4 -> RGBA
+
+
+def _to_uint8(arr: np.ndarray) -> np.ndarray:
+    """Scales pixel values to 0..255 by what the dtype and range say they mean."""
+    if arr.dtype == np.uint8:
+        return arr
+    if arr.dtype == np.bool_:
+        return arr.astype(np.uint8) * 255
+    if arr.dtype == np.uint16:
+        return (arr.astype(np.float32) / 257.0 + 0.5).astype(np.uint8)
+    if np.issubdtype(arr.dtype, np.integer):
+        top = float(arr.max(initial=0))
+        # Wider ints holding 8-bit values (np.asarray(img, int)) stay; 16-bit values (Pillow's "I" mode) scale.
+        gain = 1.0 if top <= 255 else 1 / 257.0 if top <= 65535 else 255.0 / top
+    elif np.issubdtype(arr.dtype, np.floating):
+        arr = np.nan_to_num(arr.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+        top = float(arr.max(initial=0.0))
+        # The two conventions: [0, 1] (skimage, torchvision) and [0, 255] (np.asarray(img, float)).
+        gain = 255.0 if top <= 1.0 else 1.0 if top <= 255.0 else 255.0 / top
+    else:
+        raise EmotionError(f"cannot use an image array of dtype {arr.dtype}: send uint8, uint16 or float pixels")
+    return np.clip(arr.astype(np.float64) * gain + 0.5, 0, 255).astype(np.uint8)

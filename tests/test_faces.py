@@ -1,0 +1,157 @@
+"""Face detection and cropping: the boxes a user sees and the crops the model is fed."""
+import math
+import threading
+
+import numpy as np
+import pytest
+from PIL import Image
+from skimage import data
+
+from emotion import faces
+from emotion.errors import EmotionError
+from emotion.faces import Face, FaceDetector, crop_box, crop_face
+from emotion.images import load_image
+
+# Hand-labelled in the 512x512 astronaut: brow to chin, ear to ear (her hair reaches up to y ~ 15).
+ASTRONAUT_FACE = (178, 80, 94, 100)
+
+
+def iou(a, b):
+    ix = max(0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
+    iy = max(0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
+    return ix * iy / (a[2] * a[3] + b[2] * b[3] - ix * iy)
+
+
+@pytest.fixture(scope="module")
+def detector():
+    det = FaceDetector()
+    yield det
+    det.close()
+
+
+@pytest.fixture(scope="module")
+def astronaut() -> Image.Image:
+    return Image.fromarray(data.astronaut())
+
+
+def test_astronaut_has_exactly_one_face_where_her_face_is(detector, astronaut):
+    found = detector.detect(astronaut)
+    assert len(found) == 1
+    face = found[0]
+    assert face.score > 0.8
+    assert iou(face.box, ASTRONAUT_FACE) > 0.7
+    (rx, ry), (lx, ly), (nx, ny), (mx, my) = face.keypoints[:4]
+    assert len(face.keypoints) == 6
+    assert 190 < rx < 215 and 195 < nx < 240 and 235 < lx < 260  # right eye is on the picture's left
+    assert 95 < ry < 120 and 95 < ly < 120 and ry < ny < my < 165
+
+
+def test_two_people_side_by_side_are_two_faces_left_to_right(detector, astronaut):
+    canvas = Image.new("RGB", (1024, 512))
+    canvas.paste(astronaut, (0, 0))
+    canvas.paste(astronaut, (512, 0))
+    found = detector.detect(canvas)
+    assert len(found) == 2
+    assert found[0].box[0] < 512 <= found[1].box[0]
+    assert iou(found[1].box, (ASTRONAUT_FACE[0] + 512,) + ASTRONAUT_FACE[1:]) > 0.6
+    assert len(detector.detect(canvas, max_faces=1)) == 1
+
+
+@pytest.mark.parametrize("orientation,rotate", [(6, Image.Transpose.ROTATE_90), (8, Image.Transpose.ROTATE_270)])
+def test_phone_photo_with_exif_rotation_gives_the_same_box(detector, astronaut, tmp_path, orientation, rotate):
+    path = tmp_path / "phone.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    astronaut.transpose(rotate).save(path, quality=92, exif=exif)
+    upright = detector.detect(astronaut)[0]
+    found = detector.detect(load_image(path))
+    assert len(found) == 1 and iou(found[0].box, upright.box) > 0.85
+
+
+def test_blank_image_has_no_faces_and_no_error(detector):
+    assert detector.detect(Image.new("RGB", (640, 480), (200, 200, 200))) == []
+    assert detector.detect(Image.new("L", (64, 64))) == []  # any mode is accepted
+
+
+def test_large_photo_is_detected_downscaled_and_mapped_back_to_original_pixels(detector, astronaut):
+    assert max(3000, 2000) > faces.DETECT_MAX_SIDE
+    canvas = Image.new("RGB", (3000, 2000), (90, 120, 150))
+    canvas.paste(astronaut.resize((1536, 1536)), (1300, 300))  # astronaut x3, face near (1830, 540)
+    found = detector.detect(canvas)
+    assert len(found) == 1
+    x, y, w, h = ASTRONAUT_FACE
+    assert iou(found[0].box, (1300 + 3 * x, 300 + 3 * y, 3 * w, 3 * h)) > 0.6
+    (rx, ry), (lx, ly) = found[0].keypoints[:2]
+    assert 1300 + 3 * 190 < rx < 1300 + 3 * 215 and 1300 + 3 * 235 < lx < 1300 + 3 * 260
+    assert 300 + 3 * 95 < ry < 300 + 3 * 120
+
+
+def test_full_range_model_finds_the_face_too(astronaut):
+    found = FaceDetector(range="full").detect(astronaut)
+    assert len(found) == 1 and iou(found[0].box, ASTRONAUT_FACE) > 0.6
+
+
+def test_invalid_options_name_the_valid_choices(detector, astronaut):
+    with pytest.raises(EmotionError, match="range must be one of short, full, auto"):
+        FaceDetector(range="far")
+    with pytest.raises(EmotionError, match="range must be one of"):
+        detector.detect(astronaut, range="long")
+    with pytest.raises(EmotionError, match="min_score must be between 0 and 1"):
+        FaceDetector(min_score=2)
+    with pytest.raises(EmotionError, match="load_image"):
+        detector.detect(np.asarray(astronaut))
+
+
+def test_min_score_filters_per_call(detector, astronaut):
+    assert detector.detect(astronaut, min_score=0.99) == []
+    assert len(detector.detect(astronaut)) == 1  # the default threshold is untouched
+
+
+def test_detect_is_safe_from_several_threads(detector, astronaut):
+    expected = detector.detect(astronaut)
+    results, errors = [], []
+
+    def work():
+        try:
+            for _ in range(10):
+                results.append(detector.detect(astronaut))
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(results) == 40 and all(r == expected for r in results)
+
+
+def test_crop_face_is_a_square_with_level_eyes(detector, astronaut):
+    tilted = astronaut.rotate(25, resample=Image.BILINEAR, expand=True, fillcolor=(128, 128, 128))
+    face = detector.detect(tilted)[0]
+    (rx, ry), (lx, ly) = face.keypoints[:2]
+    assert abs(math.degrees(math.atan2(ly - ry, lx - rx))) > 15  # the eyes really are tilted
+    crop = crop_face(tilted, face, margin=0.25)
+    side = round(max(face.box[2:]) * 1.5)
+    assert crop.size == (side, side) and crop.mode == "RGB"
+    again = detector.detect(crop)
+    assert len(again) == 1
+    (rx, ry), (lx, ly) = again[0].keypoints[:2]
+    assert abs(math.degrees(math.atan2(ly - ry, lx - rx))) < 5
+    assert crop_face(tilted, face, margin=0.0, align=False).size == (max(face.box[2:]),) * 2
+
+
+def test_crop_face_at_the_border_repeats_edge_pixels_instead_of_black():
+    image = Image.new("RGB", (100, 80), (200, 10, 10))
+    face = Face(box=(0, 0, 30, 30), score=0.9, keypoints=((8.0, 10.0), (22.0, 14.0)))
+    crop = crop_face(image, face, margin=0.5)
+    assert crop.size == (60, 60)
+    assert np.all(np.asarray(crop) == (200, 10, 10))
+
+
+def test_crop_box_cuts_valid_boxes_and_refuses_bad_ones(astronaut):
+    assert crop_box(astronaut, (10, 20, 30, 40)).size == (30, 40)
+    for bad, words in [((500, 0, 20, 20), "goes outside the 512x512 image"), ((-1, 0, 20, 20), "goes outside"),
+                       ((0, 0, 0, 10), "is empty"), ((0, 0, 10), "four"), ("abcd", "four numbers")]:
+        with pytest.raises(EmotionError, match=words):
+            crop_box(astronaut, bad)
