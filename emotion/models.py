@@ -194,7 +194,9 @@ def load_model(source: str | os.PathLike) -> tuple[nn.Module, ModelInfo, Path]:
     weights = folder / WEIGHTS_NAME
     if not weights.is_file():
         raise EmotionError(f"{folder} has no {WEIGHTS_NAME}; models load from safetensors only")
-    model = create_model(info.architecture, num_classes=info.num_classes, in_chans=info.channels)
+    # model_args: architecture options such as the CNN's widths (never num_classes: TimmWrapper rejects it there)
+    args = {k: v for k, v in config.get("model_args", {}).items() if k not in ("num_classes", "in_chans")}
+    model = create_model(info.architecture, num_classes=info.num_classes, in_chans=info.channels, **args)
     state = {k: v.float() for k, v in load_file(str(weights)).items()}  # weights may be stored in half precision
     model.load_state_dict(state, strict=True)
     return model.eval(), info, folder

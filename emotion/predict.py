@@ -1,0 +1,161 @@
+"""Predictor: any image -> every face -> calibrated probabilities over the 8 emotions."""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .errors import EmotionError
+from .faces import Face, FaceDetector, crop_box, crop_face
+from .images import load_image
+from .models import ModelInfo, load_model
+from .preprocess import batch
+
+log = logging.getLogger(__name__)
+
+MODELS_DIR = Path(__file__).resolve().parent.parent / "models"  # the exports shipped with the repo
+DEFAULT_FILE = MODELS_DIR / "DEFAULT"  # names the shipped model used when none is asked for
+
+
+@dataclass
+class FacePrediction:
+    """One face: where it is and what the model thinks. `box` is (x, y, w, h) in original-image pixels."""
+
+    box: tuple[int, int, int, int]
+    emotion: str
+    confidence: float
+    uncertain: bool
+    probabilities: dict[str, float]
+    detection_score: float | None = None
+    keypoints: list[tuple[float, float]] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["box"] = dict(zip("xywh", self.box))
+        return d
+
+
+@dataclass
+class ImagePrediction:
+    faces: list[FacePrediction]
+    image_size: tuple[int, int]  # width, height
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"faces": [f.to_dict() for f in self.faces],
+                "image_size": {"width": self.image_size[0], "height": self.image_size[1]},
+                "timings_ms": {k: round(v, 2) for k, v in self.timings_ms.items()}}
+
+
+def shipped_models() -> dict[str, str]:
+    """The exports in the repo's models/ folder, by folder name -> `local-dir:` source."""
+    if not MODELS_DIR.is_dir():
+        return {}
+    return {p.name: f"local-dir:{p}" for p in sorted(MODELS_DIR.iterdir()) if (p / "config.json").is_file()}
+
+
+def default_source() -> str:
+    """EMOTION_MODEL if set, else the shipped model named in models/DEFAULT."""
+    env = os.environ.get("EMOTION_MODEL")
+    if env:
+        return env
+    shipped = shipped_models()
+    name = DEFAULT_FILE.read_text().strip() if DEFAULT_FILE.is_file() else next(iter(shipped), None)
+    if name not in shipped:
+        raise EmotionError("no model given and none shipped in models/: pass a source such as "
+                           "local-dir:/path or hf-hub:org/name, or set EMOTION_MODEL")
+    return shipped[name]
+
+
+class Predictor:
+    """Detects faces and classifies their expressions with one loaded model. Thread-safe.
+
+    Args:
+        model: a classifier returning logits over `info.labels`.
+        info: the model's facts (input size, normalisation, crop margin, temperature, ...).
+        source: where it came from, for reports.
+        detector: the face detector (a default `FaceDetector()` if None).
+    """
+
+    def __init__(self, model: torch.nn.Module, info: ModelInfo, source: str = "", detector: FaceDetector | None = None):
+        self.model, self.info, self.source = model.eval(), info, source
+        self.detector = detector or FaceDetector()
+        self._lock = threading.Lock()  # torch modules are not re-entrant under concurrent calls on all backends
+
+    @classmethod
+    def from_pretrained(cls, source: str | None = None, *, min_score: float = 0.5, max_faces: int = 20,
+                        range: str = "auto") -> "Predictor":  # noqa: A002
+        """Load `hf-hub:org/name[@revision]` or `local-dir:/path` (default: EMOTION_MODEL or the shipped model)."""
+        source = source or default_source()
+        model, info, _ = load_model(source)
+        return cls(model, info, source, FaceDetector(min_score=min_score, max_faces=max_faces, range=range))
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.info.labels)
+
+    # ---------------------------------------------------------------------------------------------- classify
+    def probabilities(self, crops: Sequence[Image.Image]) -> np.ndarray:
+        """Face crops -> (N, 8) calibrated probabilities, softmax(logits / temperature), one forward pass."""
+        if not crops:
+            return np.zeros((0, len(self.info.labels)), np.float32)
+        x = batch(crops, self.info)
+        if self.info.tta_flip:  # the mirrored face in the same batch; logits averaged as in evaluation
+            x = torch.cat([x, torch.flip(x, dims=[3])])
+        with self._lock, torch.inference_mode():
+            logits = self.model(x).float()
+        if self.info.tta_flip:
+            logits = (logits[: len(crops)] + logits[len(crops):]) / 2
+        return torch.softmax(logits / self.info.temperature, dim=1).numpy()
+
+    def _face_result(self, probs: np.ndarray, box, score=None, keypoints=None) -> FacePrediction:
+        top = int(probs.argmax())
+        return FacePrediction(
+            box=tuple(int(v) for v in box), emotion=self.info.labels[top], confidence=float(probs[top]),
+            uncertain=bool(probs[top] < self.info.uncertain_threshold),
+            probabilities={lab: float(p) for lab, p in zip(self.info.labels, probs)},
+            detection_score=None if score is None else float(score),
+            keypoints=None if keypoints is None else [tuple(map(float, k)) for k in keypoints])
+
+    # ------------------------------------------------------------------------------------------------ public
+    def detect(self, image: Any, **options) -> tuple[Image.Image, list[Face]]:
+        img = load_image(image)
+        return img, self.detector.detect(img, **{k: v for k, v in options.items() if v is not None})
+
+    def predict(self, image: Any, *, max_faces: int | None = None, min_score: float | None = None,
+                range: str | None = None) -> ImagePrediction:  # noqa: A002
+        """Every face in one image (path, bytes, PIL or numpy) with its emotion probabilities."""
+        return self.predict_batch([image], max_faces=max_faces, min_score=min_score, range=range)[0]
+
+    def predict_batch(self, images: Sequence[Any], **options) -> list[ImagePrediction]:
+        """Several images; all their faces are classified in one batch."""
+        t0 = time.perf_counter()
+        loaded = [self.detect(im, **options) for im in images]
+        t1 = time.perf_counter()
+        crops = [crop_face(img, f, self.info.crop_margin, self.info.align_eyes) for img, faces in loaded for f in faces]
+        probs = self.probabilities(crops)
+        t2 = time.perf_counter()
+        out, i = [], 0
+        for img, faces in loaded:
+            results = [self._face_result(probs[i + j], f.box, f.score, f.keypoints) for j, f in enumerate(faces)]
+            i += len(faces)
+            out.append(ImagePrediction(results, img.size, {"detect": (t1 - t0) * 1000 / len(images),
+                                                           "classify": (t2 - t1) * 1000 / len(images)}))
+        return out
+
+    def predict_crop(self, image: Any, box: tuple[int, int, int, int] | None = None) -> FacePrediction:
+        """Classify a face the caller has already cut out (or the `box` (x, y, w, h) of `image`); no detection."""
+        img = load_image(image)
+        if box is not None:
+            crop = crop_box(img, box)
+        else:
+            crop, box = img, (0, 0, img.width, img.height)
+        return self._face_result(self.probabilities([crop])[0], box)

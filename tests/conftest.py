@@ -1,0 +1,59 @@
+"""Shared fixtures: offline settings, a tiny exported model, the astronaut, and where the real data lives."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a Hub id must fail at once, not retry for ~24 s
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from safetensors.torch import save_file  # noqa: E402
+
+# The one setting for tests that need the real FER+ shards; they skip with a reason where it is absent.
+DATA_DIR = Path(os.environ.get("EMOTION_TEST_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+FERPLUS = DATA_DIR / "ferplus"
+
+
+def write_export(folder: Path, architecture: str = "small_cnn", temperature: float = 1.0, seed: int = 0,
+                 input_size=(1, 48, 48), **facts) -> Path:
+    """A randomly initialised model exported the way the trainer does it (config.json + model.safetensors)."""
+    from emotion.models import ModelInfo, create_model
+
+    torch.manual_seed(seed)
+    c = input_size[0]
+    info = ModelInfo(architecture=architecture, input_size=input_size, mean=(0.5,) * c, std=(0.5,) * c,
+                     temperature=temperature, **facts)
+    model = create_model(architecture, num_classes=8, in_chans=c, **({"widths": (8, 16, 16, 32)}
+                                                                      if architecture == "small_cnn" else {}))
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / "model.safetensors"))
+    config = info.to_config(pretrained_cfg=dict(model.pretrained_cfg), num_features=model.num_features)
+    if architecture == "small_cnn":
+        config["model_args"] = {"widths": [8, 16, 16, 32]}
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """A tiny untrained small_cnn export (fast to load and run)."""
+    return write_export(tmp_path_factory.mktemp("tiny_model"))
+
+
+@pytest.fixture(scope="session")
+def astronaut() -> np.ndarray:
+    from skimage import data
+
+    return data.astronaut()
+
+
+@pytest.fixture(scope="session")
+def ferplus_dir() -> Path:
+    if not any(FERPLUS.glob("validation-*.parquet")):
+        pytest.skip(f"FER+ data not found at {FERPLUS} (set EMOTION_TEST_DATA to the folder holding ferplus/)")
+    return FERPLUS
