@@ -127,7 +127,8 @@ class FaceDetector:
         return self._detectors[key]
 
 
-def crop_face(image: Image.Image, face: Face, margin: float = 0.25, align: bool = True) -> Image.Image:
+def crop_face(image: Image.Image, face: Face, margin: float = 0.25, align: bool = True,
+              offset_y: float = 0.0) -> Image.Image:
     """Cuts a square around a face, optionally rotated so the eyes are level.
 
     Args:
@@ -135,6 +136,8 @@ def crop_face(image: Image.Image, face: Face, margin: float = 0.25, align: bool 
         face: the detection.
         margin: extra context on each side, as a fraction of the box's longer side.
         align: rotate about the box centre so that the eyes (keypoints 0 and 1) are horizontal.
+        offset_y: move the crop's centre along the face's vertical axis by this fraction of the box's longer
+            side (negative = towards the forehead), to match how the training faces were framed.
 
     Returns:
         A square image of side round(max(w, h) * (1 + 2 * margin)), in the mode of `image`. Parts outside
@@ -151,6 +154,8 @@ def crop_face(image: Image.Image, face: Face, margin: float = 0.25, align: bool 
     if align and len(face.keypoints) >= 2:
         (rx, ry), (lx, ly) = face.keypoints[0], face.keypoints[1]
         angle = math.atan2(ly - ry, lx - rx)
+    cx -= offset_y * max(w, h) * math.sin(angle)  # "down" in the face's own frame is (-sin, cos)
+    cy += offset_y * max(w, h) * math.cos(angle)
     # Only the patch the rotated square can reach is padded and resampled, not the whole photo.
     reach = side / 2 * (abs(math.cos(angle)) + abs(math.sin(angle))) + 2
     x0, y0 = math.floor(cx - reach), math.floor(cy - reach)

@@ -140,7 +140,8 @@ class Predictor:
         t0 = time.perf_counter()
         loaded = [self.detect(im, **options) for im in images]
         t1 = time.perf_counter()
-        crops = [crop_face(img, f, self.info.crop_margin, self.info.align_eyes) for img, faces in loaded for f in faces]
+        crops = [crop_face(img, f, self.info.crop_margin, self.info.align_eyes, self.info.crop_offset_y)
+                 for img, faces in loaded for f in faces]
         probs = self.probabilities(crops)
         t2 = time.perf_counter()
         out, i = [], 0

@@ -38,7 +38,8 @@ class TrainConfig:
     channels: int = 1  # 1 = grayscale; 3 = gray replicated to RGB (ImageNet backbones)
     mean: float = 0.5  # per-channel normalisation (the same value for every channel: the faces are grayscale)
     std: float = 0.5
-    crop_margin: float = 0.25  # written to config.json for serving: margin around the detector's box
+    crop_margin: float = 0.1  # written to config.json for serving: margin around the detector's box (see ModelInfo)
+    crop_offset_y: float = -0.1  # written to config.json for serving: crop centre shift (negative = up)
     # augmentation (training only)
     scale_min: float = 0.8  # random resized crop scale range (min, 1)
     rotate: float = 10.0  # degrees
