@@ -1,0 +1,76 @@
+"""`evaluate` and `compare`: score exported models on a data set, the way serving runs them."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from emotion.labels import LABELS
+from emotion.models import WEIGHTS_NAME, load_model
+
+from .data import FaceSplit, load_raw, to_face_split
+from .evaluation import compute_metrics, predict_logits
+from .run import ms_per_face
+
+
+def load_eval_split(data: str, split: str, max_samples: int | None = None) -> FaceSplit:
+    raw = load_raw(data)
+    if split not in raw:
+        from .data import DataError
+
+        raise DataError(f"no split {split!r} in {data}; it has {', '.join(raw)}")
+    ds = raw[split]
+    if max_samples:
+        ds = ds.select(range(min(max_samples, len(ds))))
+    return to_face_split(ds, soft_labels=False)
+
+
+def score(source: str, split: FaceSplit) -> dict:
+    """Metrics with the model's own temperature (ECE before = T 1, after = config T), whole and deduplicated."""
+    model, info, folder = load_model(source)
+    logits = predict_logits(model, split, info)
+    out = {"source": source, "architecture": info.architecture, "temperature": info.temperature,
+           "params": sum(p.numel() for p in model.parameters()),
+           "size_mb": round((folder / WEIGHTS_NAME).stat().st_size / 2**20, 2),
+           "ms_per_face_cpu": round(ms_per_face(model, info), 2),
+           "splits": {"whole": compute_metrics(logits, split.labels, info.temperature)}}
+    if split.dup is not None and split.dup.any():
+        keep = ~split.dup
+        out["splits"]["dedup"] = compute_metrics(logits[keep], split.labels[keep], info.temperature)
+    return out
+
+
+def evaluate_model(source: str, data: str, split: str = "validation", max_samples: int | None = None,
+                   json_path: str | None = None) -> str:
+    """Evaluate one exported model; returns a readable report (and writes the full metrics as JSON)."""
+    result = score(source, load_eval_split(data, split, max_samples))
+    if json_path:
+        Path(json_path).write_text(json.dumps(result, indent=2) + "\n")
+    lines = [f"{source} on {data} [{split}]"]
+    for name, m in result["splits"].items():
+        lines.append(f"  {name:6s} n={m['n']:5d}  accuracy {m['accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}  "
+                     f"ECE {m['ece_before']:.4f} -> {m['ece_after']:.4f} (T={result['temperature']:.3f})")
+        lines.append("         recall: " + "  ".join(f"{lab} {m['per_class'][lab]['recall']:.2f}" for lab in LABELS))
+    return "\n".join(lines)
+
+
+def compare(sources: list[str], data: str, split: str = "validation", max_samples: int | None = None,
+            out: str | None = None) -> str:
+    """One markdown table of several models side by side."""
+    faces = load_eval_split(data, split, max_samples)
+    rows = [score(s, faces) for s in sources]
+    head = ("| model | accuracy | accuracy (no dups) | macro-F1 (no dups) | "
+            + " | ".join(f"recall {lab}" for lab in LABELS)
+            + " | ECE before → after T | params | MB | ms/face (CPU) |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in rows:
+        w = r["splits"]["whole"]
+        d = r["splits"].get("dedup", w)
+        lines.append(
+            f"| {Path(r['source'].split(':', 1)[-1]).name} | {w['accuracy']:.1%} | {d['accuracy']:.1%} | "
+            f"{d['macro_f1']:.3f} | " + " | ".join(f"{d['per_class'][lab]['recall']:.2f}" for lab in LABELS)
+            + f" | {d['ece_before']:.3f} → {d['ece_after']:.3f} | {r['params'] / 1e6:.2f} M | {r['size_mb']} | "
+              f"{r['ms_per_face_cpu']} |")
+    table = "\n".join(lines)
+    if out:
+        Path(out).write_text(table + "\n")
+    return table
