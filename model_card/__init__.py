@@ -1,0 +1,1 @@
+"""The model card template and its renderer: `from model_card.render import render_card`."""

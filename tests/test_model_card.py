@@ -1,0 +1,136 @@
+"""The model card: Hub-valid YAML whose model-index carries exactly the exported numbers, and an honest body."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from huggingface_hub import ModelCard
+
+from model_card.render import PLACEHOLDER_REPO, render_card
+
+LABELS = ["anger", "contempt", "disgust", "fear", "happy", "neutral", "sad", "surprise"]
+SUPPORT = [310, 24, 31, 73, 880, 1242, 395, 441]
+
+
+def config(architecture: str = "resnet50", channels: int = 1) -> dict:
+    return {"architecture": architecture, "num_classes": 8, "num_features": 2048, "label_names": LABELS,
+            "pretrained_cfg": {"input_size": [channels, 64, 64], "mean": [0.5] * channels, "std": [0.5] * channels,
+                               "interpolation": "bilinear", "num_classes": 8, "crop_pct": 1.0, "crop_mode": "center"},
+            "emotion": {"native_size": 48, "crop_margin": 0.25, "align_eyes": True, "temperature": 1.31,
+                        "uncertain_threshold": 0.5, "tta_flip": True}}
+
+
+def split(n: int, accuracy: float, macro_f1: float, ece_after: float) -> dict:
+    per_class = {name: {"precision": 0.8123 - i / 50, "recall": 0.7512 - i / 40, "f1": 0.7812 - i / 45,
+                        "support": SUPPORT[i]} for i, name in enumerate(LABELS)}
+    matrix = [[SUPPORT[i] if i == j else 0 for j in range(8)] for i in range(8)]
+    return {"n": n, "accuracy": accuracy, "macro_f1": macro_f1, "nll_before": 0.5123, "nll_after": 0.4567,
+            "ece_before": 0.0531, "ece_after": ece_after, "per_class": per_class, "confusion_matrix": matrix}
+
+
+def eval_results(architecture: str = "resnet50") -> dict:
+    return {"model_name": architecture, "architecture": architecture,
+            "dataset": {"name": "FER+ (FER2013 images, Microsoft FERPlus labels)", "id": "ferplus",
+                        "path": "../shared/data/ferplus"},
+            "splits": {"validation": split(3396, 0.8512, 0.6634, 0.0213),
+                       "validation_dedup": split(3132, 0.8431, 0.6502, 0.0199)},
+            "temperature": 1.31, "params": 1174696, "size_mb": 2.3, "ms_per_face_cpu": 1.4, "train_time_s": 1500,
+            "machine": "2-core CPU (no GPU)", "epochs": 30,
+            "train_config": {"model": architecture, "epochs": 30, "batch_size": 128, "lr": 0.002, "init": None}}
+
+
+def export(folder: Path, cfg: dict, results: dict | None) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps(cfg))
+    if results is not None:
+        (folder / "eval_results.json").write_text(json.dumps(results))
+    return folder
+
+
+def test_yaml_parses_and_model_index_carries_exactly_the_exported_numbers(tmp_path):
+    results = eval_results()
+    folder = export(tmp_path, config(), results)
+    render_card(folder, "acme/fer-resnet50")
+
+    card = ModelCard.load(folder / "README.md")
+    assert card.data.library_name == "timm" and card.data.pipeline_tag == "image-classification"
+    assert card.data.license
+    assert {"image-classification", "facial-expression-recognition", "emotion-recognition", "timm"} <= set(
+        card.data.tags)
+    assert card.data.datasets == ["ferplus"]
+    got = {(r.dataset_split, r.metric_type): r.metric_value for r in card.data.eval_results}
+    want = {}
+    for name, s in results["splits"].items():
+        want.update({(name, "accuracy"): s["accuracy"], (name, "f1"): s["macro_f1"], (name, "ece"): s["ece_after"]})
+    assert got == want
+    assert all(r.task_type == "image-classification" and r.dataset_type == "ferplus" for r in card.data.eval_results)
+
+
+def test_body_has_the_tables_the_data_terms_and_the_out_of_scope_uses(tmp_path):
+    folder = export(tmp_path, config(), eval_results())
+    text = render_card(folder, "acme/fer-resnet50").text
+
+    assert "| anger | 81.2% | 75.1% | 78.1% | 310 |" in text  # per-class row of the first split
+    assert "| contempt | 79.2% | 72.6% | 75.9% | 24 |" in text
+    assert "| `validation` | 3,396 | 85.1% | 66.3% | 0.0531 | 0.0213 | 0.5123 | 0.4567 |" in text
+    assert "| `lr` | 0.002 |" in text and "| `batch_size` | 128 |" in text
+    assert "MIT License" in text and "Microsoft" in text and "no open licence" in text.lower()
+    assert "not re-published" in text and "Barsoum" in text and "Goodfellow" in text
+    for word in ("hiring", "surveillance", "lie", "clinical"):
+        assert word in text
+    assert "confusion_matrix.png" not in text  # no image in the folder, so no link to one
+    assert re.findall(r"^\| [0-7] \| (\w+) \|$", text, flags=re.M) == LABELS  # the labels, in output order
+
+
+def test_confusion_image_is_linked_only_when_present(tmp_path):
+    folder = export(tmp_path, config(), eval_results())
+    (folder / "confusion_matrix.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    assert "![Confusion matrix](confusion_matrix.png)" in render_card(folder).text
+
+
+@pytest.mark.parametrize("results", [
+    None,
+    {"model_name": "tiny", "splits": {"validation": {"accuracy": 0.5, "macro_f1": float("nan"), "ece_after": None,
+                                                     "per_class": {}}},
+     "params": None, "train_config": {}, "dataset": {}},
+], ids=["no-eval-results", "sparse-eval-results"])
+def test_missing_optional_fields_are_left_out_not_printed(tmp_path, results):
+    cfg = {"architecture": "small_cnn", "label_names": LABELS,
+           "pretrained_cfg": {"input_size": [1, 48, 48], "mean": [0.5], "std": [0.5]}}
+    folder = export(tmp_path, cfg, results)
+    text = str(render_card(folder))
+
+    for leak in ("None", "nan", "NaN", "null", "{}", "[]", "| – |"):
+        assert leak not in text, leak
+    card = ModelCard.load(folder / "README.md")
+    if results is None:
+        assert card.data.eval_results is None and "## Evaluation" not in text
+    else:
+        assert [(r.metric_type, r.metric_value) for r in card.data.eval_results] == [("accuracy", 0.5)]
+        assert "## Training configuration" not in text and "## Calibration" not in text
+
+
+@pytest.mark.parametrize("architecture,channels,pipeline", [
+    ("resnet50", 3, True), ("small_cnn", 1, False), ("resnet50", 1, False)])
+def test_transformers_pipeline_snippet_only_where_it_runs(tmp_path, architecture, channels, pipeline):
+    folder = export(tmp_path, config(architecture, channels), eval_results(architecture))
+    text = render_card(folder, "acme/fer").text
+
+    assert ('pipeline("image-classification", model="acme/fer")' in text) is pipeline
+    assert 'timm.create_model("hf-hub:acme/fer", pretrained=True)' in text
+    assert ("import emotion.models" in text) is (architecture == "small_cnn")
+    assert 'Predictor.from_pretrained("hf-hub:acme/fer")' in text and "snapshot_download" in text
+    assert 'handle_file("photo.jpg"), api_name="/predict"' in text
+
+
+def test_placeholder_repo_id_only_inside_code_examples(tmp_path):
+    folder = export(tmp_path, config(), eval_results())
+    card = render_card(folder)
+    assert PLACEHOLDER_REPO in card.text
+    outside_code = re.sub(r"```.*?```", "", card.text, flags=re.S)
+    assert PLACEHOLDER_REPO not in outside_code and PLACEHOLDER_REPO not in card.data.to_yaml()
+
+    assert PLACEHOLDER_REPO not in str(render_card(folder, "acme/fer"))
+    assert (folder / "README.md").read_text() == str(render_card(folder, "acme/fer"))
