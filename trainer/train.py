@@ -30,6 +30,15 @@ class Interrupted(SystemExit):
     """Raised after SIGTERM/SIGINT once the checkpoint is written; exit code 128 + signal."""
 
 
+def _ignore_signals(worker_id: int) -> None:
+    """Loader workers leave SIGINT/SIGTERM to the main process, which checkpoints and then stops them.
+
+    (Ctrl-C signals the whole process group; a worker dying first would crash the run before it can save.)
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
@@ -134,7 +143,7 @@ class Trainer:
         workers = default_workers() if self.cfg.workers < 0 else self.cfg.workers
         return torch.utils.data.DataLoader(
             FaceDataset(self.train_split, self.info, self.cfg, train=True), batch_size=self.cfg.batch_size,
-            sampler=sampler, num_workers=workers, drop_last=True, persistent_workers=False,
+            sampler=sampler, num_workers=workers, drop_last=True, worker_init_fn=_ignore_signals,
             pin_memory=self.device.type == "cuda")
 
     def _set_frozen(self) -> None:
