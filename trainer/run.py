@@ -14,7 +14,7 @@ from emotion.models import load_model
 from . import checkpoint
 from .config import TrainConfig
 from .data import FaceSplit, load_splits
-from .evaluation import compute_metrics, fit_temperature, predict_logits
+from .evaluation import compute_metrics, expected_calibration_error, fit_temperature, predict_logits, softmax
 from .export import export_model
 from .train import Trainer
 
@@ -51,10 +51,20 @@ def evaluate_splits(model, info, val: FaceSplit, device: str = "cpu") -> tuple[d
     logits = predict_logits(model, val, info, device=device)
     temperature = fit_temperature(logits, val.labels)
     splits = {"validation": compute_metrics(logits, val.labels, temperature)}
+    splits["validation"]["ece_after_crossfit"] = crossfit_ece(logits, val.labels)
     if val.dup is not None and val.dup.any():
         keep = ~val.dup
         splits["validation_dedup"] = compute_metrics(logits[keep], val.labels[keep], temperature)
     return splits, temperature
+
+
+def crossfit_ece(logits: np.ndarray, labels: np.ndarray, seed: int = 0) -> float:
+    """ECE after scaling, honestly: T fitted on one half of validation, ECE measured on the other, both ways."""
+    half = np.random.default_rng(seed).permutation(len(labels)) < len(labels) // 2
+    probs = np.zeros((len(labels), logits.shape[1]))
+    for fit, test in ((half, ~half), (~half, half)):
+        probs[test] = softmax(logits[test], fit_temperature(logits[fit], labels[fit]))
+    return expected_calibration_error(probs, labels)
 
 
 def train_and_export(cfg: TrainConfig) -> Path:
