@@ -259,7 +259,11 @@ def _calibration(config: dict, results: dict, first: str | None, split: dict) ->
             lines.append(f"On `{first}`, the {name} goes from {before} before scaling to {after} after it.")
         elif before or after:
             lines.append(f"On `{first}`, the {name} is {before or after} {'before' if before else 'after'} scaling.")
-    if temperature and any(fmt_num(split.get(k)) for k in ("ece_after", "nll_after")):
+    crossfit = fmt_num(split.get("ece_after_crossfit"))
+    if crossfit:
+        lines.append(f"Fitting T on one half of `{first}` and measuring on the other (both ways), the ECE after "
+                     f"scaling is {crossfit}: an out-of-sample figure.")
+    elif temperature and any(fmt_num(split.get(k)) for k in ("ece_after", "nll_after")):
         lines.append("T was fitted on validation images, so the after-scaling numbers on validation splits are "
                      "in-sample and somewhat optimistic.")
     return lines
