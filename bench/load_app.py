@@ -1,0 +1,151 @@
+"""Load test for the REST API: N client threads POST the astronaut to /api/predict for a fixed time.
+
+    python bench/load_app.py                              # starts `python app.py` itself on a free port
+    python bench/load_app.py --url http://127.0.0.1:7860 --clients 8 --seconds 30
+    EMOTION_MODEL=local-dir:models/small_cnn python bench/load_app.py
+
+Prints requests/s, p50/p95/p99 latency and the errors. Loopback addresses only: this is not a tool for load-testing
+other people's servers.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import ipaddress
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+import numpy as np
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--url", help="a running server (loopback only); default: start app.py on a free port")
+    p.add_argument("--clients", type=int, default=4, help="concurrent client threads")
+    p.add_argument("--seconds", type=float, default=20.0, help="how long to send requests")
+    p.add_argument("--image", type=Path, default=ROOT / "examples" / "astronaut.jpg", help="the photo to POST")
+    p.add_argument("--model", help="a model id from GET /api/models (default: the server's default)")
+    p.add_argument("--startup-timeout", type=float, default=120.0, help="seconds to wait for a started server")
+    args = p.parse_args(argv)
+    if args.clients < 1 or args.seconds <= 0:
+        p.error("--clients must be >= 1 and --seconds > 0")
+    if args.url:
+        check_loopback(args.url, p)
+    return args
+
+
+def check_loopback(url: str, parser: argparse.ArgumentParser) -> None:
+    host = urlparse(url).hostname or ""
+    try:
+        ok = all(ipaddress.ip_address(info[4][0]).is_loopback for info in socket.getaddrinfo(host, None))
+    except (socket.gaierror, ValueError):
+        ok = False
+    if not ok:
+        parser.error(f"--url {url!r} is not a loopback address: use http://127.0.0.1:PORT or http://localhost:PORT")
+
+
+def start_server(timeout: float) -> tuple[str, subprocess.Popen]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "HOST": "127.0.0.1", "PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False"}
+    # The server logs to a file, not a pipe: an unread pipe fills up and then blocks the server.
+    log = tempfile.NamedTemporaryFile(prefix="load_app_server_", suffix=".log", delete=False)
+    proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    log.close()
+    print(f"started app.py (log: {log.name})")
+    url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            sys.exit(f"app.py exited with {proc.returncode}:\n{Path(log.name).read_text()[-2000:]}")
+        try:
+            r = requests.get(f"{url}/api/health", timeout=2)
+            if r.status_code == 200:
+                return url, proc
+            proc.terminate()
+            sys.exit(f"the server is not ready: {r.json().get('error')}")
+        except requests.ConnectionError:
+            time.sleep(0.3)
+    proc.kill()
+    sys.exit(f"app.py did not answer /api/health within {timeout:g} s")
+
+
+def client(url: str, image: bytes, params: dict, deadline: float, out: list, errors: collections.Counter, lock):
+    session = requests.Session()
+    while time.monotonic() < deadline:
+        t0 = time.perf_counter()
+        try:
+            r = session.post(f"{url}/api/predict", params=params, timeout=60,
+                             files={"file": ("astronaut.jpg", image, "image/jpeg")})
+            ok, kind = r.status_code == 200, f"HTTP {r.status_code}"
+        except requests.RequestException as e:
+            ok, kind = False, type(e).__name__
+        elapsed = time.perf_counter() - t0
+        with lock:
+            if ok:
+                out.append((elapsed, r.json()["timings_ms"].get("total", float("nan"))))
+            else:
+                errors[kind] += 1
+
+
+def run(url: str, args: argparse.Namespace) -> None:
+    image = args.image.read_bytes()
+    params = {"model": args.model} if args.model else {}
+    warm = requests.post(f"{url}/api/predict", params=params, files={"file": ("a.jpg", image)}, timeout=300)
+    if warm.status_code != 200:
+        sys.exit(f"warm-up request failed ({warm.status_code}): {warm.json().get('error', warm.text[:300])}")
+    print(f"{url}  model {warm.json()['model']['id']}  {len(warm.json()['faces'])} face(s) in {args.image.name}  "
+          f"{args.clients} clients x {args.seconds:g} s")
+    results, errors, lock = [], collections.Counter(), threading.Lock()
+    deadline = time.monotonic() + args.seconds
+    start = time.perf_counter()
+    threads = [threading.Thread(target=client, args=(url, image, params, deadline, results, errors, lock))
+               for _ in range(args.clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - start
+    report(results, errors, wall)
+
+
+def report(results: list, errors: collections.Counter, wall: float) -> None:
+    n_err = sum(errors.values())
+    print(f"requests   {len(results) + n_err} in {wall:.1f} s: {len(results) / wall:.1f} ok/s")
+    if results:
+        lat = np.array([r[0] for r in results]) * 1000
+        server = np.array([r[1] for r in results])
+        p50, p95, p99 = np.percentile(lat, [50, 95, 99])
+        print(f"latency    p50 {p50:.1f} ms  p95 {p95:.1f} ms  p99 {p99:.1f} ms  max {lat.max():.1f} ms")
+        print(f"server     mean {np.nanmean(server):.1f} ms in predict (decode + detect + classify)")
+    print(f"errors     {n_err}" + (f"  ({', '.join(f'{k}: {v}' for k, v in errors.most_common())})" if n_err else ""))
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    if args.url:
+        run(args.url.rstrip("/"), args)
+        return
+    url, proc = start_server(args.startup_timeout)
+    try:
+        run(url, args)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,219 @@
+"""The REST routes: POST /api/predict, GET /api/health, GET /api/models, and the JSON error handlers.
+
+Every error is `{"error": "<what went wrong and what to send>"}` with a 4xx status for anything the caller can fix;
+a 5xx only when the server itself is at fault, and never with a stack trace.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from emotion import LABELS, EmotionError, ImageTooLargeError, UnsupportedImageError
+
+from .models import ModelRegistry
+from .service import (INTERNAL_ERROR, MAX_UPLOAD_BYTES, PredictOptions, decode_base64_image, megabytes,
+                      parse_options, predict_image)
+
+log = logging.getLogger(__name__)
+
+BODY_LIMIT = MAX_UPLOAD_BYTES * 4 // 3 + 64 * 1024  # room for base64 and multipart framing around the image
+HOW_TO_SEND = ('send the photo as multipart/form-data field "file" (curl -F file=@photo.jpg), as JSON '
+               '{"image": "base64 or data URL"}, or as a raw image/* body')
+
+
+# ----------------------------------------------------------------------------------------------------- response shapes
+class Box(BaseModel):
+    x: int
+    y: int
+    w: int
+    h: int
+
+
+class Face(BaseModel):
+    box: Box = Field(description="in pixels of the original (EXIF-rotated) image")
+    emotion: str
+    confidence: float
+    uncertain: bool = Field(description="the top probability is below the model's uncertain_threshold")
+    probabilities: dict[str, float] = Field(description="all 8 emotions, summing to 1")
+    detection_score: float | None = Field(description="null for a caller-given crop box")
+    keypoints: list[list[float]] | None = Field(None, description="eyes, nose, mouth, ears (x, y)")
+
+
+class ModelDescription(BaseModel):
+    id: str
+    source: str
+    revision: str | None
+    default: bool
+    loaded: bool
+    architecture: str | None = None
+    labels: list[str] | None = None
+    temperature: float | None = None
+    uncertain_threshold: float | None = None
+
+
+class Prediction(BaseModel):
+    faces: list[Face]
+    image_size: dict[str, int]
+    timings_ms: dict[str, float]
+    model: ModelDescription
+
+
+class ErrorBody(BaseModel):
+    error: str
+
+
+ERRORS = {s: {"model": ErrorBody, "description": d} for s, d in {
+    400: "bad image data, options or model name", 413: f"over {megabytes(MAX_UPLOAD_BYTES)} or 40 megapixels",
+    415: "not an image format we read", 422: "an option out of range", 503: "no model could be loaded"}.items()}
+
+PREDICT_DOC = {
+    "parameters": [{"name": name, "in": "query", "required": False, "schema": schema, "description":
+                    schema.get("description", "")} for name, schema in
+                   PredictOptions.model_json_schema()["properties"].items()],
+    "requestBody": {"required": True, "content": {
+        "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
+            "file": {"type": "string", "format": "binary"},
+            **PredictOptions.model_json_schema()["properties"]}}},
+        "application/json": {"schema": {"type": "object", "required": ["image"], "properties": {
+            "image": {"type": "string", "description": "the file's bytes in base64, or a data: URL"},
+            **PredictOptions.model_json_schema()["properties"]}}},
+        "image/*": {"schema": {"type": "string", "format": "binary"}}}},
+}
+
+
+# -------------------------------------------------------------------------------------------------------------- routes
+def build_router(registry: ModelRegistry) -> APIRouter:
+    router = APIRouter(prefix="/api", tags=["emotion"])
+
+    @router.post("/predict", response_model=Prediction, responses=ERRORS, openapi_extra=PREDICT_DOC)
+    async def predict(request: Request) -> Any:
+        """Every face in the photo with its box, emotion, confidence, uncertain flag and all 8 probabilities.
+
+        Options (model, max_faces, min_detection_score, crop box x/y/w/h) come as query parameters, form fields
+        or JSON keys. With a crop box there is no detection: the one face returned is the box itself.
+        """
+        image, fields = await read_image(request)
+        options = parse_options(dict(request.query_params), fields)
+        try:
+            return await run_in_threadpool(predict_image, registry, image, options)
+        except EmotionError:
+            raise
+        except Exception:  # a bug, not the caller's fault: log the trace here, answer without it
+            log.exception("predict failed on a %d-byte image with %s", len(image), options)
+            return JSONResponse({"error": INTERNAL_ERROR}, status_code=500)
+
+    @router.get("/predict", include_in_schema=False, status_code=405)
+    def predict_get() -> Any:  # without it the UI mounted at "/" would answer a confusing 404
+        return JSONResponse({"error": f"use POST for /api/predict: {HOW_TO_SEND}"}, status_code=405,
+                            headers={"Allow": "POST"})
+
+    @router.get("/health", responses={503: {"model": ErrorBody}})
+    def health() -> Any:
+        """Liveness and configuration: 200 once a model is configured (models load on first use)."""
+        if registry.default is None:
+            return JSONResponse({"status": "unavailable", "error": registry.problem}, status_code=503)
+        return {"status": "ok", "default_model": registry.default,
+                "loaded_models": [k for k in registry.sources if registry.is_loaded(k)],
+                "labels": list(LABELS), "max_upload_bytes": MAX_UPLOAD_BYTES}
+
+    @router.get("/models")
+    def models() -> Any:
+        """The models a request may name (`model`), the default first among equals."""
+        return {"default": registry.default, "models": [registry.describe(k) for k in registry.sources]}
+
+    return router
+
+
+# ---------------------------------------------------------------------------------------------------- reading a body
+async def read_image(request: Request) -> tuple[bytes, dict[str, Any]]:
+    """The image bytes and the option fields from a multipart, JSON or raw-image body."""
+    body = await _read_limited(request)
+    if not body:
+        raise EmotionError(f"the request body is empty: {HOW_TO_SEND}")
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype in ("multipart/form-data", "application/x-www-form-urlencoded"):
+        return await _from_form(request, body)
+    if ctype == "application/json" or ctype.endswith("+json"):
+        return _from_json(body)
+    if ctype.startswith("image/") or ctype == "application/octet-stream":
+        return body, {}
+    raise UnsupportedImageError(f"unsupported Content-Type {ctype or '(none)'!r}: {HOW_TO_SEND}")
+
+
+async def _read_limited(request: Request) -> bytes:
+    """The body, refused with 413 as soon as it is known to exceed BODY_LIMIT (before anything is decoded)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > BODY_LIMIT:
+        raise _too_large(int(declared))
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > BODY_LIMIT:
+            raise _too_large(size, at_least=True)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large(size: int, at_least: bool = False) -> ImageTooLargeError:
+    return ImageTooLargeError(f"the request body is {'over ' if at_least else ''}{megabytes(size)}, above the "
+                              f"limit of {megabytes(MAX_UPLOAD_BYTES)} per image: send a smaller file")
+
+
+async def _from_form(request: Request, body: bytes) -> tuple[bytes, dict[str, Any]]:
+    async def replay() -> dict:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    try:
+        form = await Request(request.scope, replay).form(max_files=2, max_fields=50)
+    except (StarletteHTTPException, ValueError) as e:
+        detail = getattr(e, "detail", None) or str(e)
+        raise EmotionError(f"the form body could not be parsed ({detail}): {HOW_TO_SEND}") from None
+    fields = {k: v for k, v in form.items() if isinstance(v, str) and k not in ("file", "image")}
+    upload = form.get("file")
+    if isinstance(upload, UploadFile):
+        data = await upload.read()
+        if not data:
+            raise EmotionError(f"the uploaded file {upload.filename or ''!r} is empty: {HOW_TO_SEND}")
+        return data, fields
+    if upload is not None:
+        raise EmotionError(f'the form field "file" holds text, not a file: {HOW_TO_SEND}')
+    if isinstance(form.get("image"), str) and form["image"]:  # urlencoded: an unescaped "+" arrives as " "
+        return decode_base64_image(form["image"].replace(" ", "+")), fields
+    raise EmotionError(f'the form has no "file" field: {HOW_TO_SEND}')
+
+
+def _from_json(body: bytes) -> tuple[bytes, dict[str, Any]]:
+    try:
+        payload = json.loads(body)
+    except (UnicodeDecodeError, ValueError) as e:
+        raise EmotionError(f"the body is not valid JSON ({e}): {HOW_TO_SEND}") from None
+    if not isinstance(payload, dict) or "image" not in payload:
+        raise EmotionError(f'the JSON body needs an "image" key: {HOW_TO_SEND}')
+    return decode_base64_image(payload.pop("image")), payload
+
+
+# ------------------------------------------------------------------------------------------------------------- errors
+def install_error_handlers(app: FastAPI) -> None:
+    """JSON errors for everything the API raises; unexpected ones are logged with their trace, answered without."""
+
+    @app.exception_handler(EmotionError)
+    async def _known(request: Request, exc: EmotionError) -> JSONResponse:
+        return JSONResponse({"error": str(exc)}, status_code=exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"error": f"invalid request: {exc.errors()}"}, status_code=422)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # Starlette re-raises after this response, so the server logs the trace; the caller never sees it.
+        return JSONResponse({"error": INTERNAL_ERROR}, status_code=500)

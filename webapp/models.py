@@ -1,0 +1,120 @@
+"""Which models the app may serve, and one Predictor per model, loaded on first use and shared by all requests."""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import PurePath
+from emotion import EmotionError, Predictor, default_source, shipped_models
+
+log = logging.getLogger(__name__)
+
+SOURCE_PREFIXES = ("hf-hub:", "local-dir:")
+
+
+class ModelUnavailableError(EmotionError):
+    """The model is configured but cannot be served (no model at all, or it failed to load): the server's fault."""
+
+    status = 503
+
+
+def model_id(source: str) -> str:
+    """A short name for a source: hf-hub:org/name@rev -> 'org/name@rev', local-dir:/a/b -> 'b'."""
+    if source.startswith("hf-hub:"):
+        return source[len("hf-hub:"):]
+    return PurePath(source[len("local-dir:"):].rstrip("/")).name or source
+
+
+def revision(source: str) -> str | None:
+    """The pinned revision of a Hub source (`@rev`), None when unpinned or local."""
+    return (source.partition("@")[2] or None) if source.startswith("hf-hub:") else None
+
+
+@dataclass
+class ModelRegistry:
+    """The selectable models (id -> source) and the default one; `get` loads each once, thread-safely.
+
+    Args:
+        sources: model id -> `hf-hub:` / `local-dir:` source, in display order.
+        default: the id used when a request names no model; None when nothing is configured.
+        problem: why there is no default (shown to callers instead of a stack trace).
+    """
+
+    sources: dict[str, str]
+    default: str | None
+    problem: str | None = None
+    _loaded: dict[str, Predictor] = field(default_factory=dict, repr=False)
+    _locks: dict[str, threading.Lock] = field(default_factory=dict, repr=False)
+    _guard: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @classmethod
+    def from_env(cls) -> "ModelRegistry":
+        """Shipped models (models/) + EMOTION_MODEL + the comma-separated EMOTION_MODELS; EMOTION_MODEL is default."""
+        sources = dict(shipped_models())
+        extra = [os.environ.get("EMOTION_MODEL", "")] + os.environ.get("EMOTION_MODELS", "").split(",")
+        for source in (s.strip() for s in extra):
+            if not source or source in sources.values():
+                continue
+            if not source.startswith(SOURCE_PREFIXES):
+                raise EmotionError(f"model source {source!r} (from EMOTION_MODEL / EMOTION_MODELS) is ambiguous: "
+                                   "write hf-hub:org/name[@revision] or local-dir:/path/to/export")
+            name = model_id(source)
+            sources[name if name not in sources else source] = source
+        try:
+            chosen = default_source()  # EMOTION_MODEL, else models/DEFAULT
+        except EmotionError as e:
+            if sources:
+                log.warning("no usable default model (%s); serving %s as the default", e, next(iter(sources)))
+            return cls(sources, next(iter(sources), None), None if sources else str(e))
+        default = next((k for k, v in sources.items() if v == chosen), None)
+        return cls(sources, default)
+
+    def resolve(self, name: str | None) -> str:
+        """A request's model (an id, a configured source, or None for the default) -> its id."""
+        if not name:
+            if self.default is None:
+                raise ModelUnavailableError(self.problem or "no model is configured: set EMOTION_MODEL to "
+                                            "hf-hub:org/name or local-dir:/path, or ship an export in models/")
+            return self.default
+        if name in self.sources:
+            return name
+        for key, source in self.sources.items():
+            if name == source:
+                return key
+        choices = ", ".join(self.sources) or "(none configured)"
+        raise EmotionError(f"unknown model {name!r}: choose one of {choices}, or leave it out for the default "
+                           f"({self.default})")
+
+    def get(self, name: str | None = None) -> tuple[str, Predictor]:
+        """The model's id and its shared Predictor, loading it on first use."""
+        key = self.resolve(name)
+        if key in self._loaded:
+            return key, self._loaded[key]
+        with self._guard:
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:  # one load per model even when the first requests arrive together
+            if key not in self._loaded:
+                log.info("loading model %s from %s", key, self.sources[key])
+                try:
+                    self._loaded[key] = Predictor.from_pretrained(self.sources[key])
+                except EmotionError as e:
+                    raise ModelUnavailableError(f"model {key!r} could not be loaded: {e}") from None
+        return key, self._loaded[key]
+
+    def is_loaded(self, name: str | None = None) -> bool:
+        try:
+            return self.resolve(name) in self._loaded
+        except EmotionError:
+            return False
+
+    def describe(self, key: str) -> dict:
+        """What a response says about a model: id, source, revision and, once loaded, its facts."""
+        source = self.sources[key]
+        out = {"id": key, "source": source, "revision": revision(source), "default": key == self.default,
+               "loaded": key in self._loaded}
+        if key in self._loaded:
+            info = self._loaded[key].info
+            out.update(architecture=info.architecture, labels=list(info.labels), temperature=info.temperature,
+                       uncertain_threshold=info.uncertain_threshold)
+        return out

@@ -1,0 +1,68 @@
+"""Drawing a prediction for people: boxes and "emotion 87%" chips on the photo, and a one-line summary."""
+from __future__ import annotations
+
+from typing import Any
+
+from PIL import Image, ImageDraw, ImageFont
+
+# One colour per emotion, the same in the annotated image and the charts.
+COLOURS = {"anger": "#e53935", "contempt": "#8e24aa", "disgust": "#43a047", "fear": "#5e35b1",
+           "happy": "#fbc02d", "neutral": "#78909c", "sad": "#1e88e5", "surprise": "#fb8c00"}
+OTHER = "#9e9e9e"
+NO_FACE = ("**No face found.** Try a larger or more frontal face, lower the minimum detection score, or "
+           "draw the crop yourself in the **Crop a face** tab.")
+
+
+def colour(emotion: str) -> str:
+    return COLOURS.get(emotion, OTHER)
+
+
+def caption(face: dict[str, Any]) -> str:
+    """'happy 87%', or 'happy? 41%' when the model is unsure."""
+    mark = "?" if face["uncertain"] else ""
+    return f"{face['emotion']}{mark} {face['confidence']:.0%}"
+
+
+def annotate(image: Image.Image, faces: list[dict[str, Any]]) -> Image.Image:
+    """A copy of `image` with a box and a caption chip per face, in the face's emotion colour."""
+    out = image.convert("RGB")  # always a copy: convert() on an RGB image copies too
+    draw = ImageDraw.Draw(out)
+    side = min(out.size)
+    line = max(2, round(side / 250))
+    font = ImageFont.load_default(size=max(12, round(side / 32)))
+    for face in faces:
+        b = face["box"]
+        x0, y0, x1, y1 = b["x"], b["y"], b["x"] + b["w"] - 1, b["y"] + b["h"] - 1
+        fill = colour(face["emotion"])
+        draw.rectangle((x0, y0, x1, y1), outline=fill, width=line)
+        text = caption(face)
+        left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+        pad = max(2, line)
+        chip_h = bottom - top + 2 * pad
+        # Above the box; below it when it touches the top edge; inside it when it fills the image.
+        cy = y0 - chip_h if y0 >= chip_h else y1 + 1 if y1 + 1 + chip_h <= out.height else y0
+        cx = min(x0, max(0, out.width - (right - left) - 2 * pad))
+        draw.rectangle((cx, cy, cx + right - left + 2 * pad, cy + chip_h), fill=fill)
+        draw.text((cx + pad - left, cy + pad - top), text, fill=_ink(fill), font=font)
+    return out
+
+
+def _ink(hex_colour: str) -> str:
+    """Black or white text, whichever reads better on the chip."""
+    r, g, b = (int(hex_colour[i:i + 2], 16) for i in (1, 3, 5))
+    return "#000000" if 0.299 * r + 0.587 * g + 0.114 * b > 150 else "#ffffff"
+
+
+def summary(result: dict[str, Any] | None, no_face: str = NO_FACE) -> str:
+    """Markdown for the faces found: each one's emotion and confidence, uncertain ones marked as such."""
+    if not result:
+        return ""
+    faces = result["faces"]
+    if not faces:
+        return no_face
+    lines = [f"**{len(faces)} face{'s' if len(faces) != 1 else ''}** ({result['model']['id']}, "
+             f"{result['timings_ms']['total']:.0f} ms)"]
+    for i, face in enumerate(faces, 1):
+        unsure = " *(uncertain: no emotion clearly wins)*" if face["uncertain"] else ""
+        lines.append(f"- Face {i}: **{face['emotion']}** {face['confidence']:.0%}{unsure}")
+    return "\n".join(lines)

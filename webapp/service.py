@@ -1,0 +1,144 @@
+"""One request -> one JSON answer, shared by the REST route and the Gradio endpoints.
+
+Options are validated here (not per route), images are size-checked before decoding, and every bad input becomes an
+`EmotionError` whose `.status` and message the caller passes on unchanged.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import time
+from typing import Any, Mapping
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from emotion import EmotionError, ImageTooLargeError
+from emotion.images import SEND_INSTEAD, load_image
+
+from .models import ModelRegistry
+
+MAX_UPLOAD_BYTES = int(os.environ.get("EMOTION_MAX_UPLOAD_BYTES", 20 * 1024 * 1024))  # checked before decoding
+MAX_FACES = 100
+BOX_KEYS = ("x", "y", "w", "h")
+INTERNAL_ERROR = "internal error (logged on the server): retry, or report it with the time of the request"
+OPTIONS_HELP = (f"options: model (see GET /api/models), max_faces (1..{MAX_FACES}), min_detection_score (0..1), "
+                "and a crop box x, y, w, h in pixels (all four, or none)")
+
+
+class OptionsError(EmotionError):
+    status = 422
+
+
+class PredictOptions(BaseModel):
+    """What a caller may ask besides the image; form fields, query parameters and JSON keys all land here."""
+
+    model_config = ConfigDict(extra="ignore", protected_namespaces=())
+
+    model: str | None = Field(None, description="a model id or source from GET /api/models; default if omitted")
+    max_faces: int | None = Field(None, ge=1, le=MAX_FACES, description="keep at most this many faces")
+    min_detection_score: float | None = Field(None, ge=0, le=1, description="drop detections scoring below this")
+    x: int | None = Field(None, ge=0, description="crop box left edge (pixels); skips detection")
+    y: int | None = Field(None, ge=0, description="crop box top edge (pixels)")
+    w: int | None = Field(None, gt=0, description="crop box width (pixels)")
+    h: int | None = Field(None, gt=0, description="crop box height (pixels)")
+
+    @model_validator(mode="after")
+    def _whole_box(self) -> "PredictOptions":
+        given = [k for k in BOX_KEYS if getattr(self, k) is not None]
+        if given and len(given) != 4:
+            raise ValueError(f"a crop box needs all of x, y, w, h; got only {', '.join(given)}")
+        return self
+
+    @property
+    def box(self) -> tuple[int, int, int, int] | None:
+        return None if self.x is None else (self.x, self.y, self.w, self.h)
+
+
+def parse_options(*sources: Mapping[str, Any] | None) -> PredictOptions:
+    """Merge option mappings (later ones win; empty values are ignored) and validate them.
+
+    A JSON `box` ({"x":..,"y":..,"w":..,"h":..} or [x, y, w, h]) is accepted as well as the four top-level keys.
+    """
+    merged: dict[str, Any] = {}
+    for src in sources:
+        for key, value in (src or {}).items():
+            if key == "box" and value is not None:
+                merged.update(_box_fields(value))
+            elif value is not None and value != "":
+                merged[key] = value
+    try:
+        return PredictOptions.model_validate(merged)
+    except ValidationError as e:
+        raise OptionsError(f"{_describe(e)}; {OPTIONS_HELP}") from None
+
+
+def _box_fields(value: Any) -> dict[str, Any]:
+    if isinstance(value, Mapping):
+        return {k: value.get(k) for k in BOX_KEYS}
+    if isinstance(value, (list, tuple)) and len(value) == 4:
+        return dict(zip(BOX_KEYS, value))
+    raise OptionsError(f"box must be {{\"x\", \"y\", \"w\", \"h\"}} or [x, y, w, h], not {value!r}")
+
+
+def _describe(error: ValidationError) -> str:
+    parts = []
+    for err in error.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "options"
+        msg = err["msg"].removeprefix("Value error, ")
+        parts.append(f"{where}: {msg} (got {repr(err['input'])[:80]})" if err["loc"] else msg)
+    return "; ".join(parts)
+
+
+def megabytes(size: int) -> str:
+    return f"{size / 2**20:.1f}".removesuffix(".0") + " MB"
+
+
+def check_upload_size(size: int, what: str = "the upload") -> None:
+    if size > MAX_UPLOAD_BYTES:
+        raise ImageTooLargeError(f"{what} is {megabytes(size)}, above the limit of {megabytes(MAX_UPLOAD_BYTES)}: "
+                                 "send a smaller file (a JPEG of the photo is usually well under)")
+
+
+def decode_base64_image(text: Any) -> bytes:
+    """Base64 (standard or URL-safe, padding optional) or a `data:image/...;base64,` URL -> the file's bytes."""
+    fix = ('send {"image": "iVBORw0KGgo..."} (the file\'s bytes in base64) or a data URL such as '
+           '"data:image/png;base64,iVBORw0KGgo...", or upload the file as multipart field "file"')
+    if not isinstance(text, str) or not text.strip():
+        raise EmotionError(f"'image' must be a non-empty string: {fix}")
+    data = text.strip()
+    if data.startswith("data:"):
+        header, comma, data = data.partition(",")
+        if not comma or not header.endswith(";base64"):
+            raise EmotionError(f"the data URL is not base64-encoded ({header[:60]!r}): {fix}")
+    data = "".join(data.split()).replace("-", "+").replace("_", "/")
+    check_upload_size(len(data) * 3 // 4, "the decoded image")
+    try:
+        decoded = base64.b64decode(data + "=" * (-len(data) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        raise EmotionError(f"'image' is not valid base64: {fix}") from None
+    if not decoded:
+        raise EmotionError(f"'image' decodes to nothing: {fix}")
+    return decoded
+
+
+def predict_image(registry: ModelRegistry, image: Any, options: PredictOptions) -> dict[str, Any]:
+    """Detect and classify every face (or only the crop box) in `image` -> the API's JSON answer."""
+    if isinstance(image, (bytes, bytearray)):
+        if not image:
+            raise EmotionError(f"the image is empty (0 bytes): {SEND_INSTEAD}")
+        check_upload_size(len(image))
+    key, predictor = registry.get(options.model)  # an unknown model fails before any decoding
+    t0 = time.perf_counter()
+    img = load_image(image)
+    t1 = time.perf_counter()
+    if options.box is not None:
+        face = predictor.predict_crop(img, options.box)
+        result = {"faces": [face.to_dict()], "image_size": {"width": img.width, "height": img.height},
+                  "timings_ms": {"detect": 0.0, "classify": round((time.perf_counter() - t1) * 1000, 2)}}
+    else:
+        result = predictor.predict(img, max_faces=options.max_faces, min_score=options.min_detection_score).to_dict()
+    result["timings_ms"]["decode"] = round((t1 - t0) * 1000, 2)
+    result["timings_ms"]["total"] = round((time.perf_counter() - t0) * 1000, 2)
+    result["model"] = registry.describe(key)
+    return result

@@ -1,0 +1,199 @@
+"""The Gradio Blocks UI: a photo tab, a live webcam tab and a crop tab, over the same JSON the REST API returns.
+
+The photo tab's first step is the named endpoint `predict` (what `gradio_client` calls); drawing the boxes and the
+charts is a second, private step, so API callers get exactly the JSON.
+"""
+from __future__ import annotations
+
+import logging
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+from PIL import Image
+
+from emotion import EmotionError
+from emotion.images import load_image
+
+from . import render
+from .models import ModelRegistry
+from .service import (INTERNAL_ERROR, MAX_FACES, check_upload_size, decode_base64_image, parse_options,
+                      predict_image)
+
+log = logging.getLogger(__name__)
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+MAX_CHARTS = 12  # per-face charts drawn; the JSON always has every face
+INTRO = """# Emotion Detection
+Finds every face in a photo and estimates its expression over 8 emotions (anger, contempt, disgust, fear, happy,
+neutral, sad, surprise). When no emotion clearly wins, the face is marked *uncertain* and its caption gets a **?**.
+REST: `POST /api/predict` ([docs](/docs)) · Python: `gradio_client`, endpoint `/predict`."""
+
+
+@contextmanager
+def ui_errors():
+    """Our errors become gr.Error with the same words the REST API uses; anything else is logged, not shown."""
+    try:
+        yield
+    except gr.Error:
+        raise
+    except EmotionError as e:
+        raise gr.Error(str(e), title="Cannot analyse this", print_exception=False) from None
+    except Exception:
+        log.exception("UI request failed")
+        raise gr.Error(INTERNAL_ERROR) from None
+
+
+def image_source(payload: Any) -> Any:
+    """An un-preprocessed gr.Image value (FileData dict, data URL or path) -> something `load_image` reads."""
+    if payload is None:
+        raise EmotionError("no image: upload a photo, paste one, or take a webcam snapshot")
+    if isinstance(payload, dict):
+        if payload.get("path"):  # the bytes, not the path: messages must not show the server's temp folders
+            path = Path(payload["path"])
+            check_upload_size(path.stat().st_size)
+            return path.read_bytes()
+        if str(payload.get("url") or "").startswith("data:"):
+            return decode_base64_image(payload["url"])
+        raise EmotionError("the image value has neither a file path nor a data URL: send a file (handle_file(...))")
+    return payload
+
+
+def strokes_box(layers: list[Image.Image] | None) -> tuple[int, int, int, int] | None:
+    """The (x, y, w, h) around everything painted on the editor's layers, or None when nothing is."""
+    boxes = [layer.getchannel("A").getbbox() for layer in layers or [] if layer.mode == "RGBA"]
+    boxes = [b for b in boxes if b]
+    if not boxes:
+        return None
+    x0, y0 = min(b[0] for b in boxes), min(b[1] for b in boxes)
+    x1, y1 = max(b[2] for b in boxes), max(b[3] for b in boxes)
+    return x0, y0, x1 - x0, y1 - y0
+
+
+def face_charts(result: gr.JSON) -> None:
+    """One gr.Label per face with all 8 probabilities, redrawn whenever `result` changes."""
+
+    @gr.render(inputs=result)
+    def _charts(value):
+        faces = (value or {}).get("faces") or []
+        with gr.Row():
+            for i, face in enumerate(faces[:MAX_CHARTS], 1):
+                unsure = " (uncertain)" if face["uncertain"] else ""
+                gr.Label(face["probabilities"], num_top_classes=8, min_width=220,
+                         label=f"Face {i}: {render.caption(face)}{unsure}", elem_classes=["face-chart"])
+
+
+def build_ui(registry: ModelRegistry) -> gr.Blocks:
+    """The Blocks app; models load on the first request, never here."""
+
+    def predict(image, model, max_faces, min_detection_score, progress=gr.Progress()) -> dict:
+        """Every face in the image with its box, emotion, confidence, uncertain flag and 8 probabilities."""
+        with ui_errors():
+            src = image_source(image)
+            options = parse_options({"model": model, "max_faces": max_faces,
+                                     "min_detection_score": min_detection_score})
+            if not registry.is_loaded(options.model):
+                progress(0, desc="Loading the model (first request only)…")
+            return predict_image(registry, src, options)
+
+    def predict_if_image(image, model, max_faces, min_detection_score, progress=gr.Progress()):
+        return None if image is None else predict(image, model, max_faces, min_detection_score, progress)
+
+    def show(image, result):
+        if not result or image is None:
+            return None, "", gr.Button(visible=False)
+        with ui_errors():
+            img = load_image(image_source(image))
+        return render.annotate(img, result["faces"]), render.summary(result), gr.Button(visible=not result["faces"])
+
+    def live_frame(frame, model, max_faces, min_detection_score):
+        if frame is None:
+            return None, ""
+        with ui_errors():
+            options = parse_options({"model": model, "max_faces": max_faces,
+                                     "min_detection_score": min_detection_score})
+            result = predict_image(registry, frame, options)
+        return render.annotate(load_image(frame), result["faces"]), render.summary(result, "No face in view.")
+
+    def predict_region(editor, model):
+        with ui_errors():
+            if not editor or editor.get("background") is None:
+                raise EmotionError("no image to crop: upload a photo here, or use “Crop the face yourself” on the "
+                                   "Photo tab")
+            img = load_image(editor["background"])  # RGBA: transparent parts go on white
+            box = strokes_box(editor.get("layers")) or (0, 0, img.width, img.height)
+            result = predict_image(registry, img, parse_options({"model": model}, {"box": box}))
+        return result, render.annotate(img, result["faces"]), render.summary(result)
+
+    choices = [(f"{k} (default)" if k == registry.default else k, k) for k in registry.sources]
+    with gr.Blocks(title="Emotion Detection") as demo:
+        gr.Markdown(INTRO)
+        with gr.Row(equal_height=True):
+            model = gr.Dropdown(choices, value=registry.default, label="Model", scale=2,
+                                info=None if choices else "No model configured: set EMOTION_MODEL")
+            max_faces = gr.Slider(1, MAX_FACES, value=20, step=1, label="Max faces")
+            min_score = gr.Slider(0.05, 1.0, value=0.5, step=0.05, label="Min detection score")
+        with gr.Tabs() as tabs:
+            with gr.Tab("Photo", id="photo"):
+                with gr.Row():
+                    with gr.Column():
+                        photo = gr.Image(type="filepath", sources=["upload", "clipboard", "webcam"], label="Photo",
+                                         height=420, elem_id="photo")
+                        run = gr.Button("Detect emotions", variant="primary")
+                        gr.Examples([[str(EXAMPLES / "astronaut.jpg")]], inputs=[photo],
+                                    label="Example (NASA, public domain)")
+                    with gr.Column():
+                        annotated = gr.Image(label="Faces", interactive=False, height=420, elem_id="annotated")
+                        status = gr.Markdown("Upload a photo, paste one, or take a webcam snapshot.",
+                                             elem_id="summary")
+                        offer_crop = gr.Button("Crop the face yourself", visible=False, variant="secondary")
+                        result = gr.JSON(show_label=False, elem_id="result-json", render=False)
+                        face_charts(result)  # the charts above the JSON they are drawn from
+                        with gr.Accordion("JSON (as returned by the API)", open=False):
+                            result.render()
+            with gr.Tab("Live webcam", id="live"):
+                gr.Markdown("Each frame is analysed as soon as the previous one is done; frames that arrive "
+                            "meanwhile are dropped, so the overlay stays current.")
+                with gr.Row():
+                    cam = gr.Image(sources=["webcam"], streaming=True, type="numpy", label="Webcam")
+                    live = gr.Image(label="Live result", interactive=False)
+                live_status = gr.Markdown()
+            with gr.Tab("Crop a face", id="crop"):
+                gr.Markdown("For a face the detector misses: crop the photo to the face with the crop tool, or paint "
+                            "over the face with the brush. The region is classified directly, without detection.")
+                with gr.Row():
+                    with gr.Column():
+                        editor = gr.ImageEditor(type="pil", image_mode="RGBA", transforms=("crop",), format="png",
+                                                brush=gr.Brush(colors=["#ff0066"], color_mode="fixed"),
+                                                layers=gr.LayerOptions(allow_additional_layers=False),
+                                                label="Crop or mark the face", height=480)
+                        crop_run = gr.Button("Classify this region", variant="primary")
+                    with gr.Column():
+                        crop_annotated = gr.Image(label="Region", interactive=False, height=420)
+                        crop_status = gr.Markdown(elem_id="crop-summary")
+                        crop_result = gr.JSON(show_label=False, render=False)
+                        face_charts(crop_result)
+                        with gr.Accordion("JSON (as returned by the API)", open=False):
+                            crop_result.render()
+
+        inputs = [photo, model, max_faces, min_score]
+        shown = [annotated, status, offer_crop]
+        # preprocess=False: our loader reads the upload, so a bad file gets the same message as over REST.
+        run.click(predict, inputs, result, api_name="predict", preprocess=False, concurrency_limit=2,
+                  concurrency_id="inference").success(show, [photo, result], shown, preprocess=False,
+                                                      api_visibility="private", concurrency_limit=None)
+        gr.on([photo.change, model.change, max_faces.release, min_score.release], predict_if_image, inputs, result,
+              preprocess=False, api_visibility="private", concurrency_limit=2, concurrency_id="inference",
+              trigger_mode="always_last").success(show, [photo, result], shown, preprocess=False,
+                                                  api_visibility="private", concurrency_limit=None)
+        offer_crop.click(lambda image: (image, gr.Tabs(selected="crop")), [photo], [editor, tabs],
+                         api_visibility="private")
+        cam.stream(live_frame, [cam, model, max_faces, min_score], [live, live_status], stream_every=0.2,
+                   concurrency_limit=1, trigger_mode="always_last", time_limit=600, show_progress="hidden",
+                   api_visibility="private")
+        crop_run.click(predict_region, [editor, model], [crop_result, crop_annotated, crop_status],
+                       api_name="predict_crop", api_visibility="undocumented", concurrency_limit=2,
+                       concurrency_id="inference")
+    demo.queue(max_size=64)
+    return demo
