@@ -20,10 +20,12 @@ _STALE_KEYS = ("url", "hf_hub_id", "hf_hub_filename", "tag", "file", "state_dict
 
 
 def hub_config(model: torch.nn.Module, info: ModelInfo) -> dict:
-    """config.json in timm's Hub format, with no `model_args` (transformers' TimmWrapper rejects num_classes there)."""
+    """config.json in timm's Hub format. `model_args` holds only in_chans: TimmWrapper builds the model from it (not
+    from pretrained_cfg) and rejects num_classes there."""
     pcfg = {k: v for k, v in dict(getattr(model, "pretrained_cfg", {}) or {}).items() if k not in _STALE_KEYS}
     pcfg.update(architecture=info.architecture, label_names=list(info.labels), license="mit")
-    return info.to_config(pretrained_cfg=pcfg, num_features=int(getattr(model, "num_features", 0)) or None)
+    return info.to_config(pretrained_cfg=pcfg, num_features=int(getattr(model, "num_features", 0)) or None,
+                          model_args={"in_chans": info.channels})
 
 
 def export_model(model: torch.nn.Module, info: ModelInfo, export_dir: Path, results: dict,

@@ -183,7 +183,7 @@ class Trainer:
     def _stop(self) -> None:
         self.save_checkpoint()
         name = signal.Signals(self._signal).name
-        print(f"{name}: checkpoint saved at step {self.step}; rerun the same command to resume", file=sys.stderr)
+        tqdm.write(f"{name}: checkpoint saved at step {self.step}; rerun the same command to resume", file=sys.stderr)
         raise Interrupted(128 + self._signal)
 
     def _end_epoch(self) -> None:

@@ -1,0 +1,99 @@
+"""Training throughput (images/s) of each trainer config's model at its input size and batch size.
+
+One step is what the trainer's loop does per batch: forward, soft-label cross-entropy, backward and an AdamW step
+over the trainer's parameter groups, on random tensors. Data loading and augmentation are left out (they run in
+loader workers beside the math), so this is the ceiling the loop can reach. Weights start random: `pretrained` and
+`init` in the configs are ignored, they do not change the cost.
+
+    python bench/bench_training.py [--steps 20] [--warmup 3] [--threads 2] [--device cpu] [--batch-size 32]
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from trainer.config import CONFIG_DIR, TrainConfig  # noqa: E402
+from trainer.modeling import build_model, param_groups  # noqa: E402
+from trainer.train import pick_device, soft_cross_entropy  # noqa: E402
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def images_per_second(cfg: TrainConfig, device: torch.device, steps: int, warmup: int) -> tuple[float, float, int]:
+    """(images/s, ms per step, parameters) of `steps` timed training steps after `warmup` untimed ones."""
+    torch.manual_seed(0)
+    model, _ = build_model(cfg)
+    model.to(device).train()
+    opt = torch.optim.AdamW(param_groups(model, cfg), lr=cfg.lr)
+    x = torch.randn(cfg.batch_size, cfg.channels, cfg.img_size, cfg.img_size, device=device)
+    y = torch.softmax(torch.randn(cfg.batch_size, 8, device=device), dim=1)  # soft targets, like FER+ votes
+
+    def step():
+        loss = soft_cross_entropy(model(x), y, cfg.label_smoothing, None)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    for _ in range(warmup):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t = time.perf_counter()
+    for _ in range(steps):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - t
+    return cfg.batch_size * steps / seconds, seconds * 1000 / steps, sum(p.numel() for p in model.parameters())
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--configs", nargs="*", default=sorted(map(str, CONFIG_DIR.glob("*.yaml"))))
+    p.add_argument("--steps", type=int, default=20, help="timed steps per model")
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto")
+    p.add_argument("--batch-size", type=int, default=None, help="override every config's batch size")
+    args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = pick_device(args.device)
+    where = torch.cuda.get_device_name(0) if device.type == "cuda" else cpu_name()
+    print(f"machine: {where}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, device {device}; "
+          f"{args.steps} timed steps after {args.warmup} warm-up")
+    print()
+    print("| config | model | input | batch | params | ms/step | images/s |")
+    print("|---|---|---|---|---|---|---|")
+    for path in map(Path, args.configs):
+        values = yaml.safe_load(path.read_text()) or {}
+        values.update(pretrained=False, init=None)
+        if args.batch_size:
+            values["batch_size"] = args.batch_size
+        fields = {f.name for f in dataclasses.fields(TrainConfig)}
+        cfg = TrainConfig(**{k: v for k, v in values.items() if k in fields})
+        rate, ms, params = images_per_second(cfg, device, args.steps, args.warmup)
+        print(f"| {path.name} | {cfg.model} | {cfg.channels}x{cfg.img_size}x{cfg.img_size} | {cfg.batch_size} | "
+              f"{params / 1e6:.1f} M | {ms:.0f} | {rate:.0f} |")
+
+
+if __name__ == "__main__":
+    main()

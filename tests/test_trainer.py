@@ -1,0 +1,324 @@
+"""`python -m trainer`: exports that every loader reads, learning on separable data, resume, refusals, checkpoints.
+
+Runs are tiny (a few hundred 48 px faces, 16-24 px inputs, 1-3 epochs): they check the plumbing, not the accuracy
+on FER+.
+"""
+import functools
+import json
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from emotion.labels import LABELS, canonical
+from emotion.models import ModelInfo
+from emotion.predict import Predictor
+from emotion.preprocess import batch
+from trainer import checkpoint, run
+from trainer.__main__ import main
+from trainer.train import rng_state, set_rng_state
+
+ROOT = Path(__file__).resolve().parents[1]
+FER2013_NAMES = ("Angry", "Disgust", "Fear", "Happy", "Sad", "Surprise", "Neutral")
+NO_GEOMETRY = ["--scale-min", "1", "--rotate", "0"]  # the bars' height is the class: keep it where it is
+
+
+def bar_image(k: int, rng: np.random.Generator, size: int = 48) -> Image.Image:
+    """Class k: a bright horizontal bar at height 3 + 5k on noise (mirror-invariant, like the trainer's flip TTA)."""
+    img = rng.normal(60, 20, (size, size))
+    img[3 + 5 * k: 6 + 5 * k, 6:42] = 220
+    return Image.fromarray(np.clip(img, 0, 255).astype(np.uint8), "L")
+
+
+def write_bars(root: Path, names=LABELS, train_per_class: int = 24, val_per_class=8, seed: int = 0) -> Path:
+    """An image folder (train/<emotion>/*.png, validation/<emotion>/*.png) that a small CNN separates easily."""
+    rng = np.random.default_rng(seed)
+    for k, name in enumerate(names):
+        n_val = val_per_class(k) if callable(val_per_class) else val_per_class
+        for split, n in (("train", train_per_class), ("validation", n_val)):
+            folder = root / split / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                bar_image(k, rng).save(folder / f"{i}.png")
+    return root
+
+
+@pytest.fixture(scope="module", autouse=True)
+def hermetic_and_quick(tmp_path_factory):
+    """Datasets' arrow cache in a temp folder; the timing of one face measured 1 time, not 30 (it is a report);
+    one torch thread (on a busy 2-core machine, two threads waiting on each other make these runs ~2x slower)."""
+    import datasets
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path_factory.mktemp("datasets_cache"))
+        mp.setattr(run, "ms_per_face", functools.partial(run.ms_per_face, repeats=1))
+        yield
+    torch.set_num_threads(threads)
+
+
+def train(*args: str) -> int:
+    return main(["--workers", "0", *args])
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+# ---------------------------------------------------------------------------------------- exports load everywhere
+@pytest.fixture(scope="module")
+def small_cnn_export(ferplus_dir, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("small_cnn")
+    assert train("--model", "small_cnn", "--data", str(ferplus_dir), "--epochs", "2", "--max-train-samples", "256",
+                 "--max-val-samples", "128", "--batch-size", "32", "--output-dir", str(out)) == 0
+    return out / "export"
+
+
+@pytest.fixture(scope="module")
+def resnet50_export(ferplus_dir, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("resnet50")
+    assert train("--model", "resnet50", "--no-pretrained", "--img-size", "32", "--data", str(ferplus_dir),
+                 "--epochs", "1", "--max-train-samples", "64", "--max-val-samples", "32", "--batch-size", "32",
+                 "--output-dir", str(out)) == 0
+    return out / "export"
+
+
+@pytest.mark.parametrize("export_fixture", ["small_cnn_export", "resnet50_export"])
+def test_export_gives_equal_logits_in_predictor_timm_and_transformers(export_fixture, request, astronaut):
+    import timm
+    from transformers import AutoModelForImageClassification
+
+    export = request.getfixturevalue(export_fixture)
+    predictor = Predictor.from_pretrained(f"local-dir:{export}")
+    face = Image.fromarray(astronaut).crop((170, 70, 280, 190))
+    x = batch([face, face.transpose(Image.Transpose.FLIP_LEFT_RIGHT)], predictor.info)
+    by_timm = timm.create_model(f"local-dir:{export}", pretrained=True).eval()
+    # transformers 5 would keep the float16 export in float16; compare like with like
+    by_transformers = AutoModelForImageClassification.from_pretrained(export, dtype=torch.float32).eval()
+    with torch.inference_mode():
+        ours = predictor.model(x)
+        torch.testing.assert_close(by_timm(x), ours, rtol=0, atol=1e-5)
+        torch.testing.assert_close(by_transformers(pixel_values=x).logits, ours, rtol=0, atol=1e-5)
+    assert by_transformers.config.id2label == dict(enumerate(LABELS))
+    probs = predictor.probabilities([face])
+    np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------- the exported facts
+def test_exported_config_carries_the_models_facts(small_cnn_export):
+    config = read_json(small_cnn_export / "config.json")
+    assert "num_classes" not in config.get("model_args", {})  # TimmWrapper refuses it there
+    assert config["architecture"] == "small_cnn"
+    assert config["num_classes"] == 8
+    assert config["label_names"] == list(LABELS)
+    pcfg = config["pretrained_cfg"]
+    assert pcfg["input_size"] == [1, 48, 48] and pcfg["mean"] == [0.5] and pcfg["std"] == [0.5]
+    facts = config["emotion"]
+    for key in ("temperature", "crop_margin", "native_size", "uncertain_threshold", "tta_flip", "align_eyes"):
+        assert key in facts
+    assert facts["temperature"] > 0
+    assert ModelInfo.from_config(config).temperature == facts["temperature"]
+    results = read_json(small_cnn_export / "eval_results.json")
+    assert results["splits"]["validation"]["n"] == 128
+    assert results["dataset"]["train_rows"] == 256
+    assert [h["epoch"] for h in results["history"]] == [1, 2]
+    assert (small_cnn_export / "model.safetensors").is_file()
+
+
+# -------------------------------------------------------------------------------------------- it really learns
+def test_small_cnn_learns_separable_bars_well_above_chance(tmp_path):
+    data = write_bars(tmp_path / "bars")
+    out = tmp_path / "run"
+    assert train("--data", str(data), "--img-size", "24", "--epochs", "3", "--batch-size", "8", *NO_GEOMETRY,
+                 "--output-dir", str(out)) == 0
+    results = read_json(out / "export" / "eval_results.json")
+    assert results["splits"]["validation"]["accuracy"] > 0.6  # chance is 1/8
+    # and serving, through the same preprocessing, reads fresh bars the same way
+    predictor = Predictor.from_pretrained(f"local-dir:{out / 'export'}")
+    rng = np.random.default_rng(99)
+    predicted = [predictor.predict_crop(bar_image(k, rng)).emotion for k in range(8)]
+    assert sum(p == name for p, name in zip(predicted, LABELS)) >= 6, predicted
+
+
+def test_seven_fer2013_classes_train_the_eight_way_head(tmp_path):
+    # class k gets k + 1 validation images, so the supports show which folder became which canonical emotion
+    data = write_bars(tmp_path / "fer7", names=FER2013_NAMES, train_per_class=4, val_per_class=lambda k: k + 1)
+    out = tmp_path / "run"
+    assert train("--data", str(data), "--img-size", "16", "--epochs", "1", "--batch-size", "8",
+                 "--output-dir", str(out)) == 0
+    config = read_json(out / "export" / "config.json")
+    assert config["label_names"] == list(LABELS) and config["num_classes"] == 8
+    support = {k: v["support"] for k, v in read_json(out / "export" / "eval_results.json")["splits"]["validation"]
+               ["per_class"].items()}
+    assert support == {"contempt": 0, **{canonical(name): k + 1 for k, name in enumerate(FER2013_NAMES)}}
+    predictor = Predictor.from_pretrained(f"local-dir:{out / 'export'}")
+    assert predictor.probabilities([bar_image(0, np.random.default_rng(0))]).shape == (1, 8)
+
+
+# ------------------------------------------------------------------------------------------ kill, resume, SIGTERM
+def trainer_command(data: Path, out: Path, epochs: int, workers: int = 0) -> list[str]:
+    return [sys.executable, "-m", "trainer", "--data", str(data), "--img-size", "16", "--epochs", str(epochs),
+            "--batch-size", "8", "--ckpt-every", "2", "--workers", str(workers), *NO_GEOMETRY, "--output-dir", str(out)]
+
+
+def start(command: list[str], log: Path, cache: Path) -> subprocess.Popen:
+    """The run in its own process group, as a shell starts a job (so Ctrl-C / killpg reach its loader workers too)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_DATASETS_CACHE": str(cache), "HF_HUB_OFFLINE": "1",
+           "OMP_NUM_THREADS": "1"}
+    with open(log, "w") as f:
+        return subprocess.Popen(command, cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT, text=True,
+                                start_new_session=True)
+
+
+def wait_for(path: Path, proc: subprocess.Popen, log: Path, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if proc.poll() is not None:
+            pytest.fail(f"the run ended (code {proc.returncode}) before writing {path}:\n{log.read_text()[-2000:]}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"no {path} after {timeout} s:\n{log.read_text()[-2000:]}")
+        time.sleep(0.05)
+
+
+def test_killed_run_resumes_from_its_last_checkpoint_and_exports(tmp_path):
+    data = write_bars(tmp_path / "bars", train_per_class=16, val_per_class=2)
+    out, last = tmp_path / "run", tmp_path / "run" / "checkpoints" / "last.safetensors"
+    command = trainer_command(data, out, epochs=2)  # 16 steps an epoch, a checkpoint every 2
+    proc = start(command, tmp_path / "first.log", tmp_path / "cache")
+    wait_for(last, proc, tmp_path / "first.log")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    saved = checkpoint.load(last)
+    assert 2 <= saved["step"] <= 32
+    assert not (out / "export").exists()
+
+    rerun = start(command, tmp_path / "second.log", tmp_path / "cache")
+    assert rerun.wait(timeout=300) == 0, (tmp_path / "second.log").read_text()[-3000:]
+    log = (tmp_path / "second.log").read_text()
+    assert f"resumed from {last} at epoch {saved['epoch']}, step {saved['step']}" in log
+    assert (out / "export" / "model.safetensors").is_file()
+    results = read_json(out / "export" / "eval_results.json")
+    assert [h["step"] for h in results["history"]] == [16, 32]
+
+
+def test_sigterm_to_the_job_checkpoints_and_exits_143_with_one_line(tmp_path):
+    data = write_bars(tmp_path / "bars", train_per_class=8, val_per_class=2)
+    out, last = tmp_path / "run", tmp_path / "run" / "checkpoints" / "last.safetensors"
+    log = tmp_path / "run.log"
+    proc = start(trainer_command(data, out, epochs=50, workers=1), log, tmp_path / "cache")
+    wait_for(last, proc, log)
+    os.killpg(proc.pid, signal.SIGTERM)  # the main process and its loader worker, as `kill -TERM -PGID` does
+    assert proc.wait(timeout=60) == 143, log.read_text()[-2000:]
+    text = log.read_text()
+    assert "Traceback" not in text
+    lines = [line for line in re.split(r"[\r\n]+", text) if "SIGTERM" in line]
+    assert len(lines) == 1, lines
+    step = checkpoint.load(last)["step"]
+    assert lines[0] == f"SIGTERM: checkpoint saved at step {step}; rerun the same command to resume"
+
+
+# ------------------------------------------------------------------------------------------------ clear refusals
+@pytest.mark.parametrize("option,value,field", [
+    ("--balance", "foo", "balance"),
+    ("--channels", "2", "channels"),
+    ("--init", "/no/prefix", "init"),
+    ("--data", "/no/such/folder", "data"),
+])
+def test_bad_value_exits_nonzero_with_one_line_naming_the_field(option, value, field, tmp_path, capsys):
+    assert train(option, value, "--output-dir", str(tmp_path / "run")) != 0
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines
+    assert re.search(rf"\b{field}\b", lines[0])
+    assert value in lines[0]
+
+
+def test_bad_value_as_a_subprocess_prints_no_traceback(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "trainer", "--balance", "foo", "--output-dir", str(tmp_path)],
+                          cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines() == [
+        "error: invalid balance='foo': expected one of none, sampler, weights"]
+
+
+# ------------------------------------------------------------------------------------------------- checkpoints
+def adamw_state() -> dict:
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2))
+    opt = torch.optim.AdamW([{"params": [model[0].weight], "weight_decay": 0.05},
+                             {"params": [model[0].bias, *model[1].parameters()], "weight_decay": 0.0}], lr=1e-3)
+    model(torch.randn(2, 1, 5, 5)).sum().backward()
+    opt.step()
+    return opt.state_dict()
+
+
+def assert_same(a, b):
+    assert type(a) is type(b), (a, b)
+    if isinstance(a, torch.Tensor):
+        assert a.dtype == b.dtype and torch.equal(a, b)
+    elif isinstance(a, dict):
+        assert list(a) == list(b)
+        for k in a:
+            assert_same(a[k], b[k])
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b)
+        for x, y in zip(a, b):
+            assert_same(x, y)
+    else:
+        assert a == b
+
+
+def test_flatten_unflatten_round_trips_nested_optimizer_state():
+    state = adamw_state()
+    tensors: dict = {}
+    flat = checkpoint.flatten(state, "optimizer", tensors)
+    json.dumps(flat)  # everything but the tensors is plain JSON
+    assert tensors and all(isinstance(t, torch.Tensor) for t in tensors.values())
+    assert_same(checkpoint.unflatten(json.loads(json.dumps(flat)), tensors), state)  # int keys, tuples survive
+
+
+def test_checkpoint_file_round_trips_and_leaves_no_temp_file(tmp_path):
+    shared = torch.arange(4.0)
+    state = {"optimizer": adamw_state(), "step": 7, "history": [{"epoch": 1, "f1": 0.5}], "best_f1": -1.0,
+             "a": shared, "b": shared, "betas": (0.9, 0.999), "rng": rng_state()}
+    path = tmp_path / "last.safetensors"
+    checkpoint.save(path, state)
+    checkpoint.save(path, state)  # overwriting is fine too
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.safetensors"]
+    assert_same(checkpoint.load(path), state)
+
+
+def test_interrupted_checkpoint_write_keeps_the_previous_file(tmp_path, monkeypatch):
+    path = tmp_path / "last.safetensors"
+    checkpoint.save(path, {"step": 1, "w": torch.ones(3)})
+
+    def crash(tensors, filename, metadata=None):
+        Path(filename).write_bytes(b"half a file")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(checkpoint, "save_file", crash)
+    with pytest.raises(OSError):
+        checkpoint.save(path, {"step": 2, "w": torch.zeros(3)})
+    assert checkpoint.load(path)["step"] == 1
+
+
+def test_rng_state_through_a_checkpoint_replays_the_same_random_numbers(tmp_path):
+    checkpoint.save(tmp_path / "c.safetensors", {"rng": rng_state()})
+    expected = (np.random.rand(3), torch.rand(3), random.random())
+    set_rng_state(checkpoint.load(tmp_path / "c.safetensors")["rng"])
+    got = (np.random.rand(3), torch.rand(3), random.random())
+    np.testing.assert_array_equal(got[0], expected[0])
+    assert torch.equal(got[1], expected[1]) and got[2] == expected[2]
