@@ -118,7 +118,7 @@ def test_transformers_pipeline_snippet_only_where_it_runs(tmp_path, architecture
     folder = export(tmp_path, config(architecture, channels), eval_results(architecture))
     text = render_card(folder, "acme/fer").text
 
-    assert ('pipeline("image-classification", model="acme/fer")' in text) is pipeline
+    assert ('pipeline("image-classification", model="acme/fer"' in text) is pipeline
     assert 'timm.create_model("hf-hub:acme/fer", pretrained=True)' in text
     assert ("import emotion.models" in text) is (architecture == "small_cnn")
     assert 'Predictor.from_pretrained("hf-hub:acme/fer")' in text and "snapshot_download" in text
