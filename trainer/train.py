@@ -93,6 +93,11 @@ class Trainer:
         self.class_weights = self._class_weights() if cfg.balance == "weights" else None
         self.step, self.epoch, self.best_f1, self.history = 0, 0, -1.0, []
         self._signal = None
+        self._elapsed_before, self._t0 = 0.0, time.time()  # training wall time, summed over resumed sessions
+
+    @property
+    def elapsed(self) -> float:
+        return self._elapsed_before + time.time() - self._t0
 
     def _class_weights(self) -> torch.Tensor:
         counts = np.bincount(self.train_split.labels, minlength=len(LABELS)).astype(np.float64)
@@ -104,7 +109,7 @@ class Trainer:
         checkpoint.save(self.ckpt_dir / "last.safetensors", {
             "model": self.model.state_dict(), "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
             "scaler": self.scaler.state_dict(), "rng": rng_state(), "step": self.step, "epoch": self.epoch,
-            "best_f1": self.best_f1, "history": self.history})
+            "best_f1": self.best_f1, "history": self.history, "elapsed": self.elapsed})
 
     def maybe_resume(self) -> bool:
         path = self.ckpt_dir / "last.safetensors"
@@ -117,6 +122,7 @@ class Trainer:
         self.scaler.load_state_dict(s["scaler"])
         set_rng_state(s["rng"])
         self.step, self.epoch, self.best_f1, self.history = s["step"], s["epoch"], s["best_f1"], s["history"]
+        self._elapsed_before, self._t0 = s.get("elapsed", 0.0), time.time()
         log.info("resumed from %s at epoch %d, step %d", path, self.epoch, self.step)
         return True
 

@@ -1,0 +1,50 @@
+"""The models shipped in models/: they load with no network and no flag, and still score what they scored.
+
+A broken preprocessing path, a bad export or a wrong default fails here. The bars sit a few points under the
+accuracy each model measured on the same fixed slice of FER+ validation when it was shipped.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from emotion import Predictor, shipped_models
+from emotion.predict import DEFAULT_FILE
+
+SLICE = 600  # the first 600 rows of FER+ validation
+# model folder -> minimum accuracy on SLICE (measured figure minus ~3 points; see README "Models")
+BARS = {}
+
+shipped = shipped_models()
+
+
+def test_a_default_model_ships_and_loads_without_flags():
+    assert DEFAULT_FILE.is_file(), "models/DEFAULT must name the default model"
+    assert DEFAULT_FILE.read_text().strip() in shipped
+    predictor = Predictor.from_pretrained()
+    assert predictor.source == shipped[DEFAULT_FILE.read_text().strip()]
+
+
+@pytest.mark.parametrize("name", sorted(shipped))
+def test_shipped_model_calls_the_astronaut_happy(name, astronaut):
+    result = Predictor.from_pretrained(shipped[name]).predict(astronaut)
+    assert len(result.faces) == 1
+    face = result.faces[0]
+    assert face.emotion == "happy", face.probabilities
+    assert abs(sum(face.probabilities.values()) - 1) < 1e-5
+
+
+@pytest.mark.parametrize("name", sorted(shipped))
+def test_shipped_model_keeps_its_validation_accuracy(name, ferplus_dir):
+    from trainer.compare import load_eval_split
+    from trainer.evaluation import predict_logits
+
+    assert name in BARS, f"add a bar for {name} to BARS (measured accuracy on the slice minus ~3 points)"
+    split = load_eval_split(str(ferplus_dir), "validation", SLICE)
+    predictor = Predictor.from_pretrained(shipped[name])
+    accuracy = float(np.mean(predict_logits(predictor.model, split, predictor.info).argmax(1) == split.labels))
+    assert accuracy >= BARS[name], f"{name}: {accuracy:.4f} < {BARS[name]}"
+    # the serving path (Predictor.probabilities on PIL crops) agrees with the batched evaluation path
+    probs = predictor.probabilities(split.images[:64])
+    assert np.mean(probs.argmax(1) == predict_logits(predictor.model, split.subset(np.arange(64)),
+                                                     predictor.info).argmax(1)) == 1.0
