@@ -13,7 +13,7 @@ from emotion.predict import DEFAULT_FILE
 
 SLICE = 600  # the first 600 rows of FER+ validation
 # model folder -> minimum accuracy on SLICE (measured figure minus ~3 points; see README "Models")
-BARS = {}
+BARS = {"small_cnn": 0.80}
 
 shipped = shipped_models()
 
