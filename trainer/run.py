@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import platform
 import time
 from pathlib import Path
@@ -22,8 +23,14 @@ log = logging.getLogger(__name__)
 
 
 def machine() -> str:
-    gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else " (no GPU)"
-    return f"{platform.machine()} CPU, {torch.get_num_threads()} threads{gpu}, torch {torch.__version__}"
+    """The machine in words: CPU model and cores, GPU if any, torch version."""
+    cpu = platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ", no GPU"
+    return f"{cpu}, {os.cpu_count()} cores{gpu}, torch {torch.__version__}"
 
 
 def ms_per_face(model: torch.nn.Module, info, repeats: int = 30) -> float:
