@@ -322,3 +322,31 @@ def test_rng_state_through_a_checkpoint_replays_the_same_random_numbers(tmp_path
     got = (np.random.rand(3), torch.rand(3), random.random())
     np.testing.assert_array_equal(got[0], expected[0])
     assert torch.equal(got[1], expected[1]) and got[2] == expected[2]
+
+
+# ------------------------------------------------------------------------------------------- evaluate and compare
+def test_evaluate_reports_metrics_and_with_detect_faces_crops_photos(tmp_path, tiny_model, astronaut, capsys):
+    """`evaluate --detect-faces` treats the images as photos: the astronaut's face is found and cropped first."""
+    root = tmp_path / "photos"
+    for name in ("happy", "neutral"):
+        (root / "test" / name).mkdir(parents=True)
+        Image.fromarray(astronaut).save(root / "test" / name / "astronaut.png")
+        Image.new("RGB", (200, 200), (90, 90, 90)).save(root / "test" / name / "blank.png")
+    out_json = tmp_path / "metrics.json"
+    assert main(["evaluate", "--model", f"local-dir:{tiny_model}", "--data", str(root), "--split", "test",
+                 "--json", str(out_json), "--detect-faces"]) == 0
+    text = capsys.readouterr().out
+    assert "a face was detected in 2 of 4 images" in text
+    metrics = read_json(out_json)
+    assert metrics["faces_detected"] == 2
+    assert metrics["splits"]["whole"]["n"] == 4
+    assert sum(map(sum, metrics["splits"]["whole"]["confusion_matrix"])) == 4
+
+
+def test_compare_writes_one_row_per_model(tmp_path, tiny_model, ferplus_dir, capsys):
+    table_path = tmp_path / "table.md"
+    assert main(["compare", "--models", f"local-dir:{tiny_model}", f"local-dir:{tiny_model}", "--data",
+                 str(ferplus_dir), "--max-samples", "64", "--out", str(table_path)]) == 0
+    rows = [line for line in table_path.read_text().splitlines() if line.startswith("| tiny_model")]
+    assert len(rows) == 2
+    assert "macro-F1" in table_path.read_text()

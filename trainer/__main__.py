@@ -31,6 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--split", default="validation")
     e.add_argument("--max-samples", type=int)
     e.add_argument("--json", help="also write the metrics to this file")
+    e.add_argument("--detect-faces", action="store_true",
+                   help="the images are photos: detect and crop the largest face first, as serving does")
     c = sub.add_parser("compare", help="one table of several exported models side by side")
     c.add_argument("--models", nargs="+", required=True)
     c.add_argument("--data", default="../shared/data/ferplus")
@@ -79,7 +81,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     from .compare import compare, evaluate_model
 
     if args.command == "evaluate":
-        print(evaluate_model(args.model, args.data, args.split, args.max_samples, args.json))
+        print(evaluate_model(args.model, args.data, args.split, args.max_samples, args.json, args.detect_faces))
     else:
         print(compare(args.models, args.data, args.split, args.max_samples, args.out))
     return 0

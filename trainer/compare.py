@@ -24,15 +24,36 @@ def load_eval_split(data: str, split: str, max_samples: int | None = None) -> Fa
     return to_face_split(ds, soft_labels=False)
 
 
-def score(source: str, split: FaceSplit) -> dict:
+def detect_and_crop(split: FaceSplit, info) -> tuple[FaceSplit, int]:
+    """Photos -> the largest detected face, framed as serving frames it; images without a face stay whole."""
+    from emotion.faces import FaceDetector, crop_face
+
+    detector, found, crops = FaceDetector(), 0, []
+    for img in split.images:
+        rgb = img.convert("RGB")
+        faces = detector.detect(rgb)
+        if faces:
+            found += 1
+            face = max(faces, key=lambda f: f.box[2] * f.box[3])
+            rgb = crop_face(rgb, face, info.crop_margin, info.align_eyes, info.crop_offset_y)
+        crops.append(rgb)
+    return FaceSplit(crops, split.targets, split.labels, split.dup), found
+
+
+def score(source: str, split: FaceSplit, detect_faces: bool = False) -> dict:
     """Metrics with the model's own temperature (ECE before = T 1, after = config T), whole and deduplicated."""
     model, info, folder = load_model(source)
+    found = None
+    if detect_faces:
+        split, found = detect_and_crop(split, info)
     logits = predict_logits(model, split, info)
     out = {"source": source, "architecture": info.architecture, "temperature": info.temperature,
            "params": sum(p.numel() for p in model.parameters()),
            "size_mb": round((folder / WEIGHTS_NAME).stat().st_size / 2**20, 2),
            "ms_per_face_cpu": round(ms_per_face(model, info), 2),
            "splits": {"whole": compute_metrics(logits, split.labels, info.temperature)}}
+    if found is not None:
+        out["faces_detected"] = found
     if split.dup is not None and split.dup.any():
         keep = ~split.dup
         out["splits"]["dedup"] = compute_metrics(logits[keep], split.labels[keep], info.temperature)
@@ -40,12 +61,17 @@ def score(source: str, split: FaceSplit) -> dict:
 
 
 def evaluate_model(source: str, data: str, split: str = "validation", max_samples: int | None = None,
-                   json_path: str | None = None) -> str:
-    """Evaluate one exported model; returns a readable report (and writes the full metrics as JSON)."""
-    result = score(source, load_eval_split(data, split, max_samples))
+                   json_path: str | None = None, detect_faces: bool = False) -> str:
+    """Evaluate one exported model; returns a readable report (and writes the full metrics as JSON).
+
+    With `detect_faces`, each image is a photo: its largest face is found and cropped as serving does.
+    """
+    result = score(source, load_eval_split(data, split, max_samples), detect_faces)
     if json_path:
         Path(json_path).write_text(json.dumps(result, indent=2) + "\n")
     lines = [f"{source} on {data} [{split}]"]
+    if detect_faces:
+        lines.append(f"  a face was detected in {result['faces_detected']} of {result['splits']['whole']['n']} images")
     for name, m in result["splits"].items():
         lines.append(f"  {name:6s} n={m['n']:5d}  accuracy {m['accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}  "
                      f"ECE {m['ece_before']:.4f} -> {m['ece_after']:.4f} (T={result['temperature']:.3f})")
