@@ -50,7 +50,7 @@ def score(source: str, split: FaceSplit, detect_faces: bool = False) -> dict:
     out = {"source": source, "architecture": info.architecture, "temperature": info.temperature,
            "params": sum(p.numel() for p in model.parameters()),
            "size_mb": round((folder / WEIGHTS_NAME).stat().st_size / 2**20, 2),
-           "ms_per_face_cpu": round(ms_per_face(model, info), 2),
+           "ms_per_face_cpu": round(ms_per_face(model, info), 2), "training": _training_note(folder),
            "splits": {"whole": compute_metrics(logits, split.labels, info.temperature)}}
     if found is not None:
         out["faces_detected"] = found
@@ -58,6 +58,17 @@ def score(source: str, split: FaceSplit, detect_faces: bool = False) -> dict:
         keep = ~split.dup
         out["splits"]["dedup"] = compute_metrics(logits[keep], split.labels[keep], info.temperature)
     return out
+
+
+def _training_note(folder: Path) -> str:
+    """'N epochs, M min' from the export's eval_results.json, when it has them."""
+    path = folder / "eval_results.json"
+    if not path.is_file():
+        return "–"
+    r = json.loads(path.read_text())
+    parts = [f"{r['epochs']} epochs" if "epochs" in r else "", f"{r['train_time_s'] / 60:.0f} min" if "train_time_s" in r
+             else ""]
+    return ", ".join(p for p in parts if p) or "–"
 
 
 def evaluate_model(source: str, data: str, split: str = "validation", max_samples: int | None = None,
@@ -86,7 +97,7 @@ def compare(sources: list[str], data: str, split: str = "validation", max_sample
     rows = [score(s, faces) for s in sources]
     head = ("| model | accuracy | accuracy (no dups) | macro-F1 (no dups) | "
             + " | ".join(f"recall {lab}" for lab in LABELS)
-            + " | ECE before → after T | params | MB | ms/face (CPU) |")
+            + " | ECE before → after T | params | MB | ms/face (CPU, 1 thread) | training |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         w = r["splits"]["whole"]
@@ -95,7 +106,7 @@ def compare(sources: list[str], data: str, split: str = "validation", max_sample
             f"| {Path(r['source'].split(':', 1)[-1]).name} | {w['accuracy']:.1%} | {d['accuracy']:.1%} | "
             f"{d['macro_f1']:.3f} | " + " | ".join(f"{d['per_class'][lab]['recall']:.2f}" for lab in LABELS)
             + f" | {d['ece_before']:.3f} → {d['ece_after']:.3f} | {r['params'] / 1e6:.2f} M | {r['size_mb']} | "
-              f"{r['ms_per_face_cpu']} |")
+              f"{r['ms_per_face_cpu']} | {r['training']} |")
     table = "\n".join(lines)
     if out:
         Path(out).write_text(table + "\n")
