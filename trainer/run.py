@@ -34,24 +34,21 @@ def machine() -> str:
 
 
 def ms_per_face(model: torch.nn.Module, info, repeats: int = 30) -> float:
-    """Median CPU milliseconds (one thread) to classify one face crop, preprocessing and flip averaging included."""
+    """Median CPU milliseconds (one thread) to classify one face crop, as serving does it (Predictor.probabilities:
+    preprocessing, flip averaging, calibrated softmax)."""
     from PIL import Image
 
-    from emotion.preprocess import to_tensor
+    from emotion.predict import Predictor
 
-    model = model.to("cpu").eval()
+    predictor = Predictor(model.to("cpu"), info)
     face = Image.fromarray(np.random.default_rng(0).integers(0, 255, (160, 160, 3), dtype=np.uint8))
     times = []
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # one thread: a stable figure on a shared machine, and what one request gets
-    with torch.inference_mode():
-        for _ in range(repeats + 3):
-            t = time.perf_counter()
-            x = to_tensor(face, info).unsqueeze(0)
-            logits = model(x)
-            if info.tta_flip:
-                logits = (logits + model(torch.flip(x, dims=[3]))) / 2
-            times.append((time.perf_counter() - t) * 1000)
+    for _ in range(repeats + 3):
+        t = time.perf_counter()
+        predictor.probabilities([face])
+        times.append((time.perf_counter() - t) * 1000)
     torch.set_num_threads(threads)
     return float(np.median(times[3:]))
 
@@ -89,6 +86,8 @@ def train_and_export(cfg: TrainConfig) -> Path:
     best = checkpoint.load(trainer.ckpt_dir / "best.safetensors")
     model, info = trainer.model.cpu(), trainer.info
     model.load_state_dict(best["model"])
+    if cfg.export_dtype == "float16":  # evaluate (and fit T on) exactly the weights that will be shipped
+        model.half().float()
     splits, info.temperature = evaluate_splits(model, info, val)
     results = {
         "model_name": Path(cfg.output_dir).name, "architecture": cfg.model,
