@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import tempfile
 import time
@@ -29,18 +28,9 @@ sys.path.insert(0, str(ROOT))
 from emotion.faces import FaceDetector, crop_box  # noqa: E402
 from emotion.models import ModelInfo, create_model  # noqa: E402
 from emotion.predict import Predictor, shipped_models  # noqa: E402
+from trainer.run import cpu_name  # noqa: E402
 
 ASTRONAUT_FACE = (178, 80, 94, 100)  # (x, y, w, h) in skimage's 512x512 astronaut
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def photo(width: int, height: int, astronaut: Image.Image) -> Image.Image:

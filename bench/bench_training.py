@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import platform
 import sys
 import time
 from pathlib import Path
@@ -25,16 +24,7 @@ sys.path.insert(0, str(ROOT))
 from trainer.config import CONFIG_DIR, TrainConfig  # noqa: E402
 from trainer.modeling import build_model, param_groups  # noqa: E402
 from trainer.train import pick_device, soft_cross_entropy  # noqa: E402
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+from trainer.run import cpu_name  # noqa: E402
 
 
 def images_per_second(cfg: TrainConfig, device: torch.device, steps: int, warmup: int) -> tuple[float, float, int]:
