@@ -75,22 +75,15 @@ def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
 
 def compute_metrics(logits: np.ndarray, labels: np.ndarray, temperature: float = 1.0) -> dict:
     """Accuracy, macro-F1, per-class precision/recall/F1, confusion matrix, NLL and ECE before/after scaling."""
-    preds = logits.argmax(1).tolist()
-    refs = labels.tolist()
-    ids = list(range(len(LABELS)))
-    per = {name: _metric(name).compute(predictions=preds, references=refs, labels=ids, average=None)[name]
-           for name in ("precision", "recall", "f1")}
-    support = np.bincount(labels, minlength=len(LABELS))
+    report = _metric("classification").compute(predictions=logits.argmax(1).tolist(), references=labels.tolist(),
+                                               labels=list(range(len(LABELS))))
     p1, pt = softmax(logits), softmax(logits, temperature)
     nll = lambda p: float(-np.log(np.clip(p[np.arange(len(labels)), labels], 1e-12, None)).mean())  # noqa: E731
     return {
-        "n": len(labels),
-        "accuracy": _metric("accuracy").compute(predictions=preds, references=refs)["accuracy"],
-        "macro_f1": _metric("f1").compute(predictions=preds, references=refs, labels=ids, average="macro")["f1"],
-        "per_class": {lab: {"precision": per["precision"][i], "recall": per["recall"][i], "f1": per["f1"][i],
-                            "support": int(support[i])} for i, lab in enumerate(LABELS)},
-        "confusion_matrix": _metric("confusion_matrix").compute(predictions=preds, references=refs,
-                                                                labels=ids)["confusion_matrix"],
+        "n": len(labels), "accuracy": report["accuracy"], "macro_f1": report["macro_f1"],
+        "per_class": {lab: {"precision": report["precision"][i], "recall": report["recall"][i],
+                            "f1": report["f1"][i], "support": int(report["support"][i])} for i, lab in enumerate(LABELS)},
+        "confusion_matrix": report["confusion_matrix"],
         "nll_before": nll(p1), "nll_after": nll(pt),
         "ece_before": expected_calibration_error(p1, labels), "ece_after": expected_calibration_error(pt, labels),
     }
@@ -98,11 +91,9 @@ def compute_metrics(logits: np.ndarray, labels: np.ndarray, temperature: float =
 
 def quick_metrics(logits: np.ndarray, labels: np.ndarray) -> dict:
     """Accuracy and macro-F1 only: the per-epoch check during training."""
-    preds = logits.argmax(1).tolist()
-    refs = labels.tolist()
-    return {"accuracy": _metric("accuracy").compute(predictions=preds, references=refs)["accuracy"],
-            "macro_f1": _metric("f1").compute(predictions=preds, references=refs, labels=list(range(len(LABELS))),
-                                              average="macro")["f1"]}
+    report = _metric("classification").compute(predictions=logits.argmax(1).tolist(), references=labels.tolist(),
+                                               labels=list(range(len(LABELS))), per_class=False)
+    return {"accuracy": report["accuracy"], "macro_f1": report["macro_f1"]}
 
 
 def save_confusion_png(cm: list[list[int]], path: Path, title: str) -> None:
