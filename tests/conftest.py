@@ -45,6 +45,19 @@ def tiny_model(tmp_path_factory) -> Path:
     return write_export(tmp_path_factory.mktemp("tiny_model"))
 
 
+# skimage's 512x512 astronaut: her face, hand-labelled as (x, y, w, h)
+ASTRONAUT_FACE = (178, 80, 94, 100)
+
+
+@pytest.fixture(scope="session")
+def detector():
+    from emotion.faces import FaceDetector
+
+    det = FaceDetector()
+    yield det
+    det.close()
+
+
 @pytest.fixture(scope="session")
 def astronaut() -> np.ndarray:
     from skimage import data

@@ -12,21 +12,13 @@ from emotion.errors import EmotionError
 from emotion.faces import Face, FaceDetector, crop_box, crop_face
 from emotion.images import load_image
 
-# Hand-labelled in the 512x512 astronaut: brow to chin, ear to ear (her hair reaches up to y ~ 15).
-ASTRONAUT_FACE = (178, 80, 94, 100)
+from conftest import ASTRONAUT_FACE  # brow to chin, ear to ear (her hair reaches up to y ~ 15)
 
 
 def iou(a, b):
     ix = max(0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
     iy = max(0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
     return ix * iy / (a[2] * a[3] + b[2] * b[3] - ix * iy)
-
-
-@pytest.fixture(scope="module")
-def detector():
-    det = FaceDetector()
-    yield det
-    det.close()
 
 
 @pytest.fixture(scope="module")

@@ -10,22 +10,14 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from conftest import write_export
+from conftest import ASTRONAUT_FACE, write_export
 from emotion.errors import EmotionError
-from emotion.faces import FaceDetector, crop_box
+from emotion.faces import crop_box
 from emotion.models import ModelInfo, create_model, load_model
 from emotion.predict import Predictor
 from emotion.preprocess import batch
 
-ASTRONAUT_FACE = (178, 80, 94, 100)  # (x, y, w, h), hand-labelled as in test_faces.py
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
-
-
-@pytest.fixture(scope="module")
-def detector():
-    det = FaceDetector()
-    yield det
-    det.close()
 
 
 @pytest.fixture(scope="module")
