@@ -30,12 +30,14 @@ def hub_config(model: torch.nn.Module, info: ModelInfo) -> dict:
 
 def export_model(model: torch.nn.Module, info: ModelInfo, export_dir: Path, results: dict,
                  dtype: str = "float16") -> Path:
-    """Write model.safetensors, config.json, eval_results.json, confusion_matrix.png and the model card."""
+    """Write model.safetensors, config.json, eval_results.json (with the weights' size), confusion_matrix.png and the
+    model card."""
     export_dir.mkdir(parents=True, exist_ok=True)
     half = dtype == "float16"
     state = {k: (v.half() if half and v.is_floating_point() else v).detach().cpu().contiguous()
              for k, v in model.state_dict().items()}
     save_file(state, str(export_dir / WEIGHTS_NAME), metadata={"format": "pt"})
+    results = {**results, "size_mb": round((export_dir / WEIGHTS_NAME).stat().st_size / 2**20, 2)}
     (export_dir / CONFIG_NAME).write_text(json.dumps(hub_config(model, info), indent=2) + "\n")
     (export_dir / "eval_results.json").write_text(json.dumps(results, indent=2) + "\n")
     first = next(iter(results.get("splits", {}).values()), None)

@@ -106,8 +106,6 @@ def train_and_export(cfg: TrainConfig) -> Path:
         "train_config": {k: v for k, v in vars(cfg).items() if k != "extra"}, **cfg.extra,
     }
     export_dir = export_model(model, info, out / "export", results, cfg.export_dtype)
-    results["size_mb"] = round((export_dir / "model.safetensors").stat().st_size / 2**20, 2)
-    export_model(model, info, export_dir, results, cfg.export_dtype)  # again, now that the size is known
     _check_export(export_dir, model, info)
     return export_dir
 
