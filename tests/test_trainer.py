@@ -86,8 +86,9 @@ def small_cnn_export(ferplus_dir, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def resnet50_export(ferplus_dir, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("resnet50")
-    assert train("--model", "resnet50", "--no-pretrained", "--img-size", "32", "--data", str(ferplus_dir),
+    out = tmp_path_factory.mktemp("resnet50")  # trained the way resnet50.yaml trains: bf16 autocast, channels_last
+    assert train("--model", "resnet50", "--no-pretrained", "--precision", "bf16", "--img-size", "32",
+                 "--data", str(ferplus_dir),
                  "--epochs", "1", "--max-train-samples", "64", "--max-val-samples", "32", "--batch-size", "32",
                  "--output-dir", str(out)) == 0
     return out / "export"
@@ -233,6 +234,7 @@ def test_sigterm_to_the_job_checkpoints_and_exits_143_with_one_line(tmp_path):
     ("--balance", "foo", "balance"),
     ("--channels", "2", "channels"),
     ("--init", "/no/prefix", "init"),
+    ("--precision", "fp8", "precision"),
     ("--data", "/no/such/folder", "data"),
 ])
 def test_bad_value_exits_nonzero_with_one_line_naming_the_field(option, value, field, tmp_path, capsys):

@@ -64,6 +64,7 @@ class TrainConfig:
     seed: int = 42
     workers: int = -1  # DataLoader workers; -1 = sized to the machine
     device: str = "auto"
+    precision: str = "auto"  # 'bf16' (autocast; weights stay float32), 'fp32', or 'auto' = bf16 where the device runs it natively
     ckpt_every: int = 200  # steps between checkpoints (one is also written at each epoch end)
     log_every: int = 20
     export_dtype: str = "float16"  # weights in the export: 'float16' halves the size; 'float32'
@@ -74,6 +75,7 @@ class TrainConfig:
             ("balance", self.balance in BALANCE_CHOICES, f"one of {', '.join(BALANCE_CHOICES)}"),
             ("device", self.device in DEVICE_CHOICES, f"one of {', '.join(DEVICE_CHOICES)}"),
             ("channels", self.channels in (1, 3), "1 or 3"),
+            ("precision", self.precision in ("auto", "bf16", "fp32"), "auto, bf16 or fp32"),
             ("export_dtype", self.export_dtype in ("float16", "float32"), "float16 or float32"),
             ("img_size", 16 <= self.img_size <= 512, "an integer from 16 to 512"),
             ("epochs", self.epochs >= 1, "an integer >= 1"),
