@@ -6,6 +6,7 @@ loader workers beside the math), so this is the ceiling the loop can reach. Weig
 `init` in the configs are ignored, they do not change the cost.
 
     python bench/bench_training.py [--steps 20] [--warmup 3] [--threads 2] [--device cpu] [--batch-size 32]
+                               [--precision fp32]
 """
 from __future__ import annotations
 
@@ -23,21 +24,28 @@ sys.path.insert(0, str(ROOT))
 
 from trainer.config import CONFIG_DIR, TrainConfig  # noqa: E402
 from trainer.modeling import build_model, param_groups  # noqa: E402
-from trainer.train import pick_device, soft_cross_entropy  # noqa: E402
+from trainer.train import pick_device, soft_cross_entropy, use_bf16  # noqa: E402
 from trainer.run import cpu_name  # noqa: E402
 
 
 def images_per_second(cfg: TrainConfig, device: torch.device, steps: int, warmup: int) -> tuple[float, float, int]:
-    """(images/s, ms per step, parameters) of `steps` timed training steps after `warmup` untimed ones."""
+    """(images/s, ms per step, parameters) of `steps` timed training steps after `warmup` untimed ones, in the
+    precision the trainer would use for this config on this device (bf16 autocast + channels_last, or fp32)."""
     torch.manual_seed(0)
     model, _ = build_model(cfg)
     model.to(device).train()
+    bf16 = use_bf16(cfg.precision, device)
+    channels_last = device.type == "cuda" or bf16
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    model.to(memory_format=memory_format)
     opt = torch.optim.AdamW(param_groups(model, cfg), lr=cfg.lr)
     x = torch.randn(cfg.batch_size, cfg.channels, cfg.img_size, cfg.img_size, device=device)
+    x = x.contiguous(memory_format=memory_format)
     y = torch.softmax(torch.randn(cfg.batch_size, 8, device=device), dim=1)  # soft targets, like FER+ votes
 
     def step():
-        loss = soft_cross_entropy(model(x), y, cfg.label_smoothing, None)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            loss = soft_cross_entropy(model(x), y, cfg.label_smoothing, None)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -63,6 +71,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto")
     p.add_argument("--batch-size", type=int, default=None, help="override every config's batch size")
+    p.add_argument("--precision", choices=("auto", "bf16", "fp32"), default=None,
+                   help="override every config's precision (e.g. fp32 to see what bf16 autocast buys)")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -71,18 +81,21 @@ def main() -> None:
     print(f"machine: {where}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, device {device}; "
           f"{args.steps} timed steps after {args.warmup} warm-up")
     print()
-    print("| config | model | input | batch | params | ms/step | images/s |")
-    print("|---|---|---|---|---|---|---|")
+    print("| config | model | input | batch | precision | params | ms/step | images/s |")
+    print("|---|---|---|---|---|---|---|---|")
     for path in map(Path, args.configs):
         values = yaml.safe_load(path.read_text()) or {}
         values.update(pretrained=False, init=None)
         if args.batch_size:
             values["batch_size"] = args.batch_size
+        if args.precision:
+            values["precision"] = args.precision
         fields = {f.name for f in dataclasses.fields(TrainConfig)}
         cfg = TrainConfig(**{k: v for k, v in values.items() if k in fields})
         rate, ms, params = images_per_second(cfg, device, args.steps, args.warmup)
+        precision = "bf16" if use_bf16(cfg.precision, device) else "fp32"
         print(f"| {path.name} | {cfg.model} | {cfg.channels}x{cfg.img_size}x{cfg.img_size} | {cfg.batch_size} | "
-              f"{params / 1e6:.1f} M | {ms:.0f} | {rate:.0f} |")
+              f"{precision} | {params / 1e6:.1f} M | {ms:.0f} | {rate:.0f} |")
 
 
 if __name__ == "__main__":
