@@ -24,23 +24,22 @@ sys.path.insert(0, str(ROOT))
 
 from trainer.config import CONFIG_DIR, TrainConfig  # noqa: E402
 from trainer.modeling import build_model, param_groups  # noqa: E402
-from trainer.train import pick_device, soft_cross_entropy, use_bf16  # noqa: E402
+from trainer.train import memory_format, pick_device, soft_cross_entropy, use_bf16  # noqa: E402
 from trainer.run import cpu_name  # noqa: E402
 
 
-def images_per_second(cfg: TrainConfig, device: torch.device, steps: int, warmup: int) -> tuple[float, float, int]:
-    """(images/s, ms per step, parameters) of `steps` timed training steps after `warmup` untimed ones, in the
-    precision the trainer would use for this config on this device (bf16 autocast + channels_last, or fp32)."""
+def images_per_second(cfg: TrainConfig, device: torch.device, steps: int,
+                      warmup: int) -> tuple[float, float, int, str]:
+    """(images/s, ms per step, parameters, precision) of `steps` timed training steps after `warmup` untimed ones, in
+    the precision the trainer would use for this config on this device (bf16 autocast + channels_last, or fp32)."""
     torch.manual_seed(0)
     model, _ = build_model(cfg)
-    model.to(device).train()
     bf16 = use_bf16(cfg.precision, device)
-    channels_last = device.type == "cuda" or bf16
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    model.to(memory_format=memory_format)
+    fmt = memory_format(device, bf16)
+    model.to(device, memory_format=fmt).train()
     opt = torch.optim.AdamW(param_groups(model, cfg), lr=cfg.lr)
-    x = torch.randn(cfg.batch_size, cfg.channels, cfg.img_size, cfg.img_size, device=device)
-    x = x.contiguous(memory_format=memory_format)
+    x = torch.randn(cfg.batch_size, cfg.channels, cfg.img_size, cfg.img_size, device=device).contiguous(
+        memory_format=fmt)
     y = torch.softmax(torch.randn(cfg.batch_size, 8, device=device), dim=1)  # soft targets, like FER+ votes
 
     def step():
@@ -60,7 +59,8 @@ def images_per_second(cfg: TrainConfig, device: torch.device, steps: int, warmup
     if device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - t
-    return cfg.batch_size * steps / seconds, seconds * 1000 / steps, sum(p.numel() for p in model.parameters())
+    return (cfg.batch_size * steps / seconds, seconds * 1000 / steps, sum(p.numel() for p in model.parameters()),
+            "bf16" if bf16 else "fp32")
 
 
 def main() -> None:
@@ -92,8 +92,7 @@ def main() -> None:
             values["precision"] = args.precision
         fields = {f.name for f in dataclasses.fields(TrainConfig)}
         cfg = TrainConfig(**{k: v for k, v in values.items() if k in fields})
-        rate, ms, params = images_per_second(cfg, device, args.steps, args.warmup)
-        precision = "bf16" if use_bf16(cfg.precision, device) else "fp32"
+        rate, ms, params, precision = images_per_second(cfg, device, args.steps, args.warmup)
         print(f"| {path.name} | {cfg.model} | {cfg.channels}x{cfg.img_size}x{cfg.img_size} | {cfg.batch_size} | "
               f"{precision} | {params / 1e6:.1f} M | {ms:.0f} | {rate:.0f} |")
 

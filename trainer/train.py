@@ -46,12 +46,17 @@ def pick_device(name: str) -> torch.device:
 
 
 def use_bf16(precision: str, device: torch.device) -> bool:
-    """bf16 autocast: on CUDA, and on CPUs with native bf16 (AVX512-BF16/AMX), where it trains ResNet50 ~1.8x faster."""
+    """bf16 autocast: on CUDA, and on CPUs with native bf16 (AVX512-BF16/AMX), where it trains ResNet50 ~1.6x faster."""
     if precision != "auto":
         return precision == "bf16"
     if device.type == "cuda":
         return True
     return device.type == "cpu" and torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
+def memory_format(device: torch.device, bf16: bool) -> torch.memory_format:
+    """channels_last on CUDA and wherever bf16 autocast runs (oneDNN's fast path on CPU too), else contiguous."""
+    return torch.channels_last if device.type == "cuda" or bf16 else torch.contiguous_format
 
 
 def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, smoothing: float,
@@ -91,11 +96,10 @@ class Trainer:
         self.model, self.info = build_model(cfg)
         self.model.to(self.device)
         self.bf16 = use_bf16(cfg.precision, self.device)
-        self.channels_last = self.device.type == "cuda" or self.bf16  # oneDNN's fast path on CPU too
-        if self.channels_last:
-            self.model.to(memory_format=torch.channels_last)
+        self.memory_format = memory_format(self.device, self.bf16)
+        self.model.to(memory_format=self.memory_format)
         log.info("precision: %s%s", "bf16 autocast" if self.bf16 else "fp32",
-                 ", channels_last" if self.channels_last else "")
+                 ", channels_last" if self.memory_format == torch.channels_last else "")
         self.steps_per_epoch = max(1, len(train) // cfg.batch_size)
         self.total_steps = self.steps_per_epoch * cfg.epochs
         self.opt = torch.optim.AdamW(param_groups(self.model, cfg), lr=cfg.lr, betas=(0.9, 0.999))
@@ -180,8 +184,7 @@ class Trainer:
         t0, seen = time.perf_counter(), 0
         for x, y, _ in bar:
             x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-            if self.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
+            x = x.contiguous(memory_format=self.memory_format)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
                 loss = soft_cross_entropy(self.model(x), y, cfg.label_smoothing, self.class_weights)
             self.opt.zero_grad(set_to_none=True)
