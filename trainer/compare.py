@@ -7,7 +7,7 @@ from pathlib import Path
 from emotion.labels import LABELS
 from emotion.models import WEIGHTS_NAME, load_model
 
-from .data import FaceSplit, load_raw, to_face_split
+from .data import DataError, FaceSplit, load_raw, pick_rows, to_face_split
 from .evaluation import compute_metrics, predict_logits
 from .run import ms_per_face
 
@@ -15,13 +15,9 @@ from .run import ms_per_face
 def load_eval_split(data: str, split: str, max_samples: int | None = None) -> FaceSplit:
     raw = load_raw(data)
     if split not in raw:
-        from .data import DataError
-
         raise DataError(f"no split {split!r} in {data}; it has {', '.join(raw)}")
     ds = raw[split]
-    if max_samples:
-        ds = ds.select(range(min(max_samples, len(ds))))
-    return to_face_split(ds, soft_labels=False)
+    return to_face_split(ds.select(pick_rows(len(ds), max_samples)), soft_labels=False)
 
 
 def detect_and_crop(split: FaceSplit, info) -> tuple[FaceSplit, int]:

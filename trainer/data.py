@@ -111,30 +111,28 @@ def load_splits(cfg: TrainConfig) -> tuple[FaceSplit, FaceSplit, dict]:
     if cfg.train_split not in raw:
         raise DataError(f"no split {cfg.train_split!r} in {cfg.data}; it has {', '.join(raw)} (set --train-split)")
     if cfg.val_split in raw:  # rows are selected before decoding: a tiny run need not decode 30k images
-        train = to_face_split(_sample(raw[cfg.train_split], cfg.max_train_samples, cfg.seed), cfg.soft_labels)
-        val = to_face_split(_first(raw[cfg.val_split], cfg.max_val_samples), cfg.soft_labels)
+        train_rows, val_rows = raw[cfg.train_split], raw[cfg.val_split]
+        train_rows = train_rows.select(pick_rows(len(train_rows), cfg.max_train_samples, cfg.seed))
+        val_rows = val_rows.select(pick_rows(len(val_rows), cfg.max_val_samples))
+        train, val = to_face_split(train_rows, cfg.soft_labels), to_face_split(val_rows, cfg.soft_labels)
     else:
         train = to_face_split(raw[cfg.train_split], cfg.soft_labels)
         tr, va = stratified_split(train.labels, cfg.val_fraction, cfg.seed)
         log.info("no %r split: cut %d validation rows from train (seed %d)", cfg.val_split, len(va), cfg.seed)
         train, val = train.subset(tr), train.subset(va)
-        if cfg.max_train_samples and cfg.max_train_samples < len(train):
-            pick = np.random.default_rng(cfg.seed).permutation(len(train))[: cfg.max_train_samples]
-            train = train.subset(np.sort(pick))
-        if cfg.max_val_samples and cfg.max_val_samples < len(val):
-            val = val.subset(np.arange(cfg.max_val_samples))
+        train = train.subset(pick_rows(len(train), cfg.max_train_samples, cfg.seed))
+        val = val.subset(pick_rows(len(val), cfg.max_val_samples))
     return train, val, {"path": cfg.data, "splits": list(raw), "train_rows": len(train), "val_rows": len(val)}
 
 
-def _sample(ds, n: int | None, seed: int):
-    """`n` rows chosen with `seed` (kept in data set order), or all."""
-    if not n or n >= len(ds):
-        return ds
-    return ds.select(np.sort(np.random.default_rng(seed).permutation(len(ds))[:n]))
-
-
-def _first(ds, n: int | None):
-    return ds.select(range(n)) if n and n < len(ds) else ds
+def pick_rows(length: int, n: int | None, seed: int | None = None) -> np.ndarray:
+    """Row indices of a `--max-*-samples` cut: `n` rows drawn with `seed` (kept in order), the first `n` without a
+    seed, or all rows when `n` is unset or covers them."""
+    if not n or n >= length:
+        return np.arange(length)
+    if seed is None:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).permutation(length)[:n])
 
 
 def train_augment(cfg: TrainConfig, size: int) -> T.Compose:
