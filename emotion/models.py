@@ -109,6 +109,9 @@ class ModelInfo:
     temperature: float = 1.0  # softmax(logits / T), fitted on validation
     uncertain_threshold: float = 0.5  # a top probability below this is flagged `uncertain`
     tta_flip: bool = False  # average with the horizontally flipped face
+    # Added to the logits before the temperature, by label (e.g. {"neutral": -0.6}): a prior fitted after training
+    # on the validation mix, so that subtle expressions are not all read as neutral (see the model card).
+    logit_bias: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self):
         self.input_size = tuple(int(v) for v in self.input_size)
@@ -123,6 +126,16 @@ class ModelInfo:
             raise EmotionError(f"uncertain_threshold must be in [0, 1], got {self.uncertain_threshold}")
         if self.crop_margin < 0:
             raise EmotionError(f"crop_margin must be >= 0, got {self.crop_margin}")
+        unknown = sorted(set(self.logit_bias) - set(self.labels))
+        if unknown:
+            raise EmotionError(f"logit_bias names {', '.join(unknown)}, which are not labels of this model")
+        self.logit_bias = {k: float(v) for k, v in self.logit_bias.items()}
+
+    def bias_vector(self) -> torch.Tensor | None:
+        """`logit_bias` as a (num_classes,) tensor in label order, or None when there is none."""
+        if not any(self.logit_bias.values()):
+            return None
+        return torch.tensor([self.logit_bias.get(lab, 0.0) for lab in self.labels])
 
     @property
     def channels(self) -> int:

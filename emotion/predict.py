@@ -75,6 +75,21 @@ def default_source() -> str:
     return shipped[name]
 
 
+@torch.inference_mode()
+def face_logits(model: torch.nn.Module, x: torch.Tensor, info: ModelInfo, tta_flip: bool | None = None) -> torch.Tensor:
+    """Preprocessed faces (N, C, H, W) -> (N, classes) float logits as serving uses them: averaged with the mirrored
+    face when the model says so, plus the model's `logit_bias`. Serving and the trainer's evaluation both call this.
+    """
+    flip = info.tta_flip if tta_flip is None else tta_flip
+    if flip:  # the mirrored faces in the same batch
+        x = torch.cat([x, torch.flip(x, dims=[3])])
+    logits = model(x).float()
+    if flip:
+        logits = (logits[: len(x) // 2] + logits[len(x) // 2:]) / 2
+    bias = info.bias_vector()
+    return logits if bias is None else logits + bias.to(logits.device)
+
+
 class Predictor:
     """Detects faces and classifies their expressions with one loaded model. Thread-safe.
 
@@ -107,13 +122,8 @@ class Predictor:
         """Face crops -> (N, 8) calibrated probabilities, softmax(logits / temperature), one forward pass."""
         if not crops:
             return np.zeros((0, len(self.info.labels)), np.float32)
-        x = batch(crops, self.info)
-        if self.info.tta_flip:  # the mirrored face in the same batch; logits averaged as in evaluation
-            x = torch.cat([x, torch.flip(x, dims=[3])])
-        with self._lock, torch.inference_mode():
-            logits = self.model(x).float()
-        if self.info.tta_flip:
-            logits = (logits[: len(crops)] + logits[len(crops):]) / 2
+        with self._lock:
+            logits = face_logits(self.model, batch(crops, self.info), self.info)
         return torch.softmax(logits / self.info.temperature, dim=1).numpy()
 
     def _face_result(self, probs: np.ndarray, box, score=None, keypoints=None) -> FacePrediction:

@@ -13,6 +13,7 @@ import yaml
 CONFIG_DIR = Path(__file__).parent / "configs"
 BALANCE_CHOICES = ("none", "sampler", "weights")
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
+AUGMENT_FAMILIES = ("framing", "geometry", "light", "degrade", "gray", "occlusion")  # trainer/augment.py
 
 
 class ConfigError(ValueError):
@@ -27,6 +28,9 @@ class TrainConfig:
     pretrained: bool = False  # timm models: start from timm's ImageNet weights on the Hub (e.g. timm/resnet50.a1_in1k)
     # data
     data: str = "../shared/data/ferplus"  # Hub dataset id, a folder of parquet shards, or an image folder
+    sources: list[dict] | None = None  # several data sets at once (YAML only; see trainer/sources.py); replaces data
+    select_on: dict[str, float] | None = None  # best epoch by this mix of reports, e.g. {validation: 0.5, posed_clean: 0.5}
+    select_metric: str = "macro_f1"  # the metric select_on mixes: 'macro_f1' or 'accuracy'
     train_split: str = "train"
     val_split: str = "validation"
     val_fraction: float = 0.1  # cut from train (seeded, stratified) when the data set has no validation split
@@ -40,12 +44,13 @@ class TrainConfig:
     std: float = 0.5
     crop_margin: float = 0.1  # written to config.json for serving: margin around the detector's box (see ModelInfo)
     crop_offset_y: float = -0.1  # written to config.json for serving: crop centre shift (negative = up)
-    # augmentation (training only)
+    # augmentation (training only): families from trainer/augment.py
+    augment: list[str] = field(default_factory=lambda: ["framing", "geometry", "light", "occlusion"])
     scale_min: float = 0.8  # random resized crop scale range (min, 1)
     rotate: float = 10.0  # degrees
     hflip: bool = True
     jitter: float = 0.3  # brightness/contrast jitter strength
-    erase: float = 0.25  # random erasing probability
+    erase: float = 0.25  # occlusion: probability of erasing a patch
     # optimisation
     epochs: int = 30
     batch_size: int = 64
@@ -59,6 +64,7 @@ class TrainConfig:
     drop_rate: float = 0.3
     tta_flip: bool = True  # serving averages each face with its mirror image (measured on validation)
     uncertain_threshold: float = 0.5
+    neutral_bias: str = "none"  # 'fit': a logit bias on neutral chosen on the select_on mix, written to config.json; 'none'
     # run
     output_dir: str = "runs/small_cnn"
     seed: int = 42
@@ -87,12 +93,26 @@ class TrainConfig:
             ("label_smoothing", 0 <= self.label_smoothing < 1, "a number in [0, 1)"),
             ("std", self.std > 0, "a number > 0"),
             ("ckpt_every", self.ckpt_every >= 1, "an integer >= 1"),
+            ("select_metric", self.select_metric in ("macro_f1", "accuracy"), "macro_f1 or accuracy"),
+            ("neutral_bias", self.neutral_bias in ("none", "fit"), "none or fit"),
+            ("augment", isinstance(self.augment, list) and set(self.augment) <= set(AUGMENT_FAMILIES),
+             f"a list drawn from {', '.join(AUGMENT_FAMILIES)}"),
+            ("sources", self.sources is None or (isinstance(self.sources, list) and len(self.sources) > 0),
+             "a non-empty list of sources (name:, data:, weight: ...)"),
+            ("select_on", self.select_on is None or (isinstance(self.select_on, dict) and self.select_on
+                                                     and all(isinstance(v, (int, float)) and v >= 0
+                                                             for v in self.select_on.values())),
+             "a mapping of report name -> weight >= 0"),
             ("init", self.init is None or self.init.startswith(("local-dir:", "hf-hub:")),
              "local-dir:/path or hf-hub:org/name"),
         ]
         for name, ok, valid in checks:
             if not ok:
                 raise ConfigError(f"invalid {name}={getattr(self, name)!r}: expected {valid}")
+        if self.sources:
+            from .sources import SourceConfig
+
+            self.sources = [vars(SourceConfig.parse(s)) for s in self.sources]  # validated, defaults filled in
 
     def save(self, path: Path) -> None:
         path.write_text(yaml.safe_dump(dataclasses.asdict(self), sort_keys=False))
@@ -107,10 +127,14 @@ def add_config_args(parser: argparse.ArgumentParser) -> None:
     """One `--field value` option per TrainConfig field (`--flag/--no-flag` for booleans), all defaulting to None."""
     parser.add_argument("--config", help="YAML file with defaults, e.g. trainer/configs/small_cnn.yaml")
     for f in dataclasses.fields(TrainConfig):
-        if f.name == "extra":
+        if f.name in ("extra", "sources", "select_on"):  # structured: YAML only
             continue
         opt = "--" + f.name.replace("_", "-")
-        if str(f.type) == "bool":
+        if f.name == "augment":
+            parser.add_argument(opt, dest=f.name, default=None, metavar="FAMILY,...",
+                                type=lambda v: [x for x in v.split(",") if x],
+                                help=f"comma-separated augmentation families from {', '.join(AUGMENT_FAMILIES)}")
+        elif str(f.type) == "bool":
             parser.add_argument(opt, dest=f.name, action=argparse.BooleanOptionalAction, default=None)
         else:
             parser.add_argument(opt, dest=f.name, type=_field_type(f), default=None, metavar=f.name.upper())

@@ -3,18 +3,18 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
-from torchvision import transforms as T
 
 from emotion.labels import LABEL2ID, LABELS, canonical
 from emotion.models import ModelInfo
 from emotion.preprocess import to_tensor
 
+from . import augment
 from .config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -26,19 +26,43 @@ class DataError(ValueError):
 
 @dataclass
 class FaceSplit:
-    """One split held in memory: grayscale face crops, soft targets (N, 8), hard labels (N,), optional dup mask."""
+    """One split held in memory: face crops, soft targets (N, 8), hard labels (N,), and per-row facts.
+
+    `masks` (N, 8) marks the classes each row's source speaks for (None = all 8); `context` (N,) is the extra margin
+    kept around the serving crop (photos kept for re-framing, 0 for ready crops); `dup` marks FER+ rows whose pixels
+    also occur in train; `views` names row subsets reported on their own ("dedup", "clean").
+    """
 
     images: list[Image.Image]
     targets: np.ndarray
     labels: np.ndarray
     dup: np.ndarray | None = None
+    masks: np.ndarray | None = None
+    context: np.ndarray | None = None
+    views: dict[str, np.ndarray] = field(default_factory=dict)
+    source: np.ndarray | None = None  # (N,) index of each row's source in a multi-source run
+
+    def __post_init__(self):
+        if self.dup is not None and "dedup" not in self.views:
+            self.views = {"dedup": ~self.dup, **self.views}
 
     def __len__(self) -> int:
         return len(self.images)
 
     def subset(self, idx: np.ndarray) -> "FaceSplit":
-        return FaceSplit([self.images[i] for i in idx], self.targets[idx], self.labels[idx],
-                         None if self.dup is None else self.dup[idx])
+        pick = lambda a: None if a is None else a[idx]  # noqa: E731
+        return FaceSplit([self.images[i] for i in idx], self.targets[idx], self.labels[idx], pick(self.dup),
+                         pick(self.masks), pick(self.context), {k: v[idx] for k, v in self.views.items()},
+                         pick(self.source))
+
+    @classmethod
+    def concat(cls, splits: list["FaceSplit"], masks: list[np.ndarray]) -> "FaceSplit":
+        """Several sources' train splits as one, each row keeping its source's class mask and its source id."""
+        n = [len(s) for s in splits]
+        ctx = [s.context if s.context is not None else np.zeros(len(s), np.float32) for s in splits]
+        return cls([im for s in splits for im in s.images], np.concatenate([s.targets for s in splits]),
+                   np.concatenate([s.labels for s in splits]), masks=np.repeat(np.stack(masks), n, axis=0),
+                   context=np.concatenate(ctx), source=np.repeat(np.arange(len(splits)), n))
 
 
 def load_raw(data: str):
@@ -69,29 +93,26 @@ def _label_names(ds) -> list[str] | None:
     return list(feat.names) if hasattr(feat, "names") else None
 
 
-def to_face_split(ds, soft_labels: bool) -> FaceSplit:
-    """Decode a `datasets` split into canonical-order targets; names/ints mapped through the core's label map."""
-    if "image" not in ds.column_names or "label" not in ds.column_names:
-        raise DataError(f"the data set needs 'image' and 'label' columns; it has {ds.column_names}")
+def label_ids(ds) -> tuple[np.ndarray, list[str] | None]:
+    """The `label` column as canonical ids (through the core's label map), and the data set's own class names."""
     names = _label_names(ds)
     raw = ds["label"]
     if names is not None:
         mapping = np.array([LABEL2ID[canonical(n)] for n in names])
-        labels = mapping[np.asarray(raw)]
-    elif raw and isinstance(raw[0], str):
-        labels = np.array([LABEL2ID[canonical(n)] for n in raw])
-    else:
-        raise DataError("integer labels without class names: give the data set a ClassLabel feature or string labels")
-    targets = np.eye(len(LABELS), dtype=np.float32)[labels]
-    if soft_labels and "votes" in ds.column_names and names is not None:
-        votes = np.asarray(ds["votes"], dtype=np.float32)  # in the order of `names`
-        soft = np.zeros_like(targets)
-        soft[:, mapping] = votes
-        ok = soft.sum(1) > 0
-        targets[ok] = soft[ok] / soft[ok].sum(1, keepdims=True)
-    images = [img.convert("L") for img in ds["image"]]
+        return mapping[np.asarray(raw)].astype(np.int64), names
+    if raw and isinstance(raw[0], str):
+        return np.array([LABEL2ID[canonical(n)] for n in raw], dtype=np.int64), None
+    raise DataError("integer labels without class names: give the data set a ClassLabel feature or string labels")
+
+
+def to_face_split(ds, soft_labels: bool) -> FaceSplit:
+    """Decode a `datasets` split into canonical-order targets (FER+ `votes` -> soft targets when `soft_labels`)."""
+    from .sources import SourceConfig, decode_rows
+
+    src = SourceConfig("data", "", soft_column="votes" if soft_labels else None)
+    rows = decode_rows(ds, src, None, train=False)
     dup = np.asarray(ds["dup_in_train"], dtype=bool) if "dup_in_train" in ds.column_names else None
-    return FaceSplit(images, targets, labels.astype(np.int64), dup)
+    return FaceSplit(rows.images, rows.targets, rows.labels, dup)
 
 
 def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -105,8 +126,21 @@ def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np
     return np.setdiff1d(np.arange(len(labels)), val), val
 
 
-def load_splits(cfg: TrainConfig) -> tuple[FaceSplit, FaceSplit, dict]:
-    """Train and validation splits (validation cut from train when missing), plus a description of the source."""
+def load_splits(cfg: TrainConfig) -> tuple[FaceSplit, dict[str, FaceSplit], dict]:
+    """Train and validation splits (validation per source, keyed by report name), plus a description of the data.
+
+    With `cfg.sources` every source is loaded (trainer/sources.py); otherwise `cfg.data` alone, its validation split
+    (cut from train when missing) reported as `validation`.
+    """
+    if cfg.sources:
+        from .sources import load_sources
+
+        return load_sources(cfg)
+    train, val, described = load_single(cfg)
+    return train, {"validation": val}, described
+
+
+def load_single(cfg: TrainConfig) -> tuple[FaceSplit, FaceSplit, dict]:
     raw = load_raw(cfg.data)
     if cfg.train_split not in raw:
         raise DataError(f"no split {cfg.train_split!r} in {cfg.data}; it has {', '.join(raw)} (set --train-split)")
@@ -135,44 +169,61 @@ def pick_rows(length: int, n: int | None, seed: int | None = None) -> np.ndarray
     return np.sort(np.random.default_rng(seed).permutation(length)[:n])
 
 
-def train_augment(cfg: TrainConfig, size: int) -> T.Compose:
-    """PIL -> PIL augmentation, applied before the shared preprocessing (training only)."""
-    ops = [T.RandomResizedCrop(size, scale=(cfg.scale_min, 1.0), ratio=(0.9, 1.1), antialias=True)]
-    if cfg.hflip:
-        ops.append(T.RandomHorizontalFlip())
-    if cfg.rotate:
-        ops.append(T.RandomRotation(cfg.rotate, interpolation=T.InterpolationMode.BILINEAR))
-    if cfg.jitter:
-        ops.append(T.ColorJitter(brightness=cfg.jitter, contrast=cfg.jitter))
-    return T.Compose(ops)
-
-
 class FaceDataset(torch.utils.data.Dataset):
-    """Tensors for training or evaluation; preprocessing is the inference core's `to_tensor`."""
+    """(tensor, soft target, label, class mask) per row; preprocessing is the inference core's `to_tensor`.
+
+    Training indexes it with (row, seed, epoch, position) keys from `ResumableSampler`: the augmentation of a draw
+    depends on those alone, never on worker count or process history, so a resumed run sees the same pictures.
+    """
 
     def __init__(self, split: FaceSplit, info: ModelInfo, cfg: TrainConfig | None = None, train: bool = False):
-        self.split, self.info = split, info
-        self.augment = train_augment(cfg, info.native_size) if train else None
-        self.erase = T.RandomErasing(p=cfg.erase, scale=(0.02, 0.2)) if train and cfg.erase else None
+        self.split, self.info, self.cfg, self.train = split, info, cfg, train
+        self.families = set(cfg.augment) if train else set()
+        self.all_classes = torch.ones(len(LABELS), dtype=torch.bool)
 
     def __len__(self) -> int:
         return len(self.split)
 
-    def __getitem__(self, i: int):
+    def __getitem__(self, key):
+        i, rng = (key, None) if isinstance(key, (int, np.integer)) else (key[0], np.random.default_rng(key[1:]))
         img = self.split.images[i]
-        if self.augment is not None:
-            img = self.augment(img.resize((self.info.native_size,) * 2, Image.BILINEAR))
-        x = to_tensor(img, self.info)
-        if self.erase is not None:
-            x = self.erase(x)
-        return x, torch.from_numpy(self.split.targets[i]), int(self.split.labels[i])
+        context = 0.0 if self.split.context is None else float(self.split.context[i])
+        x = to_tensor(self.augmented(img, context, rng) if rng is not None else augment.reframe(img, context, None, 1),
+                      self.info)
+        if rng is not None and "occlusion" in self.families:
+            x = augment.occlusion(x, rng, self.cfg.erase)
+        mask = self.all_classes if self.split.masks is None else torch.from_numpy(self.split.masks[i])
+        return x, torch.from_numpy(self.split.targets[i]), int(self.split.labels[i]), mask
+
+    def augmented(self, img: Image.Image, context: float, rng: np.random.Generator) -> Image.Image:
+        """The configured augmentation families, at the training data's native size (48 px for FER+)."""
+        cfg, fam, size = self.cfg, self.families, self.info.native_size
+        img = augment.reframe(img, context, rng if "framing" in fam else None, cfg.scale_min)
+        img = augment.to_gray(img, rng if "gray" in fam else None)
+        img = img.resize((size, size), Image.BOX if img.width > size else Image.BILINEAR)
+        if "geometry" in fam:
+            img = augment.geometry(img, rng, cfg.rotate, cfg.hflip)
+        if "light" in fam:
+            img = augment.light(img, rng, cfg.jitter)
+        if "degrade" in fam:
+            img = augment.degrade(img, rng)
+        return img
 
 
 class ResumableSampler(torch.utils.data.Sampler):
-    """Per-epoch order fixed by (seed, epoch), so a resumed run replays the same batches from where it stopped."""
+    """Per-epoch draws fixed by (seed, epoch), so a resumed run replays the same batches from where it stopped.
 
-    def __init__(self, labels: np.ndarray, seed: int, balance: bool = False):
+    With several sources, each epoch takes round(n * weight) draws from each source (weights normalised), where n
+    is the number of training rows. Within a source, rows are shuffled (repeated when drawn more often than they
+    exist) or, with `balance`, drawn with square-root class balancing. Yields (row, seed, epoch, position) keys.
+    """
+
+    def __init__(self, labels: np.ndarray, seed: int, balance: bool = False, source: np.ndarray | None = None,
+                 weights: list[float] | None = None):
         self.labels, self.seed, self.balance = labels, seed, balance
+        self.source = np.zeros(len(labels), int) if source is None else source
+        w = np.asarray(weights if weights is not None else [1.0], dtype=np.float64)
+        self.weights = w / w.sum()
         self.epoch, self.start = 0, 0
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
@@ -181,14 +232,21 @@ class ResumableSampler(torch.utils.data.Sampler):
     def order(self) -> np.ndarray:
         rng = np.random.default_rng(self.seed * 1000 + self.epoch)
         n = len(self.labels)
+        counts = np.round(self.weights * n).astype(int)
+        counts[-1] = n - counts[:-1].sum()
+        return rng.permutation(np.concatenate([self._draw(rng, np.flatnonzero(self.source == s), k)
+                                               for s, k in enumerate(counts)]))
+
+    def _draw(self, rng: np.random.Generator, rows: np.ndarray, k: int) -> np.ndarray:
         if not self.balance:
-            return rng.permutation(n)
-        counts = np.bincount(self.labels, minlength=len(LABELS)).astype(np.float64)
-        w = 1.0 / np.sqrt(counts[self.labels])  # square-root balancing: rare classes up, without 20x repeats
-        return rng.choice(n, size=n, replace=True, p=w / w.sum())
+            reps = -(-k // max(1, len(rows)))
+            return np.concatenate([rng.permutation(rows) for _ in range(reps)])[:k]
+        counts = np.bincount(self.labels[rows], minlength=len(LABELS)).astype(np.float64)
+        w = 1.0 / np.sqrt(counts[self.labels[rows]])  # square-root balancing: rare classes up, without 20x repeats
+        return rng.choice(rows, size=k, replace=True, p=w / w.sum())
 
     def __iter__(self):
-        return iter(self.order()[self.start:].tolist())
+        return ((int(r), self.seed, self.epoch, self.start + j) for j, r in enumerate(self.order()[self.start:]))
 
     def __len__(self) -> int:
         return len(self.labels) - self.start

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from emotion.labels import LABELS
 from emotion.models import ModelInfo
+from emotion.predict import face_logits
 
 from .data import FaceDataset, FaceSplit
 
@@ -26,17 +27,10 @@ def _metric(name: str):
 @torch.inference_mode()
 def predict_logits(model: torch.nn.Module, split: FaceSplit, info: ModelInfo, batch_size: int = 256,
                    tta_flip: bool | None = None, device: str = "cpu") -> np.ndarray:
-    """Logits (N, 8) for pre-cropped faces, through the same preprocessing as serving (and its flip averaging)."""
-    tta = info.tta_flip if tta_flip is None else tta_flip
+    """Logits (N, 8) for pre-cropped faces, through serving's preprocessing and `face_logits` (flip, bias)."""
     loader = torch.utils.data.DataLoader(FaceDataset(split, info), batch_size=batch_size)
     model.eval()
-    out = []
-    for x, _, _ in loader:
-        x = x.to(device)
-        logits = model(x)
-        if tta:
-            logits = (logits + model(torch.flip(x, dims=[3]))) / 2
-        out.append(logits.float().cpu())
+    out = [face_logits(model, x.to(device), info, tta_flip).cpu() for x, *_ in loader]
     return torch.cat(out).numpy() if out else np.zeros((0, len(LABELS)), np.float32)
 
 

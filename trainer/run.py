@@ -15,9 +15,10 @@ from emotion.models import load_model
 from . import checkpoint
 from .config import TrainConfig
 from .data import FaceSplit, load_splits
-from .evaluation import compute_metrics, expected_calibration_error, fit_temperature, predict_logits, softmax
+from .evaluation import (compute_metrics, expected_calibration_error, fit_temperature, predict_logits, quick_metrics,
+                         softmax)
 from .export import export_model
-from .train import Trainer
+from .train import Trainer, select_score
 
 log = logging.getLogger(__name__)
 
@@ -60,16 +61,59 @@ def ms_per_face(model: torch.nn.Module, info, repeats: int = 30) -> float:
     return float(np.median(times[3:]))
 
 
-def evaluate_splits(model, info, val: FaceSplit, device: str = "cpu") -> tuple[dict, float]:
-    """Fit T on validation, then metrics on validation whole and (when marked) without train duplicates."""
-    logits = predict_logits(model, val, info, device=device)
-    temperature = fit_temperature(logits, val.labels)
-    splits = {"validation": compute_metrics(logits, val.labels, temperature)}
-    splits["validation"]["ece_after_crossfit"] = crossfit_ece(logits, val.labels)
-    if val.dup is not None and val.dup.any():
-        keep = ~val.dup
-        splits["validation_dedup"] = compute_metrics(logits[keep], val.labels[keep], temperature)
-    return splits, temperature
+def evaluate_splits(model, info, vals: FaceSplit | dict[str, FaceSplit], device: str = "cpu",
+                    cfg: TrainConfig | None = None) -> tuple[dict, float, dict | None]:
+    """Fit the neutral bias (when `cfg.neutral_bias == 'fit'`) and T on validation, then full metrics per report.
+
+    Returns the metrics by report name (`validation`, `validation_dedup`, `posed`, `posed_clean`, ...), the
+    temperature, and the neutral-bias sweep (None when not fitted). `info.logit_bias` is set to the chosen bias.
+    """
+    vals = vals if isinstance(vals, dict) else {"validation": vals}
+    logits = {name: predict_logits(model, split, info, device=device) for name, split in vals.items()}
+    sweep = None
+    if cfg is not None and cfg.neutral_bias == "fit":
+        sweep = fit_neutral_bias(logits, vals, info, cfg)
+        shift = np.zeros(len(info.labels), np.float32)
+        shift[info.labels.index("neutral")] = sweep["chosen"]
+        logits = {k: v + shift for k, v in logits.items()}
+        info.logit_bias = {"neutral": sweep["chosen"]} if sweep["chosen"] else {}
+    temperature = fit_temperature(np.concatenate(list(logits.values())),
+                                  np.concatenate([s.labels for s in vals.values()]))
+    splits = {}
+    for name, split in vals.items():
+        splits[name] = compute_metrics(logits[name], split.labels, temperature)
+        splits[name]["ece_after_crossfit"] = crossfit_ece(logits[name], split.labels)
+        for view, rows in split.views.items():
+            if rows.any() and not rows.all():
+                splits[f"{name}_{view}"] = compute_metrics(logits[name][rows], split.labels[rows], temperature)
+    return splits, temperature, sweep
+
+
+def fit_neutral_bias(logits: dict[str, np.ndarray], vals: dict[str, FaceSplit], info, cfg: TrainConfig,
+                     grid=tuple(np.round(np.arange(0.0, -2.01, -0.1), 2))) -> dict:
+    """The neutral logit bias maximising the selection mix on validation, with every report at every bias tried."""
+    col = info.labels.index("neutral")
+    rows = []
+    for b in grid:
+        reports = {}
+        for name, split in vals.items():
+            z = logits[name].copy()
+            z[:, col] += b
+            reports[name] = quick_metrics(z, split.labels)
+            for view, keep in split.views.items():
+                reports[f"{name}_{view}"] = quick_metrics(z[keep], split.labels[keep])
+        rows.append({"bias": float(b), "select": select_score(reports, cfg), "reports": reports})
+    best = max(rows, key=lambda r: (round(r["select"], 6), r["bias"]))  # ties: the smaller change
+    log.info("neutral bias %.2f: select %.4f (unbiased %.4f)", best["bias"], best["select"], rows[0]["select"])
+    return {"chosen": best["bias"], "metric": cfg.select_metric, "select_on": cfg.select_on, "grid": rows}
+
+
+def describe_data(cfg: TrainConfig, source: dict) -> dict:
+    """What eval_results.json says about the training data (the model card lists every source and its terms)."""
+    if cfg.sources:
+        return {"name": " + ".join(s["name"] for s in cfg.sources), **source}
+    name = "FER+ (FER2013 images, Microsoft FERPlus labels)" if "ferplus" in cfg.data.lower() else cfg.data
+    return {"name": name, "path": cfg.data, **source}
 
 
 def crossfit_ece(logits: np.ndarray, labels: np.ndarray, seed: int = 0) -> float:
@@ -87,7 +131,7 @@ def train_and_export(cfg: TrainConfig) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     cfg.save(out / "config.yaml")
     train, val, source = load_splits(cfg)
-    log.info("data: %d train / %d validation faces from %s", len(train), len(val), cfg.data)
+    log.info("data: %d train / %d validation faces", len(train), sum(len(v) for v in val.values()))
     trainer = Trainer(cfg, train, val)
     history = trainer.fit()
     best = checkpoint.load(trainer.ckpt_dir / "best.safetensors")
@@ -95,12 +139,11 @@ def train_and_export(cfg: TrainConfig) -> Path:
     model.load_state_dict(best["model"])
     if cfg.export_dtype == "float16":  # evaluate (and fit T on) exactly the weights that will be shipped
         model.half().float()
-    splits, info.temperature = evaluate_splits(model, info, val)
+    splits, info.temperature, sweep = evaluate_splits(model, info, val, cfg=cfg)
     results = {
-        "model_name": Path(cfg.output_dir).name, "architecture": cfg.model,
-        "dataset": {"name": "FER+ (FER2013 images, Microsoft FERPlus labels)" if "ferplus" in cfg.data.lower()
-                    else cfg.data, "path": cfg.data, **source},
-        "splits": splits, "temperature": info.temperature, "best_epoch": best["epoch"],
+        "model_name": Path(cfg.output_dir).name, "architecture": cfg.model, "dataset": describe_data(cfg, source),
+        "splits": splits, "temperature": info.temperature, "logit_bias": info.logit_bias, "best_epoch": best["epoch"],
+        **({"neutral_bias_sweep": sweep} if sweep else {}),
         "params": sum(p.numel() for p in model.parameters()), "ms_per_face_cpu": ms_per_face(model, info),
         "train_time_s": round(trainer.elapsed), "machine": machine(), "epochs": cfg.epochs, "history": history,
         "train_config": {k: v for k, v in vars(cfg).items() if k != "extra"}, **cfg.extra,

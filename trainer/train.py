@@ -18,7 +18,7 @@ from emotion.labels import LABELS
 from emotion.models import ModelInfo
 
 from . import checkpoint
-from .config import TrainConfig, default_workers
+from .config import ConfigError, TrainConfig, default_workers
 from .data import FaceDataset, FaceSplit, ResumableSampler
 from .evaluation import predict_logits, quick_metrics
 from .modeling import build_model, param_groups
@@ -60,9 +60,18 @@ def memory_format(device: torch.device, bf16: bool) -> torch.memory_format:
 
 
 def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, smoothing: float,
-                       class_weights: torch.Tensor | None) -> torch.Tensor:
-    targets = targets * (1 - smoothing) + smoothing / targets.shape[1]
-    loss = -(targets * F.log_softmax(logits.float(), dim=1)).sum(1)
+                       class_weights: torch.Tensor | None, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Cross-entropy against soft targets, over each row's `mask` of classes its source speaks for.
+
+    A row from a source without contempt gets a softmax over the other 7 classes: the model is taught which of
+    those it is, and nothing about contempt (rather than that contempt never occurs).
+    """
+    logits = logits.float()
+    if mask is None:
+        mask = torch.ones_like(logits, dtype=torch.bool)
+    targets = targets * (1 - smoothing) + smoothing * mask / mask.sum(1, keepdim=True)
+    log_p = logits - torch.logsumexp(logits.masked_fill(~mask, float("-inf")), dim=1, keepdim=True)
+    loss = -(targets * log_p.masked_fill(~mask, 0.0)).sum(1)
     if class_weights is not None:
         loss = loss * (targets @ class_weights)
     return loss.mean()
@@ -81,11 +90,25 @@ def set_rng_state(s: dict) -> None:
     torch.set_rng_state(s["torch"])
 
 
+def select_score(reports: dict[str, dict], cfg: TrainConfig) -> float:
+    """The model-selection score: `cfg.select_metric` mixed over the reports named in `cfg.select_on`."""
+    mix = cfg.select_on or {next(iter(reports)): 1.0}
+    missing = sorted(set(mix) - set(reports))
+    if missing:
+        raise ValueError(f"select_on names {', '.join(missing)}, but the reports are {', '.join(reports)}")
+    return sum(w * reports[k][cfg.select_metric] for k, w in mix.items()) / sum(mix.values())
+
+
 class Trainer:
     """Holds the run's state; `fit()` trains (resuming from `output_dir/checkpoints/last.safetensors`)."""
 
-    def __init__(self, cfg: TrainConfig, train: FaceSplit, val: FaceSplit):
-        self.cfg, self.train_split, self.val_split = cfg, train, val
+    def __init__(self, cfg: TrainConfig, train: FaceSplit, val: FaceSplit | dict[str, FaceSplit]):
+        self.cfg, self.train_split = cfg, train
+        self.vals = val if isinstance(val, dict) else {"validation": val}  # report name -> split
+        reports = [n for name, split in self.vals.items() for n in (name, *(f"{name}_{v}" for v in split.views))]
+        missing = sorted(set(cfg.select_on or {}) - set(reports))
+        if missing:
+            raise ConfigError(f"select_on names {', '.join(missing)}; the validation reports are {', '.join(reports)}")
         self.out = Path(cfg.output_dir)
         self.ckpt_dir = self.out / "checkpoints"
         self.ckpt_dir.mkdir(parents=True, exist_ok=True)
@@ -161,7 +184,9 @@ class Trainer:
         return self.history
 
     def _loader(self, start: int) -> torch.utils.data.DataLoader:
-        sampler = ResumableSampler(self.train_split.labels, self.cfg.seed, balance=self.cfg.balance == "sampler")
+        weights = [s["weight"] for s in self.cfg.sources] if self.cfg.sources else None
+        sampler = ResumableSampler(self.train_split.labels, self.cfg.seed, balance=self.cfg.balance == "sampler",
+                                   source=self.train_split.source, weights=weights)
         sampler.set_epoch(self.epoch, start * self.cfg.batch_size)
         workers = default_workers() if self.cfg.workers < 0 else self.cfg.workers
         return torch.utils.data.DataLoader(
@@ -182,11 +207,12 @@ class Trainer:
         bar = tqdm(self._loader(start), total=self.steps_per_epoch, initial=start, desc=f"epoch {self.epoch + 1}/"
                    f"{cfg.epochs}", leave=False, mininterval=1 if sys.stderr.isatty() else 60, file=sys.stderr)
         t0, seen = time.perf_counter(), 0
-        for x, y, _ in bar:
+        for x, y, _, mask in bar:
             x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
             x = x.contiguous(memory_format=self.memory_format)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-                loss = soft_cross_entropy(self.model(x), y, cfg.label_smoothing, self.class_weights)
+                loss = soft_cross_entropy(self.model(x), y, cfg.label_smoothing, self.class_weights,
+                                          mask.to(self.device))
             self.opt.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             self.scaler.step(self.opt)
@@ -211,15 +237,21 @@ class Trainer:
         raise Interrupted(128 + self._signal)
 
     def _end_epoch(self) -> None:
-        logits = predict_logits(self.model, self.val_split, self.info, device=str(self.device))
-        m = quick_metrics(logits, self.val_split.labels)
+        reports = {}
+        for name, split in self.vals.items():
+            logits = predict_logits(self.model, split, self.info, device=str(self.device))
+            reports[name] = quick_metrics(logits, split.labels)
+            for view, rows in split.views.items():
+                reports[f"{name}_{view}"] = quick_metrics(logits[rows], split.labels[rows])
+        first = next(iter(reports.values()))
         self.epoch += 1
-        m.update(epoch=self.epoch, step=self.step, lr=self.sched.get_last_lr()[0])
+        m = {"accuracy": first["accuracy"], "macro_f1": first["macro_f1"], "select": select_score(reports, self.cfg),
+             "reports": reports, "epoch": self.epoch, "step": self.step, "lr": self.sched.get_last_lr()[0]}
         self.history.append(m)
-        log.info("epoch %d/%d  val accuracy %.4f  macro-F1 %.4f", self.epoch, self.cfg.epochs, m["accuracy"],
-                 m["macro_f1"])
-        if m["macro_f1"] > self.best_f1:
-            self.best_f1 = m["macro_f1"]
+        log.info("epoch %d/%d  %s  select %.4f", self.epoch, self.cfg.epochs, "  ".join(
+            f"{k} {v['accuracy']:.4f}/{v['macro_f1']:.4f}" for k, v in reports.items()), m["select"])
+        if m["select"] > self.best_f1:  # best_f1 holds the best selection score (macro-F1 of validation by default)
+            self.best_f1 = m["select"]
             checkpoint.save(self.ckpt_dir / "best.safetensors", {"model": self.model.state_dict(), "epoch": self.epoch,
                                                                  "metrics": m})
         self.save_checkpoint()

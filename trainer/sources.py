@@ -1,0 +1,189 @@
+"""Several data sets at once: each source is mapped to the canonical 8 labels, with the classes it can speak for.
+
+A source is one data set (FER+, the posed performers, an image folder...) with a sampling weight. Its rows become
+soft targets where it carries votes or ratings (FER+ `votes`, the performers' `observer_props`) and one-hot targets
+elsewhere. A source that lacks a class (no contempt among the posed performers) gets a *class mask*: its loss is a
+cross-entropy over the classes it has only, so training on it never teaches "contempt does not exist".
+
+Photos (``detect_faces: true``) are cropped through the serving detector and crop once, at load time, keeping
+``context`` extra margin on each side so that training can re-frame them (tight to loose crops); their validation
+crops are exactly the serving crop.
+"""
+from __future__ import annotations
+
+import io
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from emotion.labels import LABEL2ID, LABELS, canonical
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SourceConfig:
+    """One data source of a multi-source run (an entry of the config's `sources` list)."""
+
+    name: str  # short id used in reports: ferplus, posed, ...
+    data: str  # a folder of parquet shards, an image folder, or a Hub dataset id
+    weight: float = 1.0  # share of the training draws that come from this source (normalised over sources)
+    soft_column: str | None = "votes"  # a per-row list of votes/shares; missing column or null row = hard label
+    soft_names: list[str] | None = None  # label names of soft_column's entries; default: the label feature's names
+    classes: list[str] | None = None  # the classes this source can express; default: those present in its train split
+    detect_faces: bool = False  # the images are photos: crop faces with the serving detector first
+    context: float = 0.2  # photos: extra margin (fraction of the box) kept around the serving crop for re-framing
+    clean_column: str | None = None  # boolean column; rows where it is False are left out of `<name>_clean` reports
+    train_clean_only: bool = False  # train on the clean rows only
+    train_split: str = "train"
+    val_split: str = "validation"
+
+    def __post_init__(self):
+        from .config import ConfigError
+
+        if not self.name or not self.name.replace("_", "").isalnum():
+            raise ConfigError(f"source name {self.name!r}: use letters, digits and _ only (it names report keys)")
+        if not (isinstance(self.weight, (int, float)) and self.weight > 0):
+            raise ConfigError(f"source {self.name}: weight={self.weight!r}, expected a number > 0")
+        if not 0 <= self.context <= 1:
+            raise ConfigError(f"source {self.name}: context={self.context!r}, expected a number in [0, 1]")
+        for names in (self.soft_names, self.classes):
+            for n in names or []:
+                canonical(n)  # an unknown emotion name fails here, with the list of known ones
+
+    @classmethod
+    def parse(cls, value: Any) -> "SourceConfig":
+        from .config import ConfigError
+
+        if isinstance(value, SourceConfig):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"each entry of sources must be a mapping (name:, data:, weight: ...), not {value!r}")
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(value) - known)
+        if unknown:
+            raise ConfigError(f"unknown key(s) {', '.join(unknown)} in a source; valid keys: {', '.join(sorted(known))}")
+        if "name" not in value or "data" not in value:
+            raise ConfigError(f"a source needs at least name: and data:, got {value!r}")
+        return cls(**value)
+
+
+def soft_targets(ds, labels: np.ndarray, label_names: list[str] | None, src: SourceConfig) -> np.ndarray:
+    """One-hot targets, replaced by the normalised votes/shares of `soft_column` where the row has them and they
+    can speak for the row's label (raters offered no 'neutral', so a calm face keeps its hard label)."""
+    targets = np.eye(len(LABELS), dtype=np.float32)[labels]
+    if not src.soft_column or src.soft_column not in ds.column_names:
+        return targets
+    names = src.soft_names or label_names
+    if names is None:
+        raise ValueError(f"source {src.name}: give soft_names for the column {src.soft_column}")
+    cols = np.array([LABEL2ID[canonical(n)] for n in names])
+    for i, row in enumerate(ds[src.soft_column]):
+        if row is None or labels[i] not in cols:
+            continue
+        v = np.asarray(row, dtype=np.float32)
+        if v.shape != (len(cols),) or not np.isfinite(v).all() or v.sum() <= 0:
+            continue
+        soft = np.zeros(len(LABELS), np.float32)
+        soft[cols] = v
+        targets[i] = soft / soft.sum()
+    return targets
+
+
+def class_mask(labels: np.ndarray, src: SourceConfig) -> np.ndarray:
+    """The classes a source speaks for: declared, or every class with at least one training row."""
+    if src.classes is not None:
+        ids = [LABEL2ID[canonical(n)] for n in src.classes]
+    else:
+        ids = np.unique(labels).tolist()
+    mask = np.zeros(len(LABELS), bool)
+    mask[ids] = True
+    return mask
+
+
+def decode_rows(ds, src: SourceConfig, crop: dict | None, train: bool):
+    """A `datasets` split -> FaceSplit (targets in canonical order; photos cropped through the serving detector).
+
+    Photos keep `src.context` extra margin around the serving crop in train (for re-framing), none in validation.
+    """
+    from .data import DataError, FaceSplit, label_ids
+
+    if "image" not in ds.column_names or "label" not in ds.column_names:
+        raise DataError(f"source {src.name}: needs 'image' and 'label' columns; it has {ds.column_names}")
+    labels, names = label_ids(ds)
+    targets = soft_targets(ds, labels, names, src)
+    dup = np.asarray(ds["dup_in_train"], dtype=bool) if "dup_in_train" in ds.column_names else None
+    views = {}
+    if src.clean_column and src.clean_column in ds.column_names:
+        views["clean"] = np.array([v is not False for v in ds[src.clean_column]])
+    images = list(ds["image"])
+    context = src.context if (train and src.detect_faces) else 0.0
+    if src.detect_faces:
+        images, found = detect_and_crop(images, crop["margin"] + context, crop["offset_y"])
+        if not found.all():
+            log.warning("source %s: no face found in %d of %d images; using the whole image for those",
+                        src.name, int((~found).sum()), len(found))
+    else:
+        images = [img.convert("L") for img in images]
+    return FaceSplit(images, targets, labels, dup, context=np.full(len(labels), context, np.float32), views=views)
+
+
+def detect_and_crop(images: list, margin: float, offset_y: float) -> tuple[list[Image.Image], np.ndarray]:
+    """The largest face of each photo, cropped as serving crops it (eyes levelled), at `margin`."""
+    from emotion.faces import FaceDetector, crop_face
+
+    detector = FaceDetector(min_score=0.3, max_faces=5)
+    out, found = [], []
+    for img in images:
+        img = img if isinstance(img, Image.Image) else Image.open(io.BytesIO(img["bytes"]))
+        img = img.convert("RGB")
+        faces = detector.detect(img)
+        if faces:
+            face = max(faces, key=lambda f: f.box[2] * f.box[3])
+            out.append(crop_face(img, face, margin, True, offset_y))
+        else:
+            out.append(img)
+        found.append(bool(faces))
+    detector.close()
+    return out, np.array(found)
+
+
+def report_name(index: int, src: SourceConfig, view: str | None = None) -> str:
+    """Report keys: the first source is `validation` (and `validation_<view>`), the others `<name>[_<view>]`."""
+    base = "validation" if index == 0 else src.name
+    return f"{base}_{view}" if view else base
+
+
+def load_sources(cfg) -> tuple[Any, dict[str, Any], dict]:
+    """All sources of `cfg.sources`: one train split (rows tagged with their source and class mask), validation
+    per source (keyed by report name), and a description of each source for eval_results.json."""
+    from .data import DataError, FaceSplit, load_raw, pick_rows
+
+    sources = [SourceConfig.parse(s) for s in cfg.sources]
+    crop = {"margin": cfg.crop_margin, "offset_y": cfg.crop_offset_y}
+    trains, masks, vals, described = [], [], {}, []
+    for i, src in enumerate(sources):
+        raw = load_raw(src.data)
+        for split in (src.train_split, src.val_split):
+            if split not in raw:
+                raise DataError(f"source {src.name}: no split {split!r} in {src.data}; it has {', '.join(raw)}")
+        tr, va = raw[src.train_split], raw[src.val_split]
+        if src.train_clean_only and src.clean_column in tr.column_names:
+            tr = tr.select(np.flatnonzero([v is not False for v in tr[src.clean_column]]))
+        tr = tr.select(pick_rows(len(tr), cfg.max_train_samples, cfg.seed))
+        va = va.select(pick_rows(len(va), cfg.max_val_samples))
+        train, val = decode_rows(tr, src, crop, train=True), decode_rows(va, src, crop, train=False)
+        mask = class_mask(train.labels, src)
+        trains.append(train)
+        masks.append(mask)
+        vals[report_name(i, src)] = val
+        described.append({"name": src.name, "path": src.data, "weight": src.weight, "train_rows": len(train),
+                          "val_rows": len(val), "classes": [LABELS[c] for c in np.flatnonzero(mask)],
+                          "soft_column": src.soft_column if src.soft_column in tr.column_names else None})
+        log.info("source %s: %d train / %d validation faces, classes %s", src.name, len(train), len(val),
+                 ", ".join(described[-1]["classes"]))
+    return FaceSplit.concat(trains, masks), vals, {"sources": described,
+                                                   "weights": [s.weight for s in sources]}
