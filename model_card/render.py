@@ -94,6 +94,27 @@ def _dataset(results: dict) -> dict:
     return {"id": data_id, "name": name, "type": data_id or re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")}
 
 
+def _sources(results: dict) -> list[dict]:
+    """The training sources of a multi-source run (eval_results.json `dataset.sources`), with their draw shares."""
+    given = results.get("dataset", {}).get("sources") if isinstance(results.get("dataset"), dict) else None
+    sources = [s for s in given or [] if isinstance(s, dict)]
+    total = sum(float(s.get("weight") or 0) for s in sources) or 1.0
+    return [{**s, "weight_share": float(s.get("weight") or 0) / total} for s in sources]
+
+
+def _bias_rows(results: dict) -> tuple[list[str], list[list[str]]]:
+    """The neutral-bias sweep as a table: accuracy of every report at a few biases, the chosen one marked."""
+    sweep = results.get("neutral_bias_sweep")
+    if not isinstance(sweep, dict) or not sweep.get("grid"):
+        return [], []
+    grid = sweep["grid"]
+    keep = {0.0, sweep.get("chosen"), *(g["bias"] for g in grid[::5])}
+    names = list(grid[0]["reports"])
+    rows = [[f"**{g['bias']:+.1f}** (chosen)" if g["bias"] == sweep.get("chosen") else f"{g['bias']:+.1f}"]
+            + [fmt_pct(g["reports"][n]["accuracy"]) or "–" for n in names] for g in grid if g["bias"] in keep]
+    return [f"`{n}` accuracy" for n in names], rows
+
+
 def _splits(results: dict) -> dict[str, dict]:
     splits = results.get("splits")
     return {k: v for k, v in splits.items() if isinstance(v, dict)} if isinstance(splits, dict) else {}
@@ -152,7 +173,7 @@ def _input_size(config: dict) -> list | None:
 
 
 KNOWN_FACTS = ("native_size", "crop_margin", "crop_offset_y", "align_eyes", "temperature", "uncertain_threshold",
-               "tta_flip")
+               "tta_flip", "logit_bias")
 
 
 def _numbers(values: Any) -> str | None:
@@ -183,6 +204,8 @@ def _preprocessing(config: dict) -> list[tuple[str, str]]:
         ("crop centre shift", _offset(facts.get("crop_offset_y"))),
         ("eyes levelled before cropping", flags.get("align_eyes")),
         ("crop first resized to", f"{native} x {native} px (the training images' size)" if native else None),
+        ("logit bias (a prior, added before T)", ", ".join(f"{k} {v:+.2f}" for k, v in facts["logit_bias"].items())
+         if isinstance(facts.get("logit_bias"), dict) and facts["logit_bias"] else None),
         ("calibration temperature T", fmt_num(facts.get("temperature"))),
         ("'uncertain' below top probability", fmt_num(facts.get("uncertain_threshold"))),
         ("averaged with the mirrored face", flags.get("tta_flip")),
@@ -334,13 +357,19 @@ def _context(export_dir: Path, config: dict, results: dict, repo_id: str | None,
     metric_headers, metric_rows = _metric_table(splits)
     train_config = results.get("train_config") if isinstance(results.get("train_config"), dict) else {}
     fer_data = dataset["id"] == "ferplus" or "fer2013" in dataset["name"].lower()
+    sources = _sources(results)
+    posed_data = any("taiwanese" in str(s.get("path", "")).lower() for s in sources)
+    covers = " and ".join(x for x, on in (("the FER2013 training images", fer_data),
+                                          ("the posed performers' photos", posed_data)) if on)
     licence_note = LICENCE_NOTE_OTHER if license == "other" else (
-        f"`{license}`." + (" It does not cover the FER2013 training images (see above)." if fer_data else ""))
+        f"`{license}`." + (f" It does not cover {covers} (see above)." if covers else ""))
     return {
         **_usage(config, repo_id, space_id),
         "title": f"Facial expression recognition: {repo_id or results.get('model_name') or config.get('architecture')}",
         "summary": _summary(config, results, labels, dataset, first), "run_facts": _run_facts(config, results),
-        "labels": labels, "preprocessing": _preprocessing(config), "fer_data": fer_data,
+        "labels": labels, "preprocessing": _preprocessing(config), "fer_data": fer_data, "posed_data": posed_data,
+        "source_rows": [[f"`{s.get('name')}`", fmt_pct(s.get("weight_share")) or "–", fmt_num(s.get("train_rows")) or "–",
+                         fmt_num(s.get("val_rows")) or "–", ", ".join(s.get("classes") or [])] for s in sources],
         "dataset_name": dataset["name"], "licence_note": licence_note,
         "train_rows": _pairs([(str(k), fmt_value(v)) for k, v in train_config.items()]),
         "metrics_intro": ("Scores per evaluation split (`n` faces). Accuracy and macro-F1 come from the top label; "
@@ -351,6 +380,7 @@ def _context(export_dir: Path, config: dict, results: dict, repo_id: str | None,
         "per_class_rows": per_class_rows, "weakest": weakest, "confusion_rows": _confusion(split, labels),
         "confusion_image": (export_dir / "confusion_matrix.png").is_file(),
         "calibration_lines": _calibration(config, results, first, split),
+        "bias_headers": _bias_rows(results)[0], "bias_rows": _bias_rows(results)[1],
     }
 
 

@@ -1,0 +1,161 @@
+"""Training on several data sets at once: mixing by weight, soft labels from votes or ratings, classes a source
+lacks, and one validation report per source (trainer/sources.py)."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from emotion.labels import LABELS
+from trainer.__main__ import main
+from trainer.data import ResumableSampler, load_raw, label_ids
+from trainer.sources import SourceConfig, class_mask, soft_targets
+from trainer.train import soft_cross_entropy
+
+POSED_NAMES = ["anger", "disgust", "fear", "happy", "sad", "surprise"]  # the raters' options: no neutral, no contempt
+
+
+def bar(k: int, rng: np.random.Generator) -> Image.Image:
+    img = rng.normal(60, 20, (48, 48))
+    img[3 + 5 * k: 6 + 5 * k, 6:42] = 220
+    return Image.fromarray(np.clip(img, 0, 255).astype(np.uint8), "L")
+
+
+def write_parquet_source(root: Path, classes: list[str], extra, per_class: int, seed: int) -> Path:
+    """A parquet data set (train + validation shards) of bar faces for `classes`, with `extra(label, i)` columns."""
+    import datasets
+
+    rng = np.random.default_rng(seed)
+    feats = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=list(LABELS)),
+                               **extra(None, None)})
+    for split, n in (("train", per_class), ("validation", per_class // 2)):
+        rows = {"image": [], "label": [], **{k: [] for k in extra(None, None)}}
+        for name in classes:
+            for i in range(n):
+                rows["image"].append(bar(LABELS.index(name), rng))
+                rows["label"].append(LABELS.index(name))
+                for k, v in extra(name, i).items():
+                    rows[k].append(v)
+        root.mkdir(parents=True, exist_ok=True)
+        datasets.Dataset.from_dict(rows, features=feats).to_parquet(str(root / f"{split}-0000-of-0001.parquet"))
+    return root
+
+
+def votes(name, i):
+    """FER+-like: 10 votes per face, 8 for the shown class and 2 for neutral."""
+    import datasets
+
+    if name is None:
+        return {"votes": datasets.Sequence(datasets.Value("int32"), length=8)}
+    v = [0] * 8
+    v[LABELS.index(name)] += 8
+    v[LABELS.index("neutral")] += 2
+    return {"votes": v}
+
+
+def ratings(name, i):
+    """Performer-like: raters' shares over 6 emotions (null for calm faces), and whether they agree with the pose."""
+    import datasets
+
+    if name is None:
+        return {"shares": datasets.Sequence(datasets.Value("float32"), length=6), "agrees": datasets.Value("bool")}
+    if name == "neutral":
+        return {"shares": None, "agrees": None}
+    shares = [0.1] * 6
+    shares[POSED_NAMES.index(name)] = 0.5
+    return {"shares": shares, "agrees": i % 4 != 0}
+
+
+@pytest.fixture(scope="module")
+def two_sources(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sources")
+    a = write_parquet_source(root / "a", list(LABELS), votes, per_class=16, seed=0)
+    b = write_parquet_source(root / "b", POSED_NAMES + ["neutral"], ratings, per_class=12, seed=1)
+    return a, b
+
+
+def test_ratings_become_soft_targets_and_calm_faces_keep_their_label(two_sources):
+    ds = load_raw(str(two_sources[1]))["train"]
+    labels, names = label_ids(ds)
+    src = SourceConfig("b", str(two_sources[1]), soft_column="shares", soft_names=POSED_NAMES)
+    t = soft_targets(ds, labels, names, src)
+    angry = np.flatnonzero(labels == LABELS.index("anger"))[0]
+    assert t[angry, LABELS.index("anger")] == pytest.approx(0.5)
+    assert t[angry, LABELS.index("disgust")] == pytest.approx(0.1)
+    assert t[angry, LABELS.index("neutral")] == 0 and t[angry, LABELS.index("contempt")] == 0
+    calm = np.flatnonzero(labels == LABELS.index("neutral"))
+    assert (t[calm] == np.eye(8)[LABELS.index("neutral")]).all()  # raters had no neutral option: the label stands
+    np.testing.assert_allclose(t.sum(1), 1, rtol=1e-6)
+    mask = class_mask(labels, src)  # no contempt row in this source: it cannot speak for contempt
+    assert not mask[LABELS.index("contempt")] and mask.sum() == 7
+
+
+def test_a_source_without_contempt_teaches_nothing_about_contempt():
+    logits = torch.zeros(2, 8, requires_grad=True)
+    target = torch.zeros(2, 8)
+    target[:, LABELS.index("anger")] = 1
+    mask = torch.ones(2, 8, dtype=torch.bool)
+    mask[0, LABELS.index("contempt")] = False  # row 0 from the posed source, row 1 from FER+
+    soft_cross_entropy(logits, target, 0.1, None, mask).backward()
+    assert logits.grad[0, LABELS.index("contempt")] == 0  # not pushed down
+    assert logits.grad[1, LABELS.index("contempt")] > 0  # FER+ knows contempt: pushed down for an angry face
+    assert logits.grad[0, LABELS.index("neutral")] > 0  # the posed source does say "not neutral"
+
+
+def test_the_sampler_mixes_sources_by_weight_and_replays_after_resume():
+    source = np.repeat([0, 1], [900, 100])
+    labels = np.arange(1000) % 8
+    sampler = ResumableSampler(labels, seed=3, source=source, weights=[0.75, 0.25])
+    sampler.set_epoch(2)
+    keys = list(sampler)
+    rows = np.array([k[0] for k in keys])
+    assert len(rows) == 1000 and (source[rows] == 1).sum() == 250  # 25% of the draws, each small-source row ~2.5x
+    sampler.set_epoch(2, start=400)
+    assert list(sampler) == keys[400:]  # same rows and the same augmentation keys from where it stopped
+
+
+def test_training_on_two_sources_reports_each_and_selects_on_the_mix(two_sources, tmp_path):
+    a, b = two_sources
+    config = {
+        "model": "small_cnn", "output_dir": str(tmp_path / "run"), "img_size": 24, "epochs": 2, "batch_size": 16,
+        "lr": 0.003, "warmup_epochs": 0.1, "scale_min": 1.0, "rotate": 0, "export_dtype": "float32",
+        "augment": ["light", "degrade", "occlusion"], "neutral_bias": "fit",
+        "sources": [{"name": "fer", "data": str(a), "weight": 0.7},
+                    {"name": "posed", "data": str(b), "weight": 0.3, "soft_column": "shares",
+                     "soft_names": POSED_NAMES, "clean_column": "agrees"}],
+        "select_on": {"validation": 0.5, "posed_clean": 0.5}, "select_metric": "accuracy",
+    }
+    path = tmp_path / "mixed.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert main(["train", "--config", str(path), "--workers", "0"]) == 0
+    results = json.loads((tmp_path / "run" / "export" / "eval_results.json").read_text())
+    splits = results["splits"]
+    assert {"validation", "posed", "posed_clean"} <= set(splits)
+    assert splits["validation"]["n"] == 8 * 8 and splits["posed"]["n"] == 7 * 6
+    assert splits["posed_clean"]["n"] == 7 * 6 - 6 * 2  # 2 of 6 rows per emotion disagree; calm rows stay
+    assert splits["posed"]["per_class"]["contempt"]["support"] == 0
+    sources = {s["name"]: s for s in results["dataset"]["sources"]}
+    assert "contempt" not in sources["posed"]["classes"] and len(sources["fer"]["classes"]) == 8
+    for epoch in results["history"]:
+        r = epoch["reports"]
+        assert epoch["select"] == pytest.approx((r["validation"]["accuracy"] + r["posed_clean"]["accuracy"]) / 2)
+    best = max(results["history"], key=lambda h: h["select"])
+    assert results["best_epoch"] == best["epoch"]
+    sweep = results["neutral_bias_sweep"]
+    assert sweep["chosen"] == max(sweep["grid"], key=lambda g: (round(g["select"], 6), g["bias"]))["bias"]
+    config_json = json.loads((tmp_path / "run" / "export" / "config.json").read_text())
+    assert config_json["emotion"]["logit_bias"] == ({"neutral": sweep["chosen"]} if sweep["chosen"] else {})
+
+
+def test_select_on_a_report_that_does_not_exist_is_refused_before_training(two_sources, tmp_path, capsys):
+    a, _ = two_sources
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({"sources": [{"name": "fer", "data": str(a)}], "select_on": {"posed": 1.0},
+                                    "output_dir": str(tmp_path / "run"), "img_size": 24}))
+    assert main(["train", "--config", str(path), "--workers", "0"]) != 0
+    err = capsys.readouterr().err
+    assert "select_on names posed" in err and "validation" in err
+    assert not (tmp_path / "run" / "checkpoints" / "last.safetensors").exists()
