@@ -345,10 +345,23 @@ def test_evaluate_reports_metrics_and_with_detect_faces_crops_photos(tmp_path, t
     assert sum(map(sum, metrics["splits"]["whole"]["confusion_matrix"])) == 4
 
 
-def test_compare_writes_one_row_per_model(tmp_path, tiny_model, ferplus_dir, capsys):
+def test_compare_writes_one_row_per_model_and_scores_photos_through_the_detector(tmp_path, tiny_model, ferplus_dir,
+                                                                                   astronaut):
+    import datasets
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    feats = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=list(LABELS)),
+                               "observer_agrees": datasets.Value("bool")})
+    rows = {"image": [Image.fromarray(astronaut)] * 3, "label": [4, 0, 5], "observer_agrees": [True, False, None]}
+    datasets.Dataset.from_dict(rows, features=feats).to_parquet(str(photos / "validation-0000-of-0001.parquet"))
     table_path = tmp_path / "table.md"
     assert main(["compare", "--models", f"local-dir:{tiny_model}", f"local-dir:{tiny_model}", "--data",
-                 str(ferplus_dir), "--max-samples", "64", "--out", str(table_path)]) == 0
-    rows = [line for line in table_path.read_text().splitlines() if line.startswith("| tiny_model")]
-    assert len(rows) == 2
-    assert "macro-F1" in table_path.read_text()
+                 str(ferplus_dir), "--max-samples", "64", "--photos", str(photos), "--out", str(table_path)]) == 0
+    main_table, fer_recall, posed_recall = table_path.read_text().split("Recall per class")
+    assert len([line for line in main_table.splitlines() if line.startswith("| tiny_model")]) == 2
+    assert "macro-F1" in main_table and "posed, raters agree" in main_table
+    assert "posed photos whose raters agree" in posed_recall
+    # the rater-disagreeing anger row is left out of the clean view: anger has no support there
+    row = next(line for line in posed_recall.splitlines() if line.startswith("| tiny_model")).split(" | ")
+    assert row[1 + LABELS.index("anger")] == "–" and row[1 + LABELS.index("happy")] != "–"

@@ -39,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--split", default="validation")
     c.add_argument("--max-samples", type=int)
     c.add_argument("--out", help="write the markdown table here too")
+    c.add_argument("--photos", help="also score a photo data set through the serving detector (all rows and the "
+                                    "rows whose raters agree), e.g. ../shared/data/taiwanese_performers")
     u = sub.add_parser("push", help="upload an export folder to the Hugging Face Hub")
     u.add_argument("export_dir")
     u.add_argument("--repo-id", required=True)
@@ -83,7 +85,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "evaluate":
         print(evaluate_model(args.model, args.data, args.split, args.max_samples, args.json, args.detect_faces))
     else:
-        print(compare(args.models, args.data, args.split, args.max_samples, args.out))
+        print(compare(args.models, args.data, args.split, args.max_samples, args.out, args.photos))
     return 0
 
 

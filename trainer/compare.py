@@ -4,20 +4,32 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+
 from emotion.labels import LABELS
 from emotion.models import WEIGHTS_NAME, load_model
 
-from .data import DataError, FaceSplit, load_raw, pick_rows, to_face_split
+from .data import DataError, FaceSplit, label_ids, load_raw, pick_rows, to_face_split
 from .evaluation import compute_metrics, predict_logits
 from .run import ms_per_face
 
+CLEAN_COLUMN = "observer_agrees"  # photo data sets: False where the raters did not see the posed emotion
 
-def load_eval_split(data: str, split: str, max_samples: int | None = None) -> FaceSplit:
+
+def load_eval_split(data: str, split: str, max_samples: int | None = None, photos: bool = False) -> FaceSplit:
+    """Hard labels of one split; `photos` keeps the images in colour (for the detector) and the raters' `clean`
+    view (rows whose observers agree with the posed label, where the data set says so)."""
     raw = load_raw(data)
     if split not in raw:
         raise DataError(f"no split {split!r} in {data}; it has {', '.join(raw)}")
     ds = raw[split]
-    return to_face_split(ds.select(pick_rows(len(ds), max_samples)), soft_labels=False)
+    ds = ds.select(pick_rows(len(ds), max_samples))
+    if not photos:
+        return to_face_split(ds, soft_labels=False)
+    labels, _ = label_ids(ds)
+    views = {"clean": np.array([v is not False for v in ds[CLEAN_COLUMN]])} if CLEAN_COLUMN in ds.column_names else {}
+    return FaceSplit([img.convert("RGB") for img in ds["image"]], np.eye(len(LABELS), dtype=np.float32)[labels],
+                     labels, views=views)
 
 
 def detect_and_crop(split: FaceSplit, info) -> tuple[FaceSplit, int]:
@@ -33,7 +45,7 @@ def detect_and_crop(split: FaceSplit, info) -> tuple[FaceSplit, int]:
             face = max(faces, key=lambda f: f.box[2] * f.box[3])
             rgb = crop_face(rgb, face, info.crop_margin, info.align_eyes, info.crop_offset_y)
         crops.append(rgb)
-    return FaceSplit(crops, split.targets, split.labels, split.dup), found
+    return FaceSplit(crops, split.targets, split.labels, split.dup, views=split.views), found
 
 
 def score(source: str, split: FaceSplit, detect_faces: bool = False) -> dict:
@@ -50,9 +62,9 @@ def score(source: str, split: FaceSplit, detect_faces: bool = False) -> dict:
            "splits": {"whole": compute_metrics(logits, split.labels, info.temperature)}}
     if found is not None:
         out["faces_detected"] = found
-    if split.dup is not None and split.dup.any():
-        keep = ~split.dup
-        out["splits"]["dedup"] = compute_metrics(logits[keep], split.labels[keep], info.temperature)
+    for view, keep in split.views.items():
+        if keep.any() and not keep.all():
+            out["splits"][view] = compute_metrics(logits[keep], split.labels[keep], info.temperature)
     return out
 
 
@@ -87,23 +99,50 @@ def evaluate_model(source: str, data: str, split: str = "validation", max_sample
 
 
 def compare(sources: list[str], data: str, split: str = "validation", max_samples: int | None = None,
-            out: str | None = None) -> str:
-    """One markdown table of several models side by side."""
+            out: str | None = None, photos: str | None = None) -> str:
+    """Markdown tables of several models side by side: FER+-style crops of `data`, and (with `photos`) a photo data
+    set scored through the serving detector, all rows and the rows whose raters agree with the posed label."""
     faces = load_eval_split(data, split, max_samples)
-    rows = [score(s, faces) for s in sources]
-    head = ("| model | accuracy | accuracy (no dups) | macro-F1 (no dups) | "
-            + " | ".join(f"recall {lab}" for lab in LABELS)
-            + " | ECE before → after T | params | MB | ms/face (CPU, 1 thread) | training |")
-    lines = [head, "|" + "---|" * (head.count("|") - 1)]
-    for r in rows:
+    posed = load_eval_split(photos, split, None, photos=True) if photos else None
+    rows = [(score(s, faces), score(s, posed, detect_faces=True) if posed is not None else None) for s in sources]
+    head = ["model", "accuracy", "accuracy (no dups)", "macro-F1 (no dups)"]
+    if posed is not None:
+        head += ["posed photos", "posed, raters agree", "lowest recall (agree)"]
+    head += ["ECE before → after T", "params", "MB", "ms/face (CPU, 1 thread)", "training"]
+    lines = [_row(head), "|" + "---|" * len(head)]
+    for r, p in rows:
         w = r["splits"]["whole"]
         d = r["splits"].get("dedup", w)
-        lines.append(
-            f"| {Path(r['source'].split(':', 1)[-1]).name} | {w['accuracy']:.1%} | {d['accuracy']:.1%} | "
-            f"{d['macro_f1']:.3f} | " + " | ".join(f"{d['per_class'][lab]['recall']:.2f}" for lab in LABELS)
-            + f" | {d['ece_before']:.3f} → {d['ece_after']:.3f} | {r['params'] / 1e6:.2f} M | {r['size_mb']} | "
-              f"{r['ms_per_face_cpu']} | {r['training']} |")
-    table = "\n".join(lines)
+        cells = [_name(r), f"{w['accuracy']:.1%}", f"{d['accuracy']:.1%}", f"{d['macro_f1']:.3f}"]
+        if p is not None:
+            c = p["splits"].get("clean", p["splits"]["whole"])
+            low = min((m["recall"], lab) for lab, m in c["per_class"].items() if m["support"])
+            cells += [f"{p['splits']['whole']['accuracy']:.1%}", f"{c['accuracy']:.1%}", f"{low[0]:.2f} ({low[1]})"]
+        cells += [f"{d['ece_before']:.3f} → {d['ece_after']:.3f}", f"{r['params'] / 1e6:.2f} M", f"{r['size_mb']}",
+                  f"{r['ms_per_face_cpu']}", r["training"]]
+        lines.append(_row(cells))
+    tables = ["\n".join(lines), _recall_table("Recall per class, FER+ validation without duplicates",
+                                              [(_name(r), r["splits"].get("dedup", r["splits"]["whole"])) for r, _ in rows])]
+    if posed is not None:
+        tables.append(_recall_table("Recall per class, posed photos whose raters agree (through the detector)",
+                                    [(_name(r), p["splits"].get("clean", p["splits"]["whole"])) for r, p in rows]))
+    table = "\n\n".join(tables)
     if out:
         Path(out).write_text(table + "\n")
     return table
+
+
+def _row(cells: list[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def _name(result: dict) -> str:
+    return Path(result["source"].split(":", 1)[-1]).name
+
+
+def _recall_table(title: str, named: list[tuple[str, dict]]) -> str:
+    lines = [f"{title}:", "", _row(["model", *LABELS]), "|" + "---|" * (len(LABELS) + 1)]
+    for name, m in named:
+        lines.append(_row([name] + [f"{m['per_class'][lab]['recall']:.2f}" if m["per_class"][lab]["support"] else "–"
+                                    for lab in LABELS]))
+    return "\n".join(lines)
