@@ -127,6 +127,7 @@ def test_training_on_two_sources_reports_each_and_selects_on_the_mix(two_sources
                     {"name": "posed", "data": str(b), "weight": 0.3, "soft_column": "shares",
                      "soft_names": POSED_NAMES, "clean_column": "agrees"}],
         "select_on": {"validation": 0.5, "posed_clean": 0.5}, "select_metric": "accuracy",
+        "select_floor": {"validation": 0.0},
     }
     path = tmp_path / "mixed.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -150,6 +151,18 @@ def test_training_on_two_sources_reports_each_and_selects_on_the_mix(two_sources
     assert config_json["emotion"]["logit_bias"] == ({"neutral": sweep["chosen"]} if sweep["chosen"] else {})
 
 
+def test_a_floor_ranks_every_candidate_that_keeps_it_above_those_that_do_not():
+    from trainer.config import TrainConfig
+    from trainer.train import select_score
+
+    cfg = TrainConfig(select_on={"validation": 0.5, "posed": 0.5}, select_metric="accuracy",
+                      select_floor={"validation": 0.85})
+    keeps = {"validation": {"accuracy": 0.851}, "posed": {"accuracy": 0.70}}
+    breaks = {"validation": {"accuracy": 0.84}, "posed": {"accuracy": 0.90}}
+    assert select_score(keeps, cfg) == pytest.approx(0.7755)
+    assert select_score(keeps, cfg) > select_score(breaks, cfg)
+
+
 def test_select_on_a_report_that_does_not_exist_is_refused_before_training(two_sources, tmp_path, capsys):
     a, _ = two_sources
     path = tmp_path / "bad.yaml"
@@ -157,5 +170,5 @@ def test_select_on_a_report_that_does_not_exist_is_refused_before_training(two_s
                                     "output_dir": str(tmp_path / "run"), "img_size": 24}))
     assert main(["train", "--config", str(path), "--workers", "0"]) != 0
     err = capsys.readouterr().err
-    assert "select_on names posed" in err and "validation" in err
+    assert "select_on/select_floor name posed" in err and "validation" in err
     assert not (tmp_path / "run" / "checkpoints" / "last.safetensors").exists()

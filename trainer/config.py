@@ -31,6 +31,7 @@ class TrainConfig:
     sources: list[dict] | None = None  # several data sets at once (YAML only; see trainer/sources.py); replaces data
     select_on: dict[str, float] | None = None  # best epoch by this mix of reports, e.g. {validation: 0.5, posed_clean: 0.5}
     select_metric: str = "macro_f1"  # the metric select_on mixes: 'macro_f1' or 'accuracy'
+    select_floor: dict[str, float] | None = None  # reports whose select_metric must stay at or above a floor
     train_split: str = "train"
     val_split: str = "validation"
     val_fraction: float = 0.1  # cut from train (seeded, stratified) when the data set has no validation split
@@ -103,6 +104,9 @@ class TrainConfig:
                                                      and all(isinstance(v, (int, float)) and v >= 0
                                                              for v in self.select_on.values())),
              "a mapping of report name -> weight >= 0"),
+            ("select_floor", self.select_floor is None or (isinstance(self.select_floor, dict) and all(
+                isinstance(v, (int, float)) and 0 <= v <= 1 for v in self.select_floor.values())),
+             "a mapping of report name -> floor in [0, 1]"),
             ("init", self.init is None or self.init.startswith(("local-dir:", "hf-hub:")),
              "local-dir:/path or hf-hub:org/name"),
         ]
@@ -127,7 +131,7 @@ def add_config_args(parser: argparse.ArgumentParser) -> None:
     """One `--field value` option per TrainConfig field (`--flag/--no-flag` for booleans), all defaulting to None."""
     parser.add_argument("--config", help="YAML file with defaults, e.g. trainer/configs/small_cnn.yaml")
     for f in dataclasses.fields(TrainConfig):
-        if f.name in ("extra", "sources", "select_on"):  # structured: YAML only
+        if f.name in ("extra", "sources", "select_on", "select_floor"):  # structured: YAML only
             continue
         opt = "--" + f.name.replace("_", "-")
         if f.name == "augment":

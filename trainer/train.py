@@ -91,12 +91,12 @@ def set_rng_state(s: dict) -> None:
 
 
 def select_score(reports: dict[str, dict], cfg: TrainConfig) -> float:
-    """The model-selection score: `cfg.select_metric` mixed over the reports named in `cfg.select_on`."""
+    """The model-selection score: `cfg.select_metric` mixed over the reports named in `cfg.select_on`, minus 1 for
+    each report below its `cfg.select_floor` (so any candidate that keeps every floor beats every one that does not).
+    """
     mix = cfg.select_on or {next(iter(reports)): 1.0}
-    missing = sorted(set(mix) - set(reports))
-    if missing:
-        raise ValueError(f"select_on names {', '.join(missing)}, but the reports are {', '.join(reports)}")
-    return sum(w * reports[k][cfg.select_metric] for k, w in mix.items()) / sum(mix.values())
+    score = sum(w * reports[k][cfg.select_metric] for k, w in mix.items()) / sum(mix.values())
+    return score - sum(reports[k][cfg.select_metric] < v for k, v in (cfg.select_floor or {}).items())
 
 
 class Trainer:
@@ -106,9 +106,10 @@ class Trainer:
         self.cfg, self.train_split = cfg, train
         self.vals = val if isinstance(val, dict) else {"validation": val}  # report name -> split
         reports = [n for name, split in self.vals.items() for n in (name, *(f"{name}_{v}" for v in split.views))]
-        missing = sorted(set(cfg.select_on or {}) - set(reports))
+        missing = sorted((set(cfg.select_on or {}) | set(cfg.select_floor or {})) - set(reports))
         if missing:
-            raise ConfigError(f"select_on names {', '.join(missing)}; the validation reports are {', '.join(reports)}")
+            raise ConfigError(f"select_on/select_floor name {', '.join(missing)}; the validation reports are "
+                              f"{', '.join(reports)}")
         self.out = Path(cfg.output_dir)
         self.ckpt_dir = self.out / "checkpoints"
         self.ckpt_dir.mkdir(parents=True, exist_ok=True)
