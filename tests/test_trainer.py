@@ -247,6 +247,58 @@ def test_bad_value_exits_nonzero_with_one_line_naming_the_field(option, value, f
     assert value in lines[0]
 
 
+@pytest.mark.parametrize("line,field,expected", [
+    ("epochs: three", "epochs", "an integer"),
+    ("seed: abc", "seed", "an integer"),
+    ("epochs: 1.5", "epochs", "an integer"),  # not silently rounded to 2
+    ("hflip: maybe", "hflip", "true or false"),
+    ("lr: fast", "lr", "a finite number"),
+    ("lr: .nan", "lr", "a finite number"),
+    ("batch_size: [32]", "batch_size", "an integer"),
+])
+@pytest.mark.parametrize("where", ["yaml", "cli"])
+def test_mistyped_value_in_yaml_or_on_the_cli_is_one_line_naming_field_and_type(line, field, expected, where,
+                                                                                tmp_path, capsys):
+    name, value = (part.strip() for part in line.split(":", 1))
+    if where == "yaml":
+        (tmp_path / "c.yaml").write_text(line + "\n")
+        args = ["--config", str(tmp_path / "c.yaml")]
+    elif value.startswith("[") or field == "hflip":
+        pytest.skip("lists have no CLI spelling; booleans are --flag/--no-flag there")
+    else:
+        args = ["--" + name.replace("_", "-"), value]
+    # no data there: before the fix a wrong value that slipped through must not start a real training run
+    assert train(*args, "--data", str(tmp_path / "no_data"), "--output-dir", str(tmp_path / "run")) == 2
+    lines = [x for x in capsys.readouterr().err.splitlines() if x.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"error: invalid {field}="), lines
+    assert lines[0].endswith(f"expected {expected}")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("line,field,value", [
+    ("lr: 1e-3", "lr", 0.001),  # PyYAML (YAML 1.1) leaves this a string
+    ("weight_decay: 5E-2", "weight_decay", 0.05),
+    ("epochs: 2.0", "epochs", 2),
+    ("max_train_samples: 1e3", "max_train_samples", 1000),
+    ("hflip: 'no'", "hflip", False),  # quoted: a string, which used to be truthy
+    ("hflip: 'off'", "hflip", False),
+    ("tta_flip: 'Yes'", "tta_flip", True),
+    ("init: null", "init", None),
+    ("output_dir: 2024", "output_dir", "2024"),
+])
+def test_yaml_spellings_are_read_as_the_fields_type(line, field, value, tmp_path):
+    from trainer.__main__ import build_parser
+    from trainer.config import resolve_config
+
+    (tmp_path / "c.yaml").write_text(line + "\n")
+    cfg = resolve_config(build_parser().parse_args(["train", "--config", str(tmp_path / "c.yaml")]))
+    got = getattr(cfg, field)
+    assert got == value and type(got) is type(value)
+    if field not in ("hflip", "tta_flip", "init"):  # booleans are --flag/--no-flag on the CLI
+        cli = resolve_config(build_parser().parse_args(["train", f"--{field.replace('_', '-')}", line.split(": ")[1]]))
+        assert getattr(cli, field) == value
+
+
 def test_bad_value_as_a_subprocess_prints_no_traceback(tmp_path):
     done = subprocess.run([sys.executable, "-m", "trainer", "--balance", "foo", "--output-dir", str(tmp_path)],
                           cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
