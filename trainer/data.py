@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import logging
+import random
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -147,36 +149,70 @@ def train_augment(cfg: TrainConfig, size: int) -> T.Compose:
     return T.Compose(ops)
 
 
-class FaceDataset(torch.utils.data.Dataset):
-    """Tensors for training or evaluation; preprocessing is the inference core's `to_tensor`."""
+def sample_seed(seed: int, epoch: int, position: int) -> int:
+    """The augmentation seed of the sample at `position` of epoch `epoch`'s order: the same in every process, with any
+    number of loader workers, before and after a resume."""
+    return int(np.random.SeedSequence([seed, epoch, position]).generate_state(1)[0])
 
-    def __init__(self, split: FaceSplit, info: ModelInfo, cfg: TrainConfig | None = None, train: bool = False):
+
+@contextmanager
+def seeded(seed: int):
+    """torch, numpy and Python's RNGs seeded with `seed` inside the block, and put back as they were after it."""
+    py, np_state = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        np.random.seed(seed % 2**32)
+        random.seed(seed)
+        try:
+            yield
+        finally:
+            random.setstate(py)
+            np.random.set_state(np_state)
+
+
+class FaceDataset(torch.utils.data.Dataset):
+    """Tensors for training or evaluation; preprocessing is the inference core's `to_tensor`.
+
+    Training items are asked for as (index, position) by ResumableSampler: the augmentation is seeded by (seed, epoch,
+    position), so it does not depend on worker count, process history or where a run was resumed."""
+
+    def __init__(self, split: FaceSplit, info: ModelInfo, cfg: TrainConfig | None = None, train: bool = False,
+                 epoch: int = 0):
         self.split, self.info = split, info
         self.augment = train_augment(cfg, info.native_size) if train else None
         self.erase = T.RandomErasing(p=cfg.erase, scale=(0.02, 0.2)) if train and cfg.erase else None
+        self.seed, self.epoch = (cfg.seed if cfg else 0), epoch
 
     def __len__(self) -> int:
         return len(self.split)
 
-    def __getitem__(self, i: int):
+    def __getitem__(self, key: int | tuple[int, int]):
+        i, position = key if isinstance(key, tuple) else (key, key)
         img = self.split.images[i]
-        if self.augment is not None:
-            img = self.augment(img.resize((self.info.native_size,) * 2, Image.BILINEAR))
-        x = to_tensor(img, self.info)
-        if self.erase is not None:
-            x = self.erase(x)
+        if self.augment is None:
+            x = to_tensor(img, self.info)
+        else:
+            with seeded(sample_seed(self.seed, self.epoch, position)):
+                x = to_tensor(self.augment(img.resize((self.info.native_size,) * 2, Image.BILINEAR)), self.info)
+                if self.erase is not None:
+                    x = self.erase(x)
         return x, torch.from_numpy(self.split.targets[i]), int(self.split.labels[i])
 
 
 class ResumableSampler(torch.utils.data.Sampler):
-    """Per-epoch order fixed by (seed, epoch), so a resumed run replays the same batches from where it stopped."""
+    """Per-epoch order fixed by (seed, epoch), so a resumed run replays the same batches from where it stopped.
 
-    def __init__(self, labels: np.ndarray, seed: int, balance: bool = False):
-        self.labels, self.seed, self.balance = labels, seed, balance
-        self.epoch, self.start = 0, 0
+    Yields (index, position in the epoch's order). `set_epoch(epoch, start, stop)` keeps positions [start, stop);
+    `rank`/`world` keep every world-th of those from start + rank, so `world` processes each taking batch/world items
+    per step cover exactly the positions one process would (and a run can resume with another number of processes)."""
 
-    def set_epoch(self, epoch: int, start: int = 0) -> None:
+    def __init__(self, labels: np.ndarray, seed: int, balance: bool = False, rank: int = 0, world: int = 1):
+        self.labels, self.seed, self.balance, self.rank, self.world = labels, seed, balance, rank, world
+        self.epoch, self.start, self.stop = 0, 0, len(labels)
+
+    def set_epoch(self, epoch: int, start: int = 0, stop: int | None = None) -> None:
         self.epoch, self.start = epoch, start
+        self.stop = len(self.labels) if stop is None else min(stop, len(self.labels))
 
     def order(self) -> np.ndarray:
         rng = np.random.default_rng(self.seed * 1000 + self.epoch)
@@ -187,8 +223,12 @@ class ResumableSampler(torch.utils.data.Sampler):
         w = 1.0 / np.sqrt(counts[self.labels])  # square-root balancing: rare classes up, without 20x repeats
         return rng.choice(n, size=n, replace=True, p=w / w.sum())
 
+    def _positions(self) -> range:
+        return range(self.start + self.rank, self.stop, self.world)
+
     def __iter__(self):
-        return iter(self.order()[self.start:].tolist())
+        order = self.order()
+        return iter([(int(order[p]), p) for p in self._positions()])
 
     def __len__(self) -> int:
-        return len(self.labels) - self.start
+        return len(self._positions())

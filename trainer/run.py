@@ -84,13 +84,16 @@ def crossfit_ece(logits: np.ndarray, labels: np.ndarray, seed: int = 0) -> float
 def train_and_export(cfg: TrainConfig) -> Path:
     """The whole `python -m trainer train` job; rerunning it resumes, and a finished run only re-exports."""
     out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    cfg.save(out / "config.yaml")
     train, val, source = load_splits(cfg)
     log.info("data: %d train / %d validation faces from %s", len(train), len(val), cfg.data)
     trainer = Trainer(cfg, train, val)
+    trainer.maybe_resume()  # an incompatible checkpoint is refused here, before config.yaml is overwritten
+    cfg.save(out / "config.yaml")
     history = trainer.fit()
-    best = checkpoint.load(trainer.ckpt_dir / "best.safetensors")
+    found = checkpoint.load_latest_good(trainer.ckpt_dir / "best.safetensors")
+    if found is None:
+        raise checkpoint.CheckpointError(f"no best.safetensors in {trainer.ckpt_dir}; delete that folder to retrain")
+    best = found[0]
     model, info = trainer.model.cpu(), trainer.info
     model.load_state_dict(best["model"])
     if cfg.export_dtype == "float16":  # evaluate (and fit T on) exactly the weights that will be shipped
