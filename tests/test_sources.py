@@ -172,3 +172,14 @@ def test_select_on_a_report_that_does_not_exist_is_refused_before_training(two_s
     err = capsys.readouterr().err
     assert "select_on/select_floor name posed" in err and "validation" in err
     assert not (tmp_path / "run" / "checkpoints" / "last.safetensors").exists()
+
+
+def test_weight_interpolation_mixes_floats_and_keeps_integer_buffers():
+    from trainer.posthoc import mix
+
+    start = {"w": torch.zeros(3), "n": torch.tensor(5)}
+    tuned = {"w": torch.ones(3) * 2, "n": torch.tensor(9)}
+    out = mix(start, tuned, 0.25)
+    torch.testing.assert_close(out["w"], torch.full((3,), 0.5))
+    assert out["n"].item() == 9
+    assert mix(start, tuned, 1.0)["w"].equal(tuned["w"]) and mix(start, tuned, 0.0)["w"].equal(start["w"])

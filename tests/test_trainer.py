@@ -5,6 +5,7 @@ on FER+.
 """
 import functools
 import json
+import logging
 import os
 import random
 import re
@@ -213,6 +214,31 @@ def test_killed_run_resumes_from_its_last_checkpoint_and_exports(tmp_path):
     assert [h["step"] for h in results["history"]] == [16, 32]
 
 
+def test_run_killed_mid_epoch_and_resumed_equals_an_uninterrupted_run(tmp_path):
+    """Same weights and history, though the interrupted run also used a loader worker (augmentation is seeded per
+    sample, not by process history) and was SIGKILLed after its first mid-epoch checkpoint."""
+    data = write_bars(tmp_path / "bars", train_per_class=16, val_per_class=4)
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    ref = start(trainer_command(data, whole, epochs=2), tmp_path / "whole.log", tmp_path / "cache")
+    assert ref.wait(timeout=300) == 0, (tmp_path / "whole.log").read_text()[-3000:]
+    command = trainer_command(data, cut, epochs=2, workers=1)
+    proc = start(command, tmp_path / "first.log", tmp_path / "cache")
+    wait_for(cut / "checkpoints" / "last.safetensors", proc, tmp_path / "first.log")
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert checkpoint.load(cut / "checkpoints" / "last.safetensors")["step"] < 16  # killed inside epoch 1
+    rerun = start(command, tmp_path / "second.log", tmp_path / "cache")
+    assert rerun.wait(timeout=300) == 0, (tmp_path / "second.log").read_text()[-3000:]
+    assert "resumed from" in (tmp_path / "second.log").read_text()
+
+    a = checkpoint.load(whole / "checkpoints" / "last.safetensors")
+    b = checkpoint.load(cut / "checkpoints" / "last.safetensors")
+    for name, tensor in a["model"].items():
+        torch.testing.assert_close(b["model"][name], tensor, rtol=1e-5, atol=1e-6, msg=name)
+    for h_whole, h_cut in zip(a["history"], b["history"], strict=True):
+        assert h_cut == pytest.approx(h_whole, rel=1e-5)
+
+
 def test_sigterm_to_the_job_checkpoints_and_exits_143_with_one_line(tmp_path):
     data = write_bars(tmp_path / "bars", train_per_class=8, val_per_class=2)
     out, last = tmp_path / "run", tmp_path / "run" / "checkpoints" / "last.safetensors"
@@ -247,6 +273,58 @@ def test_bad_value_exits_nonzero_with_one_line_naming_the_field(option, value, f
     assert value in lines[0]
 
 
+@pytest.mark.parametrize("line,field,expected", [
+    ("epochs: three", "epochs", "an integer"),
+    ("seed: abc", "seed", "an integer"),
+    ("epochs: 1.5", "epochs", "an integer"),  # not silently rounded to 2
+    ("hflip: maybe", "hflip", "true or false"),
+    ("lr: fast", "lr", "a finite number"),
+    ("lr: .nan", "lr", "a finite number"),
+    ("batch_size: [32]", "batch_size", "an integer"),
+])
+@pytest.mark.parametrize("where", ["yaml", "cli"])
+def test_mistyped_value_in_yaml_or_on_the_cli_is_one_line_naming_field_and_type(line, field, expected, where,
+                                                                                tmp_path, capsys):
+    name, value = (part.strip() for part in line.split(":", 1))
+    if where == "yaml":
+        (tmp_path / "c.yaml").write_text(line + "\n")
+        args = ["--config", str(tmp_path / "c.yaml")]
+    elif value.startswith("[") or field == "hflip":
+        pytest.skip("lists have no CLI spelling; booleans are --flag/--no-flag there")
+    else:
+        args = ["--" + name.replace("_", "-"), value]
+    # no data there: before the fix a wrong value that slipped through must not start a real training run
+    assert train(*args, "--data", str(tmp_path / "no_data"), "--output-dir", str(tmp_path / "run")) == 2
+    lines = [x for x in capsys.readouterr().err.splitlines() if x.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"error: invalid {field}="), lines
+    assert lines[0].endswith(f"expected {expected}")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("line,field,value", [
+    ("lr: 1e-3", "lr", 0.001),  # PyYAML (YAML 1.1) leaves this a string
+    ("weight_decay: 5E-2", "weight_decay", 0.05),
+    ("epochs: 2.0", "epochs", 2),
+    ("max_train_samples: 1e3", "max_train_samples", 1000),
+    ("hflip: 'no'", "hflip", False),  # quoted: a string, which used to be truthy
+    ("hflip: 'off'", "hflip", False),
+    ("tta_flip: 'Yes'", "tta_flip", True),
+    ("init: null", "init", None),
+    ("output_dir: 2024", "output_dir", "2024"),
+])
+def test_yaml_spellings_are_read_as_the_fields_type(line, field, value, tmp_path):
+    from trainer.__main__ import build_parser
+    from trainer.config import resolve_config
+
+    (tmp_path / "c.yaml").write_text(line + "\n")
+    cfg = resolve_config(build_parser().parse_args(["train", "--config", str(tmp_path / "c.yaml")]))
+    got = getattr(cfg, field)
+    assert got == value and type(got) is type(value)
+    if field not in ("hflip", "tta_flip", "init"):  # booleans are --flag/--no-flag on the CLI
+        cli = resolve_config(build_parser().parse_args(["train", f"--{field.replace('_', '-')}", line.split(": ")[1]]))
+        assert getattr(cli, field) == value
+
+
 def test_bad_value_as_a_subprocess_prints_no_traceback(tmp_path):
     done = subprocess.run([sys.executable, "-m", "trainer", "--balance", "foo", "--output-dir", str(tmp_path)],
                           cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
@@ -255,6 +333,56 @@ def test_bad_value_as_a_subprocess_prints_no_traceback(tmp_path):
     assert "Traceback" not in done.stderr
     assert done.stderr.strip().splitlines() == [
         "error: invalid balance='foo': expected one of none, sampler, weights"]
+
+
+def test_incompatible_resume_is_refused_before_anything_is_overwritten(tmp_path, capsys):
+    data = write_bars(tmp_path / "bars", train_per_class=4, val_per_class=1)
+    out = tmp_path / "run"
+    args = ["--data", str(data), "--img-size", "16", "--epochs", "1", "--batch-size", "8", "--output-dir", str(out)]
+    assert train(*args) == 0
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    assert train(*args, "--channels", "3") == 2
+    lines = [x for x in capsys.readouterr().err.splitlines() if x.strip()]
+    assert lines == [f"error: cannot resume {out}: its checkpoint has channels=1 but this run has channels=3; use a "
+                     "new --output-dir, or the old values to continue it"]
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before  # config.yaml included
+
+
+def test_truncated_or_empty_checkpoints_fall_back_to_the_previous_one(tmp_path, caplog, capsys):
+    data = write_bars(tmp_path / "bars", train_per_class=8, val_per_class=1)
+    out, ckpts = tmp_path / "run", tmp_path / "run" / "checkpoints"
+    args = ["--data", str(data), "--img-size", "16", "--batch-size", "8", "--ckpt-every", "2", "--output-dir", str(out)]
+    assert train(*args, "--epochs", "1") == 0
+    prev = checkpoint.load(ckpts / "last.prev.safetensors")
+    assert (prev["epoch"], prev["step"]) == (0, 8)  # the in-epoch checkpoint before the epoch-end one
+    full = (ckpts / "last.safetensors").read_bytes()
+    (ckpts / "last.safetensors").write_bytes(full[: len(full) // 2])  # truncated (a full disk, a bad copy)
+    caplog.set_level(logging.INFO)
+    caplog.clear()
+    assert train(*args, "--epochs", "2") == 0
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and warnings[0].startswith(f"{ckpts / 'last.safetensors'} is unreadable (")
+    assert warnings[0].endswith(f"); using {ckpts / 'last.prev.safetensors'} instead")
+    assert f"resumed from {ckpts / 'last.prev.safetensors'} at epoch 0, step 8" in caplog.text
+    assert [h["epoch"] for h in checkpoint.load(ckpts / "last.safetensors")["history"]] == [1, 2]
+
+    # best.safetensors empty: a finished run re-exports from the previous best
+    best = checkpoint.load(ckpts / "best.safetensors")
+    checkpoint.save(ckpts / "best.safetensors", best, keep_previous=True)
+    (ckpts / "best.safetensors").write_bytes(b"")
+    caplog.clear()
+    assert train(*args, "--epochs", "2") == 0
+    assert any("best.safetensors is unreadable" in r.getMessage() for r in caplog.records)
+    assert read_json(out / "export" / "eval_results.json")["best_epoch"] == best["epoch"]
+
+    # nothing readable left: one line that says how to start over, no traceback
+    (ckpts / "best.prev.safetensors").write_bytes(b"\0" * 10)
+    capsys.readouterr()
+    assert train(*args, "--epochs", "2") == 2
+    err = [x for x in capsys.readouterr().err.splitlines() if x.strip()]
+    assert len(err) == 1 and err[0].startswith(f"error: no readable checkpoint in {ckpts}: best.safetensors"), err
+    assert err[0].endswith("delete that folder to start the run over")
 
 
 # ------------------------------------------------------------------------------------------------- checkpoints

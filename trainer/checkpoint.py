@@ -1,7 +1,9 @@
-"""Checkpoints as one safetensors file each: tensors by path, everything else as JSON metadata; written atomically."""
+"""Checkpoints as one safetensors file each: tensors by path, everything else as JSON metadata; written atomically,
+with the previous version kept beside it (`last.prev.safetensors`) to fall back on when a file is unreadable."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -9,6 +11,12 @@ from typing import Any
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
+
+log = logging.getLogger(__name__)
+
+
+class CheckpointError(RuntimeError):
+    """No readable checkpoint; the message says which files were tried and how to start over."""
 
 
 def flatten(obj: Any, prefix: str, tensors: dict[str, torch.Tensor]) -> Any:
@@ -36,8 +44,14 @@ def unflatten(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
     return obj
 
 
-def save(path: Path, state: dict[str, Any]) -> None:
-    """Write `state` (nested dicts of tensors and plain values) to `path` atomically (temp file + rename)."""
+def previous(path: Path) -> Path:
+    """Where the version before `path` is kept: last.safetensors -> last.prev.safetensors."""
+    return path.with_name(f"{path.stem}.prev{path.suffix}")
+
+
+def save(path: Path, state: dict[str, Any], keep_previous: bool = False) -> None:
+    """Write `state` (nested dicts of tensors and plain values) to `path` atomically (temp file + rename); with
+    `keep_previous`, the file it replaces becomes `previous(path)`."""
     tensors: dict[str, torch.Tensor] = {}
     meta = {k: flatten(v, k, tensors) for k, v in state.items()}
     # safetensors refuses tensors that share memory; clone the (rare) aliases
@@ -48,6 +62,8 @@ def save(path: Path, state: dict[str, Any]) -> None:
         seen.add(t.data_ptr())
     tmp = path.with_suffix(".tmp")
     save_file(tensors, str(tmp), metadata={"state": json.dumps(meta)})
+    if keep_previous and path.is_file():
+        os.replace(path, previous(path))  # a kill between the two renames leaves prev (and the full tmp): loadable
     os.replace(tmp, path)
 
 
@@ -56,3 +72,24 @@ def load(path: Path) -> dict[str, Any]:
         meta = json.loads(f.metadata()["state"])
         tensors = {k: f.get_tensor(k) for k in f.keys()}
     return {k: unflatten(v, tensors) for k, v in meta.items()}
+
+
+def load_latest_good(path: Path) -> tuple[dict[str, Any], Path] | None:
+    """(state, file) from `path`, else from `previous(path)` when `path` is unreadable (truncated, empty, not a
+    checkpoint), said in one log line; None when neither exists; CheckpointError when none that exists reads."""
+    tried: list[tuple[Path, str]] = []
+    for candidate in (path, previous(path)):
+        if not candidate.is_file():
+            continue
+        try:
+            state = load(candidate)
+        except Exception as e:  # SafetensorError, bad JSON, missing keys: all mean "this file is unusable"
+            tried.append((candidate, str(e).splitlines()[0][:100] if str(e) else type(e).__name__))
+            continue
+        if tried:
+            log.warning("%s is unreadable (%s); using %s instead", *tried[0], candidate)
+        return state, candidate
+    if not tried:
+        return None
+    what = "; ".join(f"{p.name} is unreadable ({reason})" for p, reason in tried)
+    raise CheckpointError(f"no readable checkpoint in {path.parent}: {what}; delete that folder to start the run over")

@@ -3,7 +3,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
+import re
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,6 +69,7 @@ class TrainConfig:
     drop_rate: float = 0.3
     tta_flip: bool = True  # serving averages each face with its mirror image (measured on validation)
     uncertain_threshold: float = 0.5
+    interpolate: str = "none"  # 'fit': average the tuned weights with init's (WiSE-FT), weight chosen on select_on
     neutral_bias: str = "none"  # 'fit': a logit bias on neutral chosen on the select_on mix, written to config.json; 'none'
     # run
     output_dir: str = "runs/small_cnn"
@@ -78,6 +83,9 @@ class TrainConfig:
     extra: dict[str, Any] = field(default_factory=dict)  # free-form notes carried into eval_results.json
 
     def __post_init__(self):
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):  # YAML and the CLI give strings, ints for floats, 'no' for False: one rule
+            setattr(self, f.name, coerce(f.name, getattr(self, f.name), hints[f.name]))
         checks = [
             ("balance", self.balance in BALANCE_CHOICES, f"one of {', '.join(BALANCE_CHOICES)}"),
             ("device", self.device in DEVICE_CHOICES, f"one of {', '.join(DEVICE_CHOICES)}"),
@@ -96,6 +104,8 @@ class TrainConfig:
             ("ckpt_every", self.ckpt_every >= 1, "an integer >= 1"),
             ("select_metric", self.select_metric in ("macro_f1", "accuracy"), "macro_f1 or accuracy"),
             ("neutral_bias", self.neutral_bias in ("none", "fit"), "none or fit"),
+            ("interpolate", self.interpolate in ("none", "fit") and (self.interpolate == "none" or self.init),
+             "none, or fit together with init: (the weights to interpolate with)"),
             ("augment", isinstance(self.augment, list) and set(self.augment) <= set(AUGMENT_FAMILIES),
              f"a list drawn from {', '.join(AUGMENT_FAMILIES)}"),
             ("sources", self.sources is None or (isinstance(self.sources, list) and len(self.sources) > 0),
@@ -122,9 +132,83 @@ class TrainConfig:
         path.write_text(yaml.safe_dump(dataclasses.asdict(self), sort_keys=False))
 
 
-def _field_type(f: dataclasses.Field) -> type:
-    t = str(f.type)
-    return int if t.startswith("int") else float if t.startswith("float") else str
+_INT = re.compile(r"[+-]?\d+")
+_TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
+_EXPECTED = {int: "an integer", float: "a finite number", bool: "true or false", str: "a string"}
+
+
+def _describe(tp: Any) -> str:
+    args = typing.get_args(tp)
+    if type(None) in args:
+        return " or ".join(_describe(a) for a in args if a is not type(None)) + " (or null)"
+    origin = typing.get_origin(tp)
+    if origin is list:
+        return f"a list (each {_describe(args[0])})" if args else "a list"
+    if origin is dict or tp is dict:
+        return "a mapping"
+    return _EXPECTED.get(tp, getattr(tp, "__name__", str(tp)))
+
+
+def _coerce_scalar(value: Any, tp: type) -> Any:
+    """`value` as `tp`, or raise ValueError. Strings are parsed (CLI, and YAML spellings PyYAML keeps as strings such
+    as `1e-3`); a float must be whole to become an int (1.5 epochs is refused, not rounded)."""
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
+            return value.strip().lower() in _TRUE
+        raise ValueError
+    if isinstance(value, bool):  # True is an int in Python; never a number here
+        raise ValueError
+    if tp is int:
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str) and _INT.fullmatch(value.strip()):
+            return int(value)
+        if isinstance(value, str) and float(value).is_integer():  # '1e3' (PyYAML keeps it a string)
+            return int(float(value))
+        raise ValueError
+    if tp is float:
+        number = float(value) if isinstance(value, (int, float, str)) else math.nan
+        if not math.isfinite(number):
+            raise ValueError
+        return number
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)):  # `output_dir: 2024` in YAML
+            return str(value)
+        raise ValueError
+    return value
+
+
+def coerce(name: str, value: Any, tp: Any) -> Any:
+    """`value` converted to the field type `tp` (from the dataclass annotations), or ConfigError naming the field and
+    the type it expects. Works for int, float, bool, str, `X | None`, `list[X]` and `dict[...]`: new fields get it free."""
+    args, origin = typing.get_args(tp), typing.get_origin(tp)
+    try:
+        if origin in (typing.Union, types.UnionType):
+            if value is None and type(None) in args:
+                return None
+            inner = [a for a in args if a is not type(None)]
+            if len(inner) != 1:
+                return value  # a real union: left to __post_init__'s checks
+            return coerce(name, value, inner[0])
+        if origin is list:
+            if not isinstance(value, (list, tuple)):
+                raise ValueError
+            return [coerce(f"{name}[{i}]", v, args[0]) if args else v for i, v in enumerate(value)]
+        if origin is dict or tp is dict:
+            if not isinstance(value, dict):
+                raise ValueError
+            return value
+        if isinstance(tp, type):
+            return _coerce_scalar(value, tp)
+        return value
+    except (ValueError, TypeError, OverflowError):
+        raise ConfigError(f"invalid {name}={value!r}: expected {_describe(tp)}") from None
 
 
 def add_config_args(parser: argparse.ArgumentParser) -> None:
@@ -141,7 +225,8 @@ def add_config_args(parser: argparse.ArgumentParser) -> None:
         elif str(f.type) == "bool":
             parser.add_argument(opt, dest=f.name, action=argparse.BooleanOptionalAction, default=None)
         else:
-            parser.add_argument(opt, dest=f.name, type=_field_type(f), default=None, metavar=f.name.upper())
+            # no argparse type: the value goes through the same coercion as YAML, with the same one-line error
+            parser.add_argument(opt, dest=f.name, default=None, metavar=f.name.upper())
 
 
 def resolve_config(args: argparse.Namespace) -> TrainConfig:
@@ -153,7 +238,14 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
             path = CONFIG_DIR / path.name
         if not path.is_file():
             raise ConfigError(f"config file {args.config} not found; the shipped ones are in {CONFIG_DIR}")
-        values = yaml.safe_load(path.read_text()) or {}
+        try:
+            values = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            where = getattr(e, "problem_mark", None)
+            line = f" (line {where.line + 1})" if where else ""
+            raise ConfigError(f"{path} is not valid YAML{line}: fix the file or start from {CONFIG_DIR}") from None
+        if not isinstance(values, dict):
+            raise ConfigError(f"{path} must be a mapping of field: value lines, not a {type(values).__name__}")
         known = {f.name for f in dataclasses.fields(TrainConfig)}
         unknown = sorted(set(values) - known)
         if unknown:

@@ -216,18 +216,23 @@ class ResumableSampler(torch.utils.data.Sampler):
     With several sources, each epoch takes round(n * weight) draws from each source (weights normalised), where n
     is the number of training rows. Within a source, rows are shuffled (repeated when drawn more often than they
     exist) or, with `balance`, drawn with square-root class balancing. Yields (row, seed, epoch, position) keys.
+
+    `set_epoch(epoch, start, stop)` keeps positions [start, stop); `rank`/`world` keep every world-th of those from
+    start + rank, so `world` processes each taking batch/world items per step cover exactly the positions one process
+    would (and a run can resume with another number of processes).
     """
 
     def __init__(self, labels: np.ndarray, seed: int, balance: bool = False, source: np.ndarray | None = None,
-                 weights: list[float] | None = None):
-        self.labels, self.seed, self.balance = labels, seed, balance
+                 weights: list[float] | None = None, rank: int = 0, world: int = 1):
+        self.labels, self.seed, self.balance, self.rank, self.world = labels, seed, balance, rank, world
         self.source = np.zeros(len(labels), int) if source is None else source
         w = np.asarray(weights if weights is not None else [1.0], dtype=np.float64)
         self.weights = w / w.sum()
-        self.epoch, self.start = 0, 0
+        self.epoch, self.start, self.stop = 0, 0, len(labels)
 
-    def set_epoch(self, epoch: int, start: int = 0) -> None:
+    def set_epoch(self, epoch: int, start: int = 0, stop: int | None = None) -> None:
         self.epoch, self.start = epoch, start
+        self.stop = len(self.labels) if stop is None else min(stop, len(self.labels))
 
     def order(self) -> np.ndarray:
         rng = np.random.default_rng(self.seed * 1000 + self.epoch)
@@ -245,8 +250,12 @@ class ResumableSampler(torch.utils.data.Sampler):
         w = 1.0 / np.sqrt(counts[self.labels[rows]])  # square-root balancing: rare classes up, without 20x repeats
         return rng.choice(rows, size=k, replace=True, p=w / w.sum())
 
+    def _positions(self) -> range:
+        return range(self.start + self.rank, self.stop, self.world)
+
     def __iter__(self):
-        return ((int(r), self.seed, self.epoch, self.start + j) for j, r in enumerate(self.order()[self.start:]))
+        order = self.order()
+        return iter([(int(order[p]), self.seed, self.epoch, p) for p in self._positions()])
 
     def __len__(self) -> int:
-        return len(self.labels) - self.start
+        return len(self._positions())

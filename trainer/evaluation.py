@@ -90,6 +90,16 @@ def quick_metrics(logits: np.ndarray, labels: np.ndarray) -> dict:
     return {"accuracy": report["accuracy"], "macro_f1": report["macro_f1"]}
 
 
+def view_reports(logits: dict[str, np.ndarray], vals: dict[str, FaceSplit]) -> dict[str, dict]:
+    """Accuracy and macro-F1 per validation report: each source's split, and each of its views (`<name>_<view>`)."""
+    reports = {}
+    for name, split in vals.items():
+        reports[name] = quick_metrics(logits[name], split.labels)
+        for view, keep in split.views.items():
+            reports[f"{name}_{view}"] = quick_metrics(logits[name][keep], split.labels[keep])
+    return reports
+
+
 def save_confusion_png(cm: list[list[int]], path: Path, title: str) -> None:
     """The confusion matrix as a row-normalised heat map with counts, for the model card."""
     import matplotlib

@@ -15,10 +15,10 @@ from emotion.models import load_model
 from . import checkpoint
 from .config import TrainConfig
 from .data import FaceSplit, load_splits
-from .evaluation import (compute_metrics, expected_calibration_error, fit_temperature, predict_logits, quick_metrics,
-                         softmax)
+from .evaluation import compute_metrics, expected_calibration_error, fit_temperature, predict_logits, softmax
 from .export import export_model
-from .train import Trainer, select_score
+from .posthoc import fit_interpolation, fit_neutral_bias
+from .train import Trainer
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ def evaluate_splits(model, info, vals: FaceSplit | dict[str, FaceSplit], device:
     logits = {name: predict_logits(model, split, info, device=device) for name, split in vals.items()}
     sweep = None
     if cfg is not None and cfg.neutral_bias == "fit":
-        sweep = fit_neutral_bias(logits, vals, info, cfg)
+        sweep = fit_neutral_bias(logits, vals, info.labels, cfg)
         shift = np.zeros(len(info.labels), np.float32)
         shift[info.labels.index("neutral")] = sweep["chosen"]
         logits = {k: v + shift for k, v in logits.items()}
@@ -87,25 +87,6 @@ def evaluate_splits(model, info, vals: FaceSplit | dict[str, FaceSplit], device:
             if rows.any() and not rows.all():
                 splits[f"{name}_{view}"] = compute_metrics(logits[name][rows], split.labels[rows], temperature)
     return splits, temperature, sweep
-
-
-def fit_neutral_bias(logits: dict[str, np.ndarray], vals: dict[str, FaceSplit], info, cfg: TrainConfig,
-                     grid=tuple(np.round(np.arange(0.0, -2.01, -0.1), 2))) -> dict:
-    """The neutral logit bias maximising the selection mix on validation, with every report at every bias tried."""
-    col = info.labels.index("neutral")
-    rows = []
-    for b in grid:
-        reports = {}
-        for name, split in vals.items():
-            z = logits[name].copy()
-            z[:, col] += b
-            reports[name] = quick_metrics(z, split.labels)
-            for view, keep in split.views.items():
-                reports[f"{name}_{view}"] = quick_metrics(z[keep], split.labels[keep])
-        rows.append({"bias": float(b), "select": select_score(reports, cfg), "reports": reports})
-    best = max(rows, key=lambda r: (round(r["select"], 6), r["bias"]))  # ties: the smaller change
-    log.info("neutral bias %.2f: select %.4f (unbiased %.4f)", best["bias"], best["select"], rows[0]["select"])
-    return {"chosen": best["bias"], "metric": cfg.select_metric, "select_on": cfg.select_on, "grid": rows}
 
 
 def describe_data(cfg: TrainConfig, source: dict) -> dict:
@@ -128,22 +109,26 @@ def crossfit_ece(logits: np.ndarray, labels: np.ndarray, seed: int = 0) -> float
 def train_and_export(cfg: TrainConfig) -> Path:
     """The whole `python -m trainer train` job; rerunning it resumes, and a finished run only re-exports."""
     out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    cfg.save(out / "config.yaml")
     train, val, source = load_splits(cfg)
     log.info("data: %d train / %d validation faces", len(train), sum(len(v) for v in val.values()))
     trainer = Trainer(cfg, train, val)
+    trainer.maybe_resume()  # an incompatible checkpoint is refused here, before config.yaml is overwritten
+    cfg.save(out / "config.yaml")
     history = trainer.fit()
-    best = checkpoint.load(trainer.ckpt_dir / "best.safetensors")
+    found = checkpoint.load_latest_good(trainer.ckpt_dir / "best.safetensors")
+    if found is None:
+        raise checkpoint.CheckpointError(f"no best.safetensors in {trainer.ckpt_dir}; delete that folder to retrain")
+    best = found[0]
     model, info = trainer.model.cpu(), trainer.info
     model.load_state_dict(best["model"])
+    interpolation = fit_interpolation(model, info, val, cfg) if cfg.interpolate == "fit" else None
     if cfg.export_dtype == "float16":  # evaluate (and fit T on) exactly the weights that will be shipped
         model.half().float()
     splits, info.temperature, sweep = evaluate_splits(model, info, val, cfg=cfg)
     results = {
         "model_name": Path(cfg.output_dir).name, "architecture": cfg.model, "dataset": describe_data(cfg, source),
         "splits": splits, "temperature": info.temperature, "logit_bias": info.logit_bias, "best_epoch": best["epoch"],
-        **({"neutral_bias_sweep": sweep} if sweep else {}),
+        **({"neutral_bias_sweep": sweep} if sweep else {}), **({"interpolation": interpolation} if interpolation else {}),
         "params": sum(p.numel() for p in model.parameters()), "ms_per_face_cpu": ms_per_face(model, info),
         "train_time_s": round(trainer.elapsed), "machine": machine(), "epochs": cfg.epochs, "history": history,
         "train_config": {k: v for k, v in vars(cfg).items() if k != "extra"}, **cfg.extra,

@@ -42,8 +42,14 @@ class SourceConfig:
     val_split: str = "validation"
 
     def __post_init__(self):
-        from .config import ConfigError
+        import dataclasses
+        import typing
 
+        from .config import ConfigError, coerce
+
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):  # the same type rule as TrainConfig: 'weight: 1e-1' is a float
+            setattr(self, f.name, coerce(f"sources.{self.name}.{f.name}", getattr(self, f.name), hints[f.name]))
         if not self.name or not self.name.replace("_", "").isalnum():
             raise ConfigError(f"source name {self.name!r}: use letters, digits and _ only (it names report keys)")
         if not (isinstance(self.weight, (int, float)) and self.weight > 0):

@@ -18,12 +18,16 @@ from emotion.labels import LABELS
 from emotion.models import ModelInfo
 
 from . import checkpoint
+from .checkpoint import CheckpointError
 from .config import ConfigError, TrainConfig, default_workers
 from .data import FaceDataset, FaceSplit, ResumableSampler
-from .evaluation import predict_logits, quick_metrics
+from .evaluation import predict_logits, view_reports
 from .modeling import build_model, param_groups
 
 log = logging.getLogger(__name__)
+
+# what a checkpoint must share with the run resuming it: the weights' shapes and the meaning of a step
+RESUME_FIELDS = ("model", "channels", "img_size", "batch_size", "seed", "balance", "train_rows")
 
 
 class Interrupted(SystemExit):
@@ -133,7 +137,8 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.device.type == "cuda")
         self.class_weights = self._class_weights() if cfg.balance == "weights" else None
         self.step, self.epoch, self.best_f1, self.history = 0, 0, -1.0, []
-        self._signal = None
+        self.loss_sum = 0.0  # this epoch's summed training loss so far (checkpointed: a resumed epoch reports it whole)
+        self._signal, self._resume_checked = None, False
         self._elapsed_before, self._t0 = 0.0, time.time()  # training wall time, summed over resumed sessions
 
     @property
@@ -146,26 +151,53 @@ class Trainer:
         return torch.tensor(w / (w * counts / counts.sum()).sum(), dtype=torch.float32, device=self.device)
 
     # ------------------------------------------------------------------------------------------------ checkpoints
+    def resume_key(self) -> dict:
+        """The settings a resumed run must share with the checkpoint (RESUME_FIELDS)."""
+        facts = {**vars(self.cfg), "train_rows": len(self.train_split)}
+        return {k: facts[k] for k in RESUME_FIELDS}
+
     def save_checkpoint(self) -> None:
         checkpoint.save(self.ckpt_dir / "last.safetensors", {
             "model": self.model.state_dict(), "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
             "scaler": self.scaler.state_dict(), "rng": rng_state(), "step": self.step, "epoch": self.epoch,
-            "best_f1": self.best_f1, "history": self.history, "elapsed": self.elapsed})
+            "best_f1": self.best_f1, "history": self.history, "elapsed": self.elapsed, "resume_key": self.resume_key(),
+            "loss_sum": float(self.loss_sum)},
+            keep_previous=True)
 
     def maybe_resume(self) -> bool:
-        path = self.ckpt_dir / "last.safetensors"
-        if not path.is_file():
+        """Load `checkpoints/last.safetensors` (or the previous one when it is unreadable) if there is one. Refuses
+        (CheckpointError, one line) a checkpoint of a different model, input or batch before anything is written."""
+        if self._resume_checked:
+            return self.step > 0
+        self._resume_checked = True
+        found = checkpoint.load_latest_good(self.ckpt_dir / "last.safetensors")
+        if found is None:
             return False
-        s = checkpoint.load(path)
-        self.model.load_state_dict(s["model"])
-        self.opt.load_state_dict(s["optimizer"])
+        s, path = found
+        self._check_compatible(s.get("resume_key", {}), path)
+        try:
+            self.model.load_state_dict(s["model"])
+            self.opt.load_state_dict(s["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as e:
+            raise CheckpointError(f"cannot resume from {path}: its weights do not fit this model "
+                                  f"({str(e).splitlines()[0][:120]}); use a new --output-dir") from None
         self.sched.load_state_dict(s["scheduler"])
         self.scaler.load_state_dict(s["scaler"])
         set_rng_state(s["rng"])
         self.step, self.epoch, self.best_f1, self.history = s["step"], s["epoch"], s["best_f1"], s["history"]
         self._elapsed_before, self._t0 = s.get("elapsed", 0.0), time.time()
+        self.loss_sum = s.get("loss_sum", 0.0)
         log.info("resumed from %s at epoch %d, step %d", path, self.epoch, self.step)
         return True
+
+    def _check_compatible(self, saved: dict, path: Path) -> None:
+        now = self.resume_key()
+        diff = [k for k in RESUME_FIELDS if k in saved and saved[k] != now[k]]
+        if diff:
+            was = ", ".join(f"{k}={saved[k]!r}" for k in diff)
+            asked = ", ".join(f"{k}={now[k]!r}" for k in diff)
+            raise CheckpointError(f"cannot resume {self.out}: its checkpoint has {was} but this run has {asked}; "
+                                  "use a new --output-dir, or the old values to continue it")
 
     def _on_signal(self, signum, frame):
         self._signal = signum
@@ -185,15 +217,18 @@ class Trainer:
         return self.history
 
     def _loader(self, start: int) -> torch.utils.data.DataLoader:
+        """This epoch's batches from step `start` on. Augmentation is seeded per sample (FaceDataset), and the loader
+        has its own generator: the global RNG (dropout) sees the same draws whether or not the run was resumed."""
+        b = self.cfg.batch_size
         weights = [s["weight"] for s in self.cfg.sources] if self.cfg.sources else None
         sampler = ResumableSampler(self.train_split.labels, self.cfg.seed, balance=self.cfg.balance == "sampler",
                                    source=self.train_split.source, weights=weights)
-        sampler.set_epoch(self.epoch, start * self.cfg.batch_size)
+        sampler.set_epoch(self.epoch, start * b, self.steps_per_epoch * b)
         workers = default_workers() if self.cfg.workers < 0 else self.cfg.workers
         return torch.utils.data.DataLoader(
-            FaceDataset(self.train_split, self.info, self.cfg, train=True), batch_size=self.cfg.batch_size,
+            FaceDataset(self.train_split, self.info, self.cfg, train=True), batch_size=b,
             sampler=sampler, num_workers=workers, drop_last=True, worker_init_fn=_ignore_signals,
-            pin_memory=self.device.type == "cuda")
+            pin_memory=self.device.type == "cuda", generator=torch.Generator().manual_seed(self.cfg.seed))
 
     def _set_frozen(self) -> None:
         frozen = self.epoch < self.cfg.freeze_epochs
@@ -220,6 +255,7 @@ class Trainer:
             self.scaler.update()
             self.sched.step()
             self.step += 1
+            self.loss_sum = self.loss_sum + loss.detach().float()  # a tensor: no device sync per step
             seen += len(x)
             if self.step % cfg.log_every == 0:
                 bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{self.sched.get_last_lr()[0]:.2e}",
@@ -238,23 +274,21 @@ class Trainer:
         raise Interrupted(128 + self._signal)
 
     def _end_epoch(self) -> None:
-        reports = {}
-        for name, split in self.vals.items():
-            logits = predict_logits(self.model, split, self.info, device=str(self.device))
-            reports[name] = quick_metrics(logits, split.labels)
-            for view, rows in split.views.items():
-                reports[f"{name}_{view}"] = quick_metrics(logits[rows], split.labels[rows])
+        reports = view_reports({name: predict_logits(self.model, split, self.info, device=str(self.device))
+                                for name, split in self.vals.items()}, self.vals)
         first = next(iter(reports.values()))
         self.epoch += 1
         m = {"accuracy": first["accuracy"], "macro_f1": first["macro_f1"], "select": select_score(reports, self.cfg),
-             "reports": reports, "epoch": self.epoch, "step": self.step, "lr": self.sched.get_last_lr()[0]}
+             "reports": reports, "epoch": self.epoch, "step": self.step, "lr": self.sched.get_last_lr()[0],
+             "train_loss": float(self.loss_sum) / self.steps_per_epoch}
+        self.loss_sum = 0.0
         self.history.append(m)
-        log.info("epoch %d/%d  %s  select %.4f", self.epoch, self.cfg.epochs, "  ".join(
-            f"{k} {v['accuracy']:.4f}/{v['macro_f1']:.4f}" for k, v in reports.items()), m["select"])
+        log.info("epoch %d/%d  train loss %.4f  %s  select %.4f", self.epoch, self.cfg.epochs, m["train_loss"],
+                 "  ".join(f"{k} {v['accuracy']:.4f}/{v['macro_f1']:.4f}" for k, v in reports.items()), m["select"])
         if m["select"] > self.best_f1:  # best_f1 holds the best selection score (macro-F1 of validation by default)
             self.best_f1 = m["select"]
             checkpoint.save(self.ckpt_dir / "best.safetensors", {"model": self.model.state_dict(), "epoch": self.epoch,
-                                                                 "metrics": m})
+                                                                 "metrics": m}, keep_previous=True)
         self.save_checkpoint()
         if self._signal is not None:
             self._stop()
