@@ -236,7 +236,11 @@ def test_run_killed_mid_epoch_and_resumed_equals_an_uninterrupted_run(tmp_path):
     for name, tensor in a["model"].items():
         torch.testing.assert_close(b["model"][name], tensor, rtol=1e-5, atol=1e-6, msg=name)
     for h_whole, h_cut in zip(a["history"], b["history"], strict=True):
+        reports_whole, reports_cut = h_whole.pop("reports"), h_cut.pop("reports")
         assert h_cut == pytest.approx(h_whole, rel=1e-5)
+        assert reports_cut.keys() == reports_whole.keys()
+        for name, metrics in reports_whole.items():
+            assert reports_cut[name] == pytest.approx(metrics, rel=1e-5)
 
 
 def test_sigterm_to_the_job_checkpoints_and_exits_143_with_one_line(tmp_path):
