@@ -117,21 +117,33 @@ def test_the_sampler_mixes_sources_by_weight_and_replays_after_resume():
     assert list(sampler) == keys[400:]  # same rows and the same augmentation keys from where it stopped
 
 
-def test_training_on_two_sources_reports_each_and_selects_on_the_mix(two_sources, tmp_path):
-    a, b = two_sources
-    config = {
-        "model": "small_cnn", "output_dir": str(tmp_path / "run"), "img_size": 24, "epochs": 2, "batch_size": 16,
+def mixed_config(a: Path, b: Path, out: Path, **extra) -> dict:
+    return {
+        "model": "small_cnn", "output_dir": str(out), "img_size": 24, "epochs": 2, "batch_size": 16,
         "lr": 0.003, "warmup_epochs": 0.1, "scale_min": 1.0, "rotate": 0, "export_dtype": "float32",
         "augment": ["light", "degrade", "occlusion"], "neutral_bias": "fit",
         "sources": [{"name": "fer", "data": str(a), "weight": 0.7},
                     {"name": "posed", "data": str(b), "weight": 0.3, "soft_column": "shares",
                      "soft_names": POSED_NAMES, "clean_column": "agrees"}],
         "select_on": {"validation": 0.5, "posed_clean": 0.5}, "select_metric": "accuracy",
-        "select_floor": {"validation": 0.0},
+        "select_floor": {"validation": 0.0}, **extra,
     }
-    path = tmp_path / "mixed.yaml"
+
+
+def train_yaml(config: dict, path: Path) -> int:
     path.write_text(yaml.safe_dump(config))
-    assert main(["train", "--config", str(path), "--workers", "0"]) == 0
+    return main(["train", "--config", str(path), "--workers", "0"])
+
+
+@pytest.fixture(scope="module")
+def mixed_run(two_sources, tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("mixed")
+    assert train_yaml(mixed_config(*two_sources, root / "run"), root / "mixed.yaml") == 0
+    return root / "run"
+
+
+def test_training_on_two_sources_reports_each_and_selects_on_the_mix(mixed_run):
+    tmp_path = mixed_run.parent
     results = json.loads((tmp_path / "run" / "export" / "eval_results.json").read_text())
     splits = results["splits"]
     assert {"validation", "posed", "posed_clean"} <= set(splits)
@@ -146,9 +158,24 @@ def test_training_on_two_sources_reports_each_and_selects_on_the_mix(two_sources
     best = max(results["history"], key=lambda h: h["select"])
     assert results["best_epoch"] == best["epoch"]
     sweep = results["neutral_bias_sweep"]
+    assert {g["bias"] for g in sweep["grid"]} >= {0.0, -1.0, -2.0}
     assert sweep["chosen"] == max(sweep["grid"], key=lambda g: (round(g["select"], 6), g["bias"]))["bias"]
     config_json = json.loads((tmp_path / "run" / "export" / "config.json").read_text())
     assert config_json["emotion"]["logit_bias"] == ({"neutral": sweep["chosen"]} if sweep["chosen"] else {})
+
+
+def test_a_fine_tune_is_averaged_with_its_starting_weights_at_the_best_mix(two_sources, mixed_run, tmp_path):
+    config = mixed_config(*two_sources, tmp_path / "tuned", epochs=1, init=f"local-dir:{mixed_run / 'export'}",
+                          interpolate="fit")
+    assert train_yaml(config, tmp_path / "tune.yaml") == 0
+    results = json.loads((tmp_path / "tuned" / "export" / "eval_results.json").read_text())
+    grid = results["interpolation"]["grid"]
+    assert [g["alpha"] for g in grid] == [0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
+    best = max(grid, key=lambda g: (round(g["select"], 6), g["alpha"]))
+    assert results["interpolation"]["chosen"] == best["alpha"]
+    # the export holds the chosen average: its scores are the grid's at that weight and bias
+    assert results["splits"]["posed_clean"]["accuracy"] == pytest.approx(best["reports"]["posed_clean"]["accuracy"])
+    assert results["neutral_bias_sweep"]["chosen"] == best["bias"]
 
 
 def test_a_floor_ranks_every_candidate_that_keeps_it_above_those_that_do_not():
