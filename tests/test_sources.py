@@ -158,8 +158,8 @@ def test_training_on_two_sources_reports_each_and_selects_on_the_mix(mixed_run):
     best = max(results["history"], key=lambda h: h["select"])
     assert results["best_epoch"] == best["epoch"]
     sweep = results["neutral_bias_sweep"]
-    assert {g["bias"] for g in sweep["grid"]} >= {0.0, -1.0, -2.0}
-    assert sweep["chosen"] == max(sweep["grid"], key=lambda g: (round(g["select"], 6), g["bias"]))["bias"]
+    assert {g["bias"] for g in sweep["grid"]} >= {0.5, 0.0, -1.0, -2.0}
+    assert sweep["chosen"] == max(sweep["grid"], key=lambda g: (round(g["select"], 6), -abs(g["bias"])))["bias"]
     config_json = json.loads((tmp_path / "run" / "export" / "config.json").read_text())
     assert config_json["emotion"]["logit_bias"] == ({"neutral": sweep["chosen"]} if sweep["chosen"] else {})
 
@@ -210,3 +210,28 @@ def test_weight_interpolation_mixes_floats_and_keeps_integer_buffers():
     torch.testing.assert_close(out["w"], torch.full((3,), 0.5))
     assert out["n"].item() == 9
     assert mix(start, tuned, 1.0)["w"].equal(tuned["w"]) and mix(start, tuned, 0.0)["w"].equal(start["w"])
+
+
+def test_batchnorm_statistics_are_re_estimated_on_unaugmented_faces():
+    from emotion.models import create_model
+    from trainer.config import TrainConfig
+    from trainer.data import FaceSplit
+    from trainer.modeling import model_info
+    from trainer.posthoc import recalibrate_bn
+
+    rng = np.random.default_rng(0)
+    images = [bar(k % 8, rng) for k in range(64)]
+    split = FaceSplit(images, np.eye(8, dtype=np.float32)[np.arange(64) % 8], np.arange(64) % 8)
+    cfg = TrainConfig(img_size=24)
+    model = create_model("small_cnn", in_chans=1, widths=(8, 16, 16, 32)).eval()
+    bn = model.features[1]
+    bn.running_mean.fill_(7.0)
+    bn.running_var.fill_(9.0)
+    recalibrate_bn(model, split, model_info(cfg), cfg)
+    from trainer.data import FaceDataset
+
+    x = torch.stack([FaceDataset(split, model_info(cfg))[i][0] for i in range(64)])
+    with torch.no_grad():
+        z = model.features[0](x)
+    torch.testing.assert_close(bn.running_mean, z.mean((0, 2, 3)), rtol=1e-4, atol=1e-5)
+    assert not model.training and bn.momentum == 0.1

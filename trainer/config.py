@@ -69,6 +69,7 @@ class TrainConfig:
     drop_rate: float = 0.3
     tta_flip: bool = True  # serving averages each face with its mirror image (measured on validation)
     uncertain_threshold: float = 0.5
+    recalibrate_bn: bool = False  # after training: BatchNorm statistics from un-augmented training faces
     interpolate: str = "none"  # 'fit': average the tuned weights with init's (WiSE-FT), weight chosen on select_on
     neutral_bias: str = "none"  # 'fit': a logit bias on neutral chosen on the select_on mix, written to config.json; 'none'
     # run

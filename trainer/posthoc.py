@@ -1,6 +1,9 @@
 """After training: choices made on validation, with every candidate's scores kept for the model card.
 
 - `fit_neutral_bias`: a prior on the neutral logit that serving adds (FER+ taggers call subtle faces neutral).
+- `recalibrate_bn`: BatchNorm statistics re-estimated on un-augmented training faces. Training batches are
+  augmented (blur, JPEG, noise, gamma...), so the running statistics describe degraded faces, not the clean ones a
+  user or the validation split shows; measured on small_cnn_mixed, this mismatch alone cost FER+ accuracy.
 - `fit_interpolation`: WiSE-FT (Wortsman et al., 2022): the fine-tuned weights averaged with the starting weights,
   theta = (1 - a) * theta_init + a * theta_tuned. A fine-tune on a new source drifts from what the model knew; the
   average keeps most of the new source's gain at a fraction of the old source's cost.
@@ -14,14 +17,14 @@ import numpy as np
 import torch
 
 from .config import TrainConfig
-from .data import FaceSplit
+from .data import FaceDataset, FaceSplit, ResumableSampler
 from .evaluation import predict_logits, view_reports
 from .modeling import build_model
 from .train import select_score
 
 log = logging.getLogger(__name__)
 
-BIAS_GRID = tuple(float(b) for b in np.round(np.arange(0.0, -2.01, -0.1), 2))
+BIAS_GRID = tuple(float(b) for b in np.round(np.arange(0.5, -2.01, -0.1), 2))
 ALPHA_GRID = (0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 
 
@@ -35,14 +38,38 @@ def fit_neutral_bias(logits: dict[str, np.ndarray], vals: dict[str, FaceSplit], 
         shift[col] = b
         reports = view_reports({k: v + shift for k, v in logits.items()}, vals)
         rows.append({"bias": float(b), "select": select_score(reports, cfg), "reports": reports})
-    best = max(rows, key=lambda r: (round(r["select"], 6), r["bias"]))  # ties: the smaller change
+    best = max(rows, key=lambda r: (round(r["select"], 6), -abs(r["bias"])))  # ties: the smaller change
     if not quiet:
-        log.info("neutral bias %.2f: select %.4f (unbiased %.4f)", best["bias"], best["select"], rows[0]["select"])
+        log.info("neutral bias %.2f: select %.4f (unbiased %.4f)", best["bias"], best["select"],
+                 next(r["select"] for r in rows if r["bias"] == 0))
     return {"chosen": best["bias"], "metric": cfg.select_metric, "select_on": cfg.select_on, "grid": rows}
 
 
+def recalibrate_bn(model: torch.nn.Module, train: FaceSplit, info, cfg: TrainConfig, rows: int = 4096) -> None:
+    """Reset every BatchNorm's running mean/var and re-estimate them (a plain average) on `rows` un-augmented
+    training faces drawn with the sources' weights."""
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not bns:
+        return
+    weights = [s["weight"] for s in cfg.sources] if cfg.sources else None
+    sampler = ResumableSampler(train.labels, cfg.seed, source=train.source, weights=weights)
+    keys = [k[0] for k in sampler][:rows]
+    loader = torch.utils.data.DataLoader(FaceDataset(train, info), batch_size=256, sampler=keys)
+    momenta = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the whole pass
+    model.train()
+    with torch.no_grad():
+        for x, *_ in loader:
+            model(x)
+    model.eval()
+    for m, momentum in zip(bns, momenta):
+        m.momentum = momentum
+
+
 def fit_interpolation(model: torch.nn.Module, info, vals: dict[str, FaceSplit], cfg: TrainConfig,
-                      grid=ALPHA_GRID) -> dict:
+                      train: FaceSplit | None = None, grid=ALPHA_GRID) -> dict:
     """Set `model` to the best average of its weights with `cfg.init`'s (jointly with the neutral bias when fitted)."""
     if not cfg.init:
         raise ValueError("interpolate: fit needs init: the weights the fine-tune started from")
@@ -51,6 +78,8 @@ def fit_interpolation(model: torch.nn.Module, info, vals: dict[str, FaceSplit], 
     rows = []
     for a in grid:
         model.load_state_dict(mix(start, tuned, a))
+        if cfg.recalibrate_bn and train is not None:
+            recalibrate_bn(model, train, info, cfg)
         logits = {name: predict_logits(model, split, info) for name, split in vals.items()}
         if cfg.neutral_bias == "fit":
             sweep = fit_neutral_bias(logits, vals, info.labels, cfg, quiet=True)
@@ -62,6 +91,8 @@ def fit_interpolation(model: torch.nn.Module, info, vals: dict[str, FaceSplit], 
         log.info("interpolation %.1f: select %.4f (neutral bias %.1f)", a, rows[-1]["select"], rows[-1]["bias"])
     best = max(rows, key=lambda r: (round(r["select"], 6), r["alpha"]))
     model.load_state_dict(mix(start, tuned, best["alpha"]))
+    if cfg.recalibrate_bn and train is not None:
+        recalibrate_bn(model, train, info, cfg)
     return {"chosen": best["alpha"], "grid": rows}
 
 

@@ -17,7 +17,7 @@ from .config import TrainConfig
 from .data import FaceSplit, load_splits
 from .evaluation import compute_metrics, expected_calibration_error, fit_temperature, predict_logits, softmax
 from .export import export_model
-from .posthoc import fit_interpolation, fit_neutral_bias
+from .posthoc import fit_interpolation, fit_neutral_bias, recalibrate_bn
 from .train import Trainer
 
 log = logging.getLogger(__name__)
@@ -121,7 +121,9 @@ def train_and_export(cfg: TrainConfig) -> Path:
     best = found[0]
     model, info = trainer.model.cpu(), trainer.info
     model.load_state_dict(best["model"])
-    interpolation = fit_interpolation(model, info, val, cfg) if cfg.interpolate == "fit" else None
+    interpolation = fit_interpolation(model, info, val, cfg, train) if cfg.interpolate == "fit" else None
+    if cfg.recalibrate_bn and interpolation is None:
+        recalibrate_bn(model, train, info, cfg)
     if cfg.export_dtype == "float16":  # evaluate (and fit T on) exactly the weights that will be shipped
         model.half().float()
     splits, info.temperature, sweep = evaluate_splits(model, info, val, cfg=cfg)
