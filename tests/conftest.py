@@ -17,6 +17,7 @@ from safetensors.torch import save_file  # noqa: E402
 # The one setting for tests that need the real FER+ shards; they skip with a reason where it is absent.
 DATA_DIR = Path(os.environ.get("EMOTION_TEST_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 FERPLUS = DATA_DIR / "ferplus"
+POSED = DATA_DIR / "taiwanese_performers"
 
 
 def write_export(folder: Path, architecture: str = "small_cnn", temperature: float = 1.0, seed: int = 0,
@@ -70,3 +71,10 @@ def ferplus_dir() -> Path:
     if not any(FERPLUS.glob("validation-*.parquet")):
         pytest.skip(f"FER+ data not found at {FERPLUS} (set EMOTION_TEST_DATA to the folder holding ferplus/)")
     return FERPLUS
+
+
+@pytest.fixture(scope="session")
+def posed_dir() -> Path:
+    if not any(POSED.glob("validation-*.parquet")):
+        pytest.skip(f"posed performers' data not found at {POSED} (set EMOTION_TEST_DATA to the folder holding it)")
+    return POSED

@@ -13,7 +13,10 @@ from emotion.predict import DEFAULT_FILE
 
 SLICE = 600  # the first 600 rows of FER+ validation
 # model folder -> minimum accuracy on SLICE (measured figure minus ~3 points; see README "Models")
-BARS = {"small_cnn": 0.81, "efficientnet_lite0": 0.76, "resnet50": 0.80}  # measured 0.838, 0.790, 0.833
+BARS = {"small_cnn": 0.81, "efficientnet_lite0": 0.76, "resnet50": 0.80}  # measured 0.832, 0.790, 0.833
+# The default model on the posed performers' validation photos, through the serving detector, rows whose raters
+# agree with the pose (issue #11's acceptance set): measured 0.811 when shipped.
+POSED_BAR = 0.78
 
 shipped = shipped_models()
 
@@ -48,3 +51,16 @@ def test_shipped_model_keeps_its_validation_accuracy(name, ferplus_dir):
     probs = predictor.probabilities(split.images[:64])
     assert np.mean(probs.argmax(1) == predict_logits(predictor.model, split.subset(np.arange(64)),
                                                      predictor.info).argmax(1)) == 1.0
+
+
+def test_the_default_model_reads_posed_and_subtle_faces(posed_dir):
+    """Photos of performers the model never saw (validation is split by performer), detected and cropped as serving
+    does: the default must not call their subtle expressions neutral (the shipped FER+-only model scored 0.62)."""
+    from trainer.compare import load_eval_split, score
+
+    split = load_eval_split(str(posed_dir), "validation", photos=True)
+    result = score(shipped[DEFAULT_FILE.read_text().strip()], split, detect_faces=True)
+    assert result["faces_detected"] == len(split.labels)
+    clean = result["splits"]["clean"]
+    assert clean["accuracy"] >= POSED_BAR, clean["accuracy"]
+    assert clean["per_class"]["neutral"]["recall"] >= 0.9  # calm faces stay neutral
