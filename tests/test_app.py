@@ -4,6 +4,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -64,7 +65,18 @@ def test_health_names_the_default_model(client, tiny_model):
 def test_models_lists_the_configured_model_as_default(client, tiny_model):
     body = client.get("/api/models").json()
     assert body["default"] == tiny_model.name
-    assert [m["source"] for m in body["models"] if m["default"]] == [f"local-dir:{tiny_model}"]
+    assert [m["source"] for m in body["models"] if m["default"]] == [f"local:{tiny_model.name}"]
+
+
+def test_responses_name_models_by_id_never_by_server_path(client, tiny_model, astronaut_png):
+    root = str(Path(app_module.__file__).resolve().parent)
+    texts = [client.get("/api/models").text, client.get("/api/health").text,
+             client.post("/api/predict", **upload(astronaut_png)).text]
+    for text in texts:
+        assert str(tiny_model) not in text and root not in text
+    # the id a response shows is one a request may name
+    r = client.post("/api/predict", params={"model": f"local:{tiny_model.name}"}, **upload(astronaut_png))
+    assert r.status_code == 200 and r.json()["model"]["id"] == tiny_model.name
 
 
 def test_predict_multipart_finds_the_astronauts_face(client, astronaut_png, tiny_model):
@@ -75,7 +87,7 @@ def test_predict_multipart_finds_the_astronauts_face(client, astronaut_png, tiny
     assert_face(body["faces"][0])
     assert 0.5 <= body["faces"][0]["detection_score"] <= 1
     assert body["image_size"] == {"width": 512, "height": 512}
-    assert body["model"]["source"] == f"local-dir:{tiny_model}" and body["model"]["revision"] is None
+    assert body["model"]["source"] == f"local:{tiny_model.name}" and body["model"]["revision"] is None
     assert set(body["timings_ms"]) >= {"decode", "detect", "classify", "total"}
 
 
