@@ -43,6 +43,8 @@ class SafeImageEditor(gr.ImageEditor):
     {"background": RGB image, "layers": [alpha masks of the layers that have one], "composite": RGB image}.
     """
 
+    is_template = True  # Gradio's mark for a subclass: the page renders it with gr.ImageEditor's frontend
+
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, type="pil", **kwargs)
         self.blob_storage = BoundedDict(MAX_PENDING_EDITS)
