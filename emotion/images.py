@@ -90,10 +90,16 @@ def _decode(fp: Any, name: str) -> Image.Image:
     try:
         img = Image.open(fp, formats=FORMATS)
     except Image.DecompressionBombError as e:
-        raise ImageTooLargeError(f"{name} is too large to decode ({e}): send a smaller image") from None
+        raise ImageTooLargeError(_bomb_message(name, e)) from None
     except Exception as e:  # untrusted bytes: any decoder failure means "not an image we can read"
         raise UnsupportedImageError(f"could not read an image from {name}: {SEND_INSTEAD}") from e
     return _finish(img, name)
+
+
+def _bomb_message(name: str, error: Exception) -> str:
+    """Pillow's own refusal (above twice its limit, checked on open), in our words."""
+    return (f"{name} is too large to decode ({error}), above the limit of {MAX_PIXELS / 1e6:g} megapixels: "
+            "send a smaller image")
 
 
 def _finish(img: Image.Image, name: str) -> Image.Image:
@@ -110,7 +116,7 @@ def _finish(img: Image.Image, name: str) -> Image.Image:
             ImageOps.exif_transpose(rgb, in_place=True)
         return rgb
     except Image.DecompressionBombError as e:
-        raise ImageTooLargeError(f"{name} is too large to decode ({e}): send a smaller image") from None
+        raise ImageTooLargeError(_bomb_message(name, e)) from None
     except EmotionError:
         raise
     except Exception as e:  # truncated data, corrupt EXIF, broken palette: all mean the file is damaged
@@ -164,7 +170,7 @@ def load_alpha(src: Any) -> Image.Image | None:
     except EmotionError:
         raise
     except Image.DecompressionBombError as e:
-        raise ImageTooLargeError(f"the layer is too large to decode ({e}): send a smaller image") from None
+        raise ImageTooLargeError(_bomb_message("the layer", e)) from None
     except Exception as e:
         raise UnsupportedImageError(f"could not read an image layer: {SEND_INSTEAD}") from e
 
