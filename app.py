@@ -17,22 +17,30 @@ import gradio as gr  # noqa: E402
 from fastapi import FastAPI  # noqa: E402
 
 from webapp.api import build_router, install_error_handlers  # noqa: E402
+from webapp.files import EXAMPLES  # noqa: E402
+from webapp.guard import GradioRequestGuard  # noqa: E402
 from webapp.models import ModelRegistry  # noqa: E402
+from webapp.pool import InferencePool, configure_torch_threads  # noqa: E402
 from webapp.service import MAX_UPLOAD_BYTES  # noqa: E402
-from webapp.ui import EXAMPLES, build_ui  # noqa: E402
+from webapp.ui import build_ui  # noqa: E402
 
 
 def create_app() -> FastAPI:
     """The REST routes first, then the Gradio UI at "/" (a mount at "/" would swallow routes added after it)."""
-    registry = ModelRegistry.from_env()
+    registry, pool = ModelRegistry.from_env(), InferencePool()
+    configure_torch_threads(pool.workers)
     app = FastAPI(title="Emotion Detection", version="1.0",
                   description="Faces in a photo -> calibrated probabilities over 8 emotions. "
                               "The Gradio UI is at /, its own API under /gradio_api/.")
     install_error_handlers(app)
-    app.include_router(build_router(registry))
-    demo = build_ui(registry)
+    app.include_router(build_router(registry, pool))
+    app.add_middleware(GradioRequestGuard)  # checks bodies and file references before Gradio parses them
+    demo = build_ui(registry, pool)
     app = gr.mount_gradio_app(app, demo, path="/", max_file_size=MAX_UPLOAD_BYTES, allowed_paths=[str(EXAMPLES)])
-    app.state.demo, app.state.registry = demo, registry
+    # mount_gradio_app never sets this, and until it is set Gradio skips its own check that an event's files
+    # were uploaded to this server (launch() sets it). Our guard checks them first; this keeps Gradio's on too.
+    demo.has_launched = True
+    app.state.demo, app.state.registry, app.state.pool = demo, registry, pool
     return app
 
 
@@ -41,9 +49,7 @@ demo = app.state.demo
 
 
 if __name__ == "__main__":
-    import uvicorn
+    from webapp.server import run
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # Open browser tabs hold Gradio's event streams forever: without a grace limit a restart would wait on them.
-    uvicorn.run(app, host=os.environ.get("HOST", "0.0.0.0"), port=int(os.environ.get("PORT", "7860")),
-                timeout_graceful_shutdown=5)
+    run(app)  # $HOST:$PORT, with read deadlines for slow clients

@@ -1,11 +1,14 @@
 """Load test for the REST API: N client threads POST the astronaut to /api/predict for a fixed time.
 
     python bench/load_app.py                              # starts `python app.py` itself on a free port
+    python bench/load_app.py --contention 1               # ... with a CPU-bound process running beside it
+    python bench/load_app.py --app-dir /path/to/other/checkout   # the same load against another version
     python bench/load_app.py --url http://127.0.0.1:7860 --clients 8 --seconds 30
     EMOTION_MODEL=local-dir:models/small_cnn python bench/load_app.py
 
-Prints requests/s, p50/p95/p99 latency and the errors. Loopback addresses only: this is not a tool for load-testing
-other people's servers.
+Prints requests/s, p50/p95/p99 latency, the errors (503 = the server's queue was full) and, for a server it
+started, its resident memory before, at peak and after the load. Loopback addresses only: this is not a tool for
+load-testing other people's servers.
 """
 from __future__ import annotations
 
@@ -35,10 +38,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seconds", type=float, default=20.0, help="how long to send requests")
     p.add_argument("--image", type=Path, default=ROOT / "examples" / "astronaut.jpg", help="the photo to POST")
     p.add_argument("--model", help="a model id from GET /api/models (default: the server's default)")
-    p.add_argument("--startup-timeout", type=float, default=120.0, help="seconds to wait for a started server")
+    p.add_argument("--startup-timeout", type=float, default=300.0, help="seconds to wait for a started server")
+    p.add_argument("--contention", type=int, default=0, metavar="N",
+                   help="run N CPU-bound processes (a busy loop each) beside the server during the load")
+    p.add_argument("--app-dir", type=Path, default=ROOT, help="the checkout whose app.py to start (to compare)")
     args = p.parse_args(argv)
-    if args.clients < 1 or args.seconds <= 0:
-        p.error("--clients must be >= 1 and --seconds > 0")
+    if args.clients < 1 or args.seconds <= 0 or args.contention < 0:
+        p.error("--clients must be >= 1, --seconds > 0 and --contention >= 0")
+    if not (args.app_dir / "app.py").is_file():
+        p.error(f"--app-dir {args.app_dir} has no app.py")
     if args.url:
         check_loopback(args.url, p)
     return args
@@ -54,14 +62,14 @@ def check_loopback(url: str, parser: argparse.ArgumentParser) -> None:
         parser.error(f"--url {url!r} is not a loopback address: use http://127.0.0.1:PORT or http://localhost:PORT")
 
 
-def start_server(timeout: float) -> tuple[str, subprocess.Popen]:
+def start_server(timeout: float, app_dir: Path = ROOT) -> tuple[str, subprocess.Popen]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = {**os.environ, "HOST": "127.0.0.1", "PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False"}
     # The server logs to a file, not a pipe: an unread pipe fills up and then blocks the server.
     log = tempfile.NamedTemporaryFile(prefix="load_app_server_", suffix=".log", delete=False)
-    proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen([sys.executable, "app.py"], cwd=app_dir, env=env, stdout=log, stderr=subprocess.STDOUT)
     log.close()
     print(f"started app.py (log: {log.name})")
     url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + timeout
@@ -98,25 +106,52 @@ def client(url: str, image: bytes, params: dict, deadline: float, out: list, err
                 errors[kind] += 1
 
 
-def run(url: str, args: argparse.Namespace) -> None:
+def memory_mb(pid: int | None) -> dict[str, float]:
+    """The server's resident memory now (VmRSS) and at its peak so far (VmHWM), in MB; {} when unknown."""
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines() if pid else []
+    except OSError:
+        return {}
+    return {k: int(v.split()[0]) / 1024 for k, _, v in (line.partition(":") for line in lines)
+            if k in ("VmRSS", "VmHWM")}
+
+
+def start_contention(n: int) -> list[subprocess.Popen]:
+    """N processes that keep a core busy each, like another job on a shared machine."""
+    return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+
+
+def run(url: str, args: argparse.Namespace, pid: int | None = None) -> None:
     image = args.image.read_bytes()
     params = {"model": args.model} if args.model else {}
     warm = requests.post(f"{url}/api/predict", params=params, files={"file": ("a.jpg", image)}, timeout=300)
     if warm.status_code != 200:
         sys.exit(f"warm-up request failed ({warm.status_code}): {warm.json().get('error', warm.text[:300])}")
     print(f"{url}  model {warm.json()['model']['id']}  {len(warm.json()['faces'])} face(s) in {args.image.name}  "
-          f"{args.clients} clients x {args.seconds:g} s")
+          f"{args.clients} clients x {args.seconds:g} s  {args.contention} CPU-bound process(es) beside it")
+    before = memory_mb(pid)
     results, errors, lock = [], collections.Counter(), threading.Lock()
-    deadline = time.monotonic() + args.seconds
-    start = time.perf_counter()
-    threads = [threading.Thread(target=client, args=(url, image, params, deadline, results, errors, lock))
-               for _ in range(args.clients)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - start
+    busy = start_contention(args.contention)
+    try:
+        deadline = time.monotonic() + args.seconds
+        start = time.perf_counter()
+        threads = [threading.Thread(target=client, args=(url, image, params, deadline, results, errors, lock))
+                   for _ in range(args.clients)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        wall = time.perf_counter() - start
+    finally:
+        for proc in busy:
+            proc.kill()
+            proc.wait()
     report(results, errors, wall)
+    if before:
+        time.sleep(1.0)
+        after = memory_mb(pid)
+        print(f"memory     server RSS {before['VmRSS']:.0f} MB before, peak {after['VmHWM']:.0f} MB, "
+              f"{after['VmRSS']:.0f} MB after")
 
 
 def report(results: list, errors: collections.Counter, wall: float) -> None:
@@ -136,9 +171,9 @@ def main(argv=None) -> None:
     if args.url:
         run(args.url.rstrip("/"), args)
         return
-    url, proc = start_server(args.startup_timeout)
+    url, proc = start_server(args.startup_timeout, args.app_dir)
     try:
-        run(url, args)
+        run(url, args, proc.pid)
     finally:
         proc.terminate()
         try:

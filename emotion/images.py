@@ -12,13 +12,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageFile, ImageOps
+from PIL import ExifTags, Image, ImageFile, ImageOps
 
 from .errors import EmotionError, ImageTooLargeError, UnsupportedImageError
 
 logger = logging.getLogger(__name__)
 
 MAX_PIXELS = 40_000_000  # 40 MP: above any phone photo, far below what would exhaust memory when decoded
+# Pillow's own bomb check (a warning above the limit, an error above twice it) at ours, for every decoder in the
+# process (Gradio's included), not its default of ~89 MP.
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+STRIP_PIXELS = 1 << 20  # transparency is composited this many pixels at a time, not on full-size RGBA copies
 # Only formats Pillow decodes itself; EPS (Ghostscript) and the exotic plugins are not worth their risk.
 # "JPEG" also opens MPO, the multi-picture JPEG many phones write.
 FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
@@ -86,10 +90,16 @@ def _decode(fp: Any, name: str) -> Image.Image:
     try:
         img = Image.open(fp, formats=FORMATS)
     except Image.DecompressionBombError as e:
-        raise ImageTooLargeError(f"{name} is too large to decode ({e}): send a smaller image") from None
+        raise ImageTooLargeError(_bomb_message(name, e)) from None
     except Exception as e:  # untrusted bytes: any decoder failure means "not an image we can read"
         raise UnsupportedImageError(f"could not read an image from {name}: {SEND_INSTEAD}") from e
     return _finish(img, name)
+
+
+def _bomb_message(name: str, error: Exception) -> str:
+    """Pillow's own refusal (above twice its limit, checked on open), in our words."""
+    return (f"{name} is too large to decode ({error}), above the limit of {MAX_PIXELS / 1e6:g} megapixels: "
+            "send a smaller image")
 
 
 def _finish(img: Image.Image, name: str) -> Image.Image:
@@ -99,10 +109,14 @@ def _finish(img: Image.Image, name: str) -> Image.Image:
         logger.warning("PIL.ImageFile.LOAD_TRUNCATED_IMAGES is True: truncated images will not be detected")
     try:
         img.load()  # animated files: frame 0, which Pillow has selected on open
-        img = ImageOps.exif_transpose(img)
-        return _to_rgb(img)
+        orientation = img.getexif().get(ExifTags.Base.Orientation, 1)
+        rgb = _to_rgb(img)
+        if orientation != 1:  # in place: no second full-size copy (and the RGB copy carries no EXIF)
+            rgb.getexif()[ExifTags.Base.Orientation] = orientation
+            ImageOps.exif_transpose(rgb, in_place=True)
+        return rgb
     except Image.DecompressionBombError as e:
-        raise ImageTooLargeError(f"{name} is too large to decode ({e}): send a smaller image") from None
+        raise ImageTooLargeError(_bomb_message(name, e)) from None
     except EmotionError:
         raise
     except Exception as e:  # truncated data, corrupt EXIF, broken palette: all mean the file is damaged
@@ -119,13 +133,46 @@ def _to_rgb(img: Image.Image) -> Image.Image:
         # convert("L") would clip 16-bit and float values at 255 instead of scaling them.
         return _to_rgb(_from_array(np.asarray(img)))
     if img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (img.mode == "P" and "transparency" in img.info):
-        rgba = img.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, WHITE + (255,))
-        return Image.alpha_composite(background, rgba).convert("RGB")
+        return _on_white(img)
     try:
         return img.convert("RGB")
     except ValueError as e:
         raise UnsupportedImageError(f"cannot convert a {img.mode} image to RGB: {SEND_INSTEAD}") from e
+
+
+def _on_white(img: Image.Image) -> Image.Image:
+    """An image with transparency -> RGB on white, one strip of rows at a time (peak: the output + one strip)."""
+    out = Image.new("RGB", img.size, WHITE)
+    rows = max(1, STRIP_PIXELS // max(1, img.width))
+    for top in range(0, img.height, rows):
+        box = (0, top, img.width, min(img.height, top + rows))
+        strip = img.crop(box).convert("RGBA")
+        out.paste(strip, box[:2], strip)  # the strip's alpha is the mask: out = rgb * a + white * (1 - a)
+    return out
+
+
+def load_alpha(src: Any) -> Image.Image | None:
+    """The transparency of an image file (e.g. an editor's brush layer) as an "L" mask, None when it has none.
+
+    The same sources, size checks and errors as `load_image`; no EXIF rotation (editor layers carry none).
+    """
+    if isinstance(src, (bytes, bytearray, memoryview)):
+        src = io.BytesIO(bytes(src))
+    elif not hasattr(src, "read"):
+        raise EmotionError(f"load_alpha() takes bytes or a file object, not {type(src).__name__}")
+    try:
+        img = Image.open(src, formats=FORMATS)
+        check_size(*img.size)
+        img.load()
+        if img.mode == "P" and "transparency" in img.info:
+            img = img.convert("RGBA")
+        return img.getchannel("A") if "A" in img.getbands() else None
+    except EmotionError:
+        raise
+    except Image.DecompressionBombError as e:
+        raise ImageTooLargeError(_bomb_message("the layer", e)) from None
+    except Exception as e:
+        raise UnsupportedImageError(f"could not read an image layer: {SEND_INSTEAD}") from e
 
 
 def _from_array(arr: np.ndarray) -> Image.Image:

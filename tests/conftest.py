@@ -78,3 +78,22 @@ def posed_dir() -> Path:
     if not any(POSED.glob("validation-*.parquet")):
         pytest.skip(f"posed performers' data not found at {POSED} (set EMOTION_TEST_DATA to the folder holding it)")
     return POSED
+
+
+def flat_png(width: int, height: int, color_type: int = 6) -> bytes:
+    """A valid PNG of one flat colour, written row by row: tiny on disk, huge once decoded (a decompression bomb).
+
+    color_type 0 is gray, 2 RGB, 6 RGBA; built with zlib directly so the test never holds the decoded pixels.
+    """
+    import struct
+    import zlib
+
+    channels = {0: 1, 2: 3, 6: 4}[color_type]
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    row, z = b"\0" + b"\x80" * (width * channels), zlib.compressobj(9)
+    idat = b"".join(z.compress(row) for _ in range(height)) + z.flush()
+    header = struct.pack(">IIBBBBB", width, height, 8, color_type, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")

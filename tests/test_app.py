@@ -4,6 +4,9 @@ from __future__ import annotations
 import base64
 import io
 import json
+import tempfile
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -64,7 +67,18 @@ def test_health_names_the_default_model(client, tiny_model):
 def test_models_lists_the_configured_model_as_default(client, tiny_model):
     body = client.get("/api/models").json()
     assert body["default"] == tiny_model.name
-    assert [m["source"] for m in body["models"] if m["default"]] == [f"local-dir:{tiny_model}"]
+    assert [m["source"] for m in body["models"] if m["default"]] == [f"local:{tiny_model.name}"]
+
+
+def test_responses_name_models_by_id_never_by_server_path(client, tiny_model, astronaut_png):
+    root = str(Path(app_module.__file__).resolve().parent)
+    texts = [client.get("/api/models").text, client.get("/api/health").text,
+             client.post("/api/predict", **upload(astronaut_png)).text]
+    for text in texts:
+        assert str(tiny_model) not in text and root not in text
+    # the id a response shows is one a request may name
+    r = client.post("/api/predict", params={"model": f"local:{tiny_model.name}"}, **upload(astronaut_png))
+    assert r.status_code == 200 and r.json()["model"]["id"] == tiny_model.name
 
 
 def test_predict_multipart_finds_the_astronauts_face(client, astronaut_png, tiny_model):
@@ -75,7 +89,7 @@ def test_predict_multipart_finds_the_astronauts_face(client, astronaut_png, tiny
     assert_face(body["faces"][0])
     assert 0.5 <= body["faces"][0]["detection_score"] <= 1
     assert body["image_size"] == {"width": 512, "height": 512}
-    assert body["model"]["source"] == f"local-dir:{tiny_model}" and body["model"]["revision"] is None
+    assert body["model"]["source"] == f"local:{tiny_model.name}" and body["model"]["revision"] is None
     assert set(body["timings_ms"]) >= {"decode", "detect", "classify", "total"}
 
 
@@ -294,3 +308,143 @@ def test_unknown_model_error_lists_every_model_the_server_offers(client, astrona
     r = client.post("/api/predict", params={"model": "nope"}, **upload(astronaut_png))
     assert r.status_code == 400
     assert offered and all(name in r.json()["error"] for name in offered)
+
+
+# ---------------------------------------------------------------------------------------------------- hostile callers
+def fn_index(client, name: str) -> int:
+    deps = client.get("/config").json()["dependencies"]
+    return next(i for i, d in enumerate(deps) if d.get("api_name") == name)
+
+
+def queue_event(client, name: str, data: list) -> tuple[int, str]:
+    """Send any UI event (named or private) the way the browser does; (HTTP status of the join, all text seen)."""
+    session = f"test{time.monotonic_ns()}"
+    r = client.post("/gradio_api/queue/join", json={"fn_index": fn_index(client, name), "data": data,
+                                                    "session_hash": session, "event_data": None, "trigger_id": None})
+    if r.status_code != 200:
+        return r.status_code, r.text
+    seen = []
+    with client.stream("GET", f"/gradio_api/queue/data?session_hash={session}") as stream:
+        for line in stream.iter_lines():
+            seen.append(line)
+            if '"process_completed"' in line:
+                break
+    return 200, "\n".join(seen)
+
+
+@pytest.fixture(scope="module")
+def canaries(tmp_path_factory, astronaut_png) -> dict:
+    folder = tmp_path_factory.mktemp("secrets")
+    (folder / "passwd").write_text("root:CANARY-7f3a:0:0:root:/root:/bin/bash\n")
+    (folder / "secret.png").write_bytes(astronaut_png)  # an image the server must not decode for a caller
+    return {"text": str(folder / "passwd"), "image": str(folder / "secret.png")}
+
+
+def forged(path: str, meta: bool) -> dict:
+    return {"path": path, **({"meta": {"_type": "gradio.FileData"}} if meta else {})}
+
+
+EVENTS = {  # every UI event that takes a file, with the data it expects around the file reference
+    "predict": lambda ref, model: [ref, model, 20, 0.5],
+    "predict_crop": lambda ref, model: [{"background": ref, "layers": [], "composite": None}, model],
+    "live_frame": lambda ref, model: [ref, model, 20, 0.5],
+    "to_editor": lambda ref, model: [ref],
+}
+
+
+@pytest.mark.parametrize("meta", [True, False], ids=["with-meta", "without-meta"])
+@pytest.mark.parametrize("event", list(EVENTS))
+def test_ui_events_never_read_a_file_the_caller_did_not_upload(client, canaries, tiny_model, event, meta):
+    for kind, path in canaries.items():
+        for ref in (forged(path, meta), path, forged(f"{tempfile.gettempdir()}/gradio/../../{path}", meta)):
+            status, text = queue_event(client, event, EVENTS[event](ref, tiny_model.name))
+            assert "CANARY" not in text and '"faces"' not in text and "/gradio_api/file=" not in text, text
+            assert status == 400 or '"success": false' in text.replace('":false', '": false'), text
+            assert "Traceback" not in text
+        assert "CANARY" not in client.get(f"/gradio_api/file={canaries['text']}").text
+
+
+def test_a_forged_reference_is_a_400_that_says_to_upload(client, canaries, tiny_model):
+    r = client.post("/gradio_api/call/predict", json={"data": [forged(canaries["image"], True), tiny_model.name,
+                                                               20, 0.5]})
+    assert r.status_code == 400 and "not uploaded to this server" in r.json()["error"]
+    assert "handle_file" in r.json()["error"]
+
+
+def test_the_shipped_example_and_uploads_are_accepted(client, astronaut_png, tiny_model):
+    # The page sends the example as Gradio's cached copy, listed in the config.
+    dataset = next(c for c in client.get("/config").json()["components"] if c["type"] == "dataset")
+    example = dataset["props"]["samples"][0][0]
+    assert example["path"].endswith("astronaut.jpg")
+    event, data = gradio_call(client, "predict", [example, tiny_model.name, 20, 0.5])
+    assert event == "complete" and len(data[0]["faces"]) == 1
+    status, text = queue_event(client, "to_editor", [gradio_upload(client, "a.png", astronaut_png)])
+    assert status == 200 and "/gradio_api/file=" in text
+
+
+@pytest.mark.parametrize("body", [b"[" * 100_000, b'{"data": [' * 50_000, b'{"data": ["\xff\xfe"]}', b"{nope"],
+                         ids=["deep-list", "deep-dict", "bad-utf8", "invalid"])
+@pytest.mark.parametrize("route", ["/api/predict", "/gradio_api/queue/join", "/gradio_api/call/predict"])
+def test_any_json_parse_failure_is_a_400_json_error(client, route, body):
+    r = client.post(route, content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 400, r.text
+    assert "error" in r.json() and "Traceback" not in r.text
+    assert client.get("/api/health").status_code == 200
+
+
+def test_gradio_uploads_are_bounded_per_request(client, astronaut_png):
+    many = [("files", (f"{i}.png", astronaut_png)) for i in range(20)]
+    r = client.post("/gradio_api/upload", files=many)
+    assert r.status_code == 413 and "at most" in r.json()["error"]
+    r = client.post("/gradio_api/upload", content=b"x", headers={
+        "content-type": "multipart/form-data; boundary=b", "content-length": str(10**9)})
+    assert r.status_code == 413
+    assert client.post("/gradio_api/upload", files={"files": ("a.png", astronaut_png)}).status_code == 200
+
+
+def test_uploads_are_deleted_after_use(monkeypatch, tiny_model, astronaut_png):
+    monkeypatch.setattr("webapp.ui.DELETE_CACHE", (1, 1))
+    monkeypatch.setenv("EMOTION_MODEL", f"local-dir:{tiny_model}")
+    with TestClient(app_module.create_app()) as c:
+        path = Path(c.post("/gradio_api/upload", files={"files": ("old.png", astronaut_png)}).json()[0])
+        assert path.is_file()
+        deadline = time.monotonic() + 10
+        while path.exists() and time.monotonic() < deadline:
+            time.sleep(0.25)
+        assert not path.exists()
+
+
+def test_a_full_inference_queue_answers_503_with_retry_after(client, astronaut_png, monkeypatch):
+    monkeypatch.setattr(client.app.state.pool, "capacity", 0)
+    r = client.post("/api/predict", **upload(astronaut_png))
+    assert r.status_code == 503 and "busy" in r.json()["error"] and int(r.headers["Retry-After"]) > 0
+    event, data = gradio_call(client, "predict", [gradio_upload(client, "a.png", astronaut_png), None, 20, 0.5])
+    assert event == "error" and "busy" in data["error"]
+
+
+def test_concurrent_predictions_never_exceed_the_workers(client, astronaut_png, monkeypatch):
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    import webapp.api
+
+    pool, running, peak, lock = client.app.state.pool, [0], [0], threading.Lock()
+    real = webapp.api.predict_image
+
+    def slow_predict(*args):
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        try:
+            time.sleep(0.2)
+            return real(*args)
+        finally:
+            with lock:
+                running[0] -= 1
+
+    monkeypatch.setattr(webapp.api, "predict_image", slow_predict)
+    monkeypatch.setattr(pool, "capacity", pool.workers + 1)
+    with ThreadPoolExecutor(8) as ex:
+        statuses = list(ex.map(lambda _: client.post("/api/predict", **upload(astronaut_png)).status_code, range(8)))
+    assert set(statuses) <= {200, 503} and 200 in statuses and 503 in statuses, statuses
+    assert peak[0] <= pool.workers

@@ -167,3 +167,28 @@ def test_oversize_arrays_and_pil_images_are_refused(monkeypatch):
         load_image(np.zeros((20, 20), np.uint8))
     with pytest.raises(ImageTooLargeError):
         load_image(Image.new("RGB", (20, 20)))
+
+
+def test_pillow_refuses_bombs_at_our_limit_for_every_decoder():
+    # Gradio and any other library in the process decode with Pillow: its bomb check must be at our 40 MP.
+    assert Image.MAX_IMAGE_PIXELS == images.MAX_PIXELS
+
+
+def test_a_transparent_photo_decodes_without_full_size_rgba_copies():
+    """A 20 MP RGBA PNG (80 KB on disk) may cost its decoded pixels plus the RGB result, not 4-6 full copies."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = (
+        "import resource, sys; from conftest import flat_png; from emotion.images import load_image\n"
+        "data = flat_png(4000, 5000)\n"
+        "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "img = load_image(data); assert img.mode == 'RGB' and img.getpixel((0, 0)) != (255, 255, 255)\n"
+        "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) * 1024)\n")
+    tests = Path(__file__).resolve().parent
+    out = subprocess.run([sys.executable, "-c", code], cwd=tests.parent, capture_output=True, text=True,
+                         env={"PYTHONPATH": f"{tests}:{tests.parent}", "OMP_NUM_THREADS": "1"}, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    full_copy = 4000 * 5000 * 4  # Pillow keeps RGB and RGBA alike in 4 bytes per pixel
+    assert int(out.stdout) < 2.5 * full_copy, f"peak {int(out.stdout) / 2**20:.0f} MB over the baseline"

@@ -10,16 +10,17 @@ import logging
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from emotion import LABELS, EmotionError, ImageTooLargeError, UnsupportedImageError
 
 from .models import ModelRegistry
+from .pool import InferencePool
 from .service import (INTERNAL_ERROR, MAX_UPLOAD_BYTES, PredictOptions, decode_base64_image, megabytes,
                       parse_options, predict_image)
 
@@ -50,7 +51,7 @@ class Face(BaseModel):
 
 class ModelDescription(BaseModel):
     id: str
-    source: str
+    source: str = Field(description="hf-hub:org/name[@revision], or local:<id> for a model folder on the server")
     revision: str | None
     default: bool
     loaded: bool
@@ -73,7 +74,8 @@ class ErrorBody(BaseModel):
 
 ERRORS = {s: {"model": ErrorBody, "description": d} for s, d in {
     400: "bad image data, options or model name", 413: f"over {megabytes(MAX_UPLOAD_BYTES)} or 40 megapixels",
-    415: "not an image format we read", 422: "an option out of range", 503: "no model could be loaded"}.items()}
+    415: "not an image format we read", 422: "an option out of range",
+    503: "no model could be loaded, or the server is busy (then with Retry-After)"}.items()}
 
 PREDICT_DOC = {
     "parameters": [{"name": name, "in": "query", "required": False, "schema": schema, "description":
@@ -91,7 +93,7 @@ PREDICT_DOC = {
 
 
 # -------------------------------------------------------------------------------------------------------------- routes
-def build_router(registry: ModelRegistry) -> APIRouter:
+def build_router(registry: ModelRegistry, pool: InferencePool) -> APIRouter:
     router = APIRouter(prefix="/api", tags=["emotion"])
 
     @router.post("/predict", response_model=Prediction, responses=ERRORS, openapi_extra=PREDICT_DOC)
@@ -101,15 +103,16 @@ def build_router(registry: ModelRegistry) -> APIRouter:
         Options (model, max_faces, min_detection_score, crop box x/y/w/h) come as query parameters, form fields
         or JSON keys. With a crop box there is no detection: the one face returned is the box itself.
         """
-        image, fields = await read_image(request)
-        options = parse_options(dict(request.query_params), fields)
-        try:
-            return await run_in_threadpool(predict_image, registry, image, options)
-        except EmotionError:
-            raise
-        except Exception:  # a bug, not the caller's fault: log the trace here, answer without it
-            log.exception("predict failed on a %d-byte image with %s", len(image), options)
-            return JSONResponse({"error": INTERNAL_ERROR}, status_code=500)
+        with pool.admit():  # 503 before the body is read when WORKERS + QUEUE requests are in progress
+            image, fields = await read_image(request)
+            options = parse_options(dict(request.query_params), fields)
+            try:
+                return await pool.run(predict_image, registry, image, options)
+            except EmotionError:
+                raise
+            except Exception:  # a bug, not the caller's fault: log the trace here, answer without it
+                log.exception("predict failed on a %d-byte image with %s", len(image), options)
+                return JSONResponse({"error": INTERNAL_ERROR}, status_code=500)
 
     @router.get("/predict", include_in_schema=False, status_code=405)
     def predict_get() -> Any:  # without it the UI mounted at "/" would answer a confusing 404
@@ -155,11 +158,14 @@ async def _read_limited(request: Request) -> bytes:
     if declared.isdigit() and int(declared) > BODY_LIMIT:
         raise _too_large(int(declared))
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > BODY_LIMIT:
-            raise _too_large(size, at_least=True)
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > BODY_LIMIT:
+                raise _too_large(size, at_least=True)
+            chunks.append(chunk)
+    except ClientDisconnect:  # gone, or cut off by the server's body timeout: nobody reads this answer
+        raise EmotionError("the client disconnected before sending the whole body") from None
     return b"".join(chunks)
 
 
@@ -194,8 +200,10 @@ async def _from_form(request: Request, body: bytes) -> tuple[bytes, dict[str, An
 def _from_json(body: bytes) -> tuple[bytes, dict[str, Any]]:
     try:
         payload = json.loads(body)
-    except (UnicodeDecodeError, ValueError) as e:
+    except ValueError as e:  # bad UTF-8 (UnicodeDecodeError) is a ValueError too
         raise EmotionError(f"the body is not valid JSON ({e}): {HOW_TO_SEND}") from None
+    except RecursionError:  # "[" * 100000: the parser's recursion limit, not a server fault
+        raise EmotionError(f"the JSON body is nested too deeply: {HOW_TO_SEND}") from None
     if not isinstance(payload, dict) or "image" not in payload:
         raise EmotionError(f'the JSON body needs an "image" key: {HOW_TO_SEND}')
     return decode_base64_image(payload.pop("image")), payload
@@ -207,7 +215,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(EmotionError)
     async def _known(request: Request, exc: EmotionError) -> JSONResponse:
-        return JSONResponse({"error": str(exc)}, status_code=exc.status)
+        retry = getattr(exc, "retry_after", None)  # 503 busy: when to come back
+        return JSONResponse({"error": str(exc)}, status_code=exc.status,
+                            headers={"Retry-After": str(retry)} if retry else None)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -26,6 +26,11 @@ def model_id(source: str) -> str:
     return PurePath(source[len("local-dir:"):].rstrip("/")).name or source
 
 
+def public_source(source: str) -> str:
+    """What responses say about a source: a Hub id as is, a server folder only by its id (never its path)."""
+    return source if source.startswith("hf-hub:") else f"local:{model_id(source)}"
+
+
 def revision(source: str) -> str | None:
     """The pinned revision of a Hub source (`@rev`), None when unpinned or local."""
     return (source.partition("@")[2] or None) if source.startswith("hf-hub:") else None
@@ -80,7 +85,7 @@ class ModelRegistry:
         if name in self.sources:
             return name
         for key, source in self.sources.items():
-            if name == source:
+            if name in (source, public_source(source)):
                 return key
         choices = ", ".join(self.sources) or "(none configured)"
         raise EmotionError(f"unknown model {name!r}: choose one of {choices}, or leave it out for the default "
@@ -98,8 +103,10 @@ class ModelRegistry:
                 log.info("loading model %s from %s", key, self.sources[key])
                 try:
                     self._loaded[key] = Predictor.from_pretrained(self.sources[key])
-                except EmotionError as e:
-                    raise ModelUnavailableError(f"model {key!r} could not be loaded: {e}") from None
+                except EmotionError as e:  # its message may name server paths: logged here, not answered
+                    log.error("model %s (%s) could not be loaded: %s", key, self.sources[key], e)
+                    raise ModelUnavailableError(f"model {key!r} could not be loaded (the server log says why): "
+                                                "retry later, or choose another model") from None
         return key, self._loaded[key]
 
     def is_loaded(self, name: str | None = None) -> bool:
@@ -111,7 +118,7 @@ class ModelRegistry:
     def describe(self, key: str) -> dict:
         """What a response says about a model: id, source, revision and, once loaded, its facts."""
         source = self.sources[key]
-        out = {"id": key, "source": source, "revision": revision(source), "default": key == self.default,
+        out = {"id": key, "source": public_source(source), "revision": revision(source), "default": key == self.default,
                "loaded": key in self._loaded}
         if key in self._loaded:
             info = self._loaded[key].info

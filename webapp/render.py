@@ -9,6 +9,7 @@ from PIL import Image, ImageDraw, ImageFont
 COLOURS = {"anger": "#e53935", "contempt": "#8e24aa", "disgust": "#43a047", "fear": "#5e35b1",
            "happy": "#fbc02d", "neutral": "#78909c", "sad": "#1e88e5", "surprise": "#fb8c00"}
 OTHER = "#9e9e9e"
+PREVIEW_MAX_SIDE = 1600  # the UI's images are at most ~500 px tall; a 40 MP photo need not be re-encoded whole
 NO_FACE = ("**No face found.** Try a larger or more frontal face, lower the minimum detection score, or "
            "draw the crop yourself in the **Crop a face** tab.")
 
@@ -45,6 +46,16 @@ def annotate(image: Image.Image, faces: list[dict[str, Any]]) -> Image.Image:
         draw.rectangle((cx, cy, cx + right - left + 2 * pad, cy + chip_h), fill=fill)
         draw.text((cx + pad - left, cy + pad - top), text, fill=_ink(fill), font=font)
     return out
+
+
+def preview(image: Image.Image, faces: list[dict[str, Any]], max_side: int = PREVIEW_MAX_SIDE) -> Image.Image:
+    """`annotate` on a copy at most `max_side` px a side: what a browser shows, without a full-size copy + PNG."""
+    scale = min(1.0, max_side / max(image.size))
+    if scale == 1.0:
+        return annotate(image, faces)
+    small = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.BOX)
+    scaled = [{**face, "box": {k: round(v * scale) for k, v in face["box"].items()}} for face in faces]
+    return annotate(small, scaled)
 
 
 def _ink(hex_colour: str) -> str:

@@ -5,9 +5,9 @@ charts is a second, private step, so API callers get exactly the JSON.
 """
 from __future__ import annotations
 
+import functools
 import logging
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -17,13 +17,15 @@ from emotion import EmotionError
 from emotion.images import load_image
 
 from . import render
+from .components import SafeImageEditor
+from .files import EXAMPLES, SEND_A_FILE, check_file_ref, read_upload
 from .models import ModelRegistry
-from .service import (INTERNAL_ERROR, MAX_FACES, check_upload_size, decode_base64_image, parse_options,
-                      predict_image)
+from .pool import InferencePool
+from .service import INTERNAL_ERROR, MAX_FACES, decode_base64_image, parse_options, predict_image
 
 log = logging.getLogger(__name__)
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+DELETE_CACHE = (300, 900)  # every 5 min, uploads and results older than 15 min are deleted (all at shutdown)
 MAX_CHARTS = 12  # per-face charts drawn; the JSON always has every face
 INTRO = """# Emotion Detection
 Finds every face in a photo and estimates its expression over 8 emotions (anger, contempt, disgust, fear, happy,
@@ -45,24 +47,27 @@ def ui_errors():
         raise gr.Error(INTERNAL_ERROR) from None
 
 
-def image_source(payload: Any) -> Any:
-    """An un-preprocessed gr.Image value (FileData dict, data URL or path) -> something `load_image` reads."""
+def image_source(payload: Any) -> bytes:
+    """An un-preprocessed gr.Image value -> the bytes of an upload this server received (or of a data URL).
+
+    Only a file reference into Gradio's upload folder or examples/ is read (`files.read_upload`); a bare path or
+    anything else is refused: event data is written by the client.
+    """
     if payload is None:
         raise EmotionError("no image: upload a photo, paste one, or take a webcam snapshot")
-    if isinstance(payload, dict):
-        if payload.get("path"):  # the bytes, not the path: messages must not show the server's temp folders
-            path = Path(payload["path"])
-            check_upload_size(path.stat().st_size)
-            return path.read_bytes()
-        if str(payload.get("url") or "").startswith("data:"):
-            return decode_base64_image(payload["url"])
-        raise EmotionError("the image value has neither a file path nor a data URL: send a file (handle_file(...))")
-    return payload
+    if isinstance(payload, dict) and payload.get("path"):
+        return read_upload(payload["path"])
+    url = payload.get("url") if isinstance(payload, dict) else payload
+    if isinstance(url, str) and url.startswith("data:"):
+        return decode_base64_image(url)
+    raise EmotionError(f"the image must be an uploaded file or a data URL: {SEND_A_FILE}")
 
 
 def strokes_box(layers: list[Image.Image] | None) -> tuple[int, int, int, int] | None:
-    """The (x, y, w, h) around everything painted on the editor's layers, or None when nothing is."""
-    boxes = [layer.getchannel("A").getbbox() for layer in layers or [] if layer.mode == "RGBA"]
+    """The (x, y, w, h) around everything painted on the editor's layers (RGBA, or their "L" alpha masks)."""
+    masks = [layer.getchannel("A") if layer.mode == "RGBA" else layer for layer in layers or []
+             if layer.mode in ("RGBA", "L")]
+    boxes = [mask.getbbox() for mask in masks]
     boxes = [b for b in boxes if b]
     if not boxes:
         return None
@@ -84,50 +89,68 @@ def face_charts(result: gr.JSON) -> None:
                          label=f"Face {i}: {render.caption(face)}{unsure}", elem_classes=["face-chart"])
 
 
-def build_ui(registry: ModelRegistry) -> gr.Blocks:
-    """The Blocks app; models load on the first request, never here."""
+def build_ui(registry: ModelRegistry, pool: InferencePool) -> gr.Blocks:
+    """The Blocks app; models load on the first request, never here. Every handler runs on `pool`'s workers."""
+
+    def bounded(fn):
+        """Runs the handler on an inference worker once the pool admits it (else a busy message)."""
+        @functools.wraps(fn)
+        def run(*args):
+            with ui_errors(), pool.admit():
+                return pool.call(fn, *args)
+        return run
+
+    @bounded
+    def predict_json(image, model, max_faces, min_detection_score) -> dict:
+        options = parse_options({"model": model, "max_faces": max_faces, "min_detection_score": min_detection_score})
+        return predict_image(registry, image_source(image), options)
 
     def predict(image, model, max_faces, min_detection_score, progress=gr.Progress()) -> dict:
         """Every face in the image with its box, emotion, confidence, uncertain flag and 8 probabilities."""
-        with ui_errors():
-            src = image_source(image)
-            options = parse_options({"model": model, "max_faces": max_faces,
-                                     "min_detection_score": min_detection_score})
-            if not registry.is_loaded(options.model):
-                progress(0, desc="Loading the model (first request only)…")
-            return predict_image(registry, src, options)
+        if not registry.is_loaded(model or None):
+            progress(0, desc="Loading the model (first request only)…")
+        return predict_json(image, model, max_faces, min_detection_score)
 
     def predict_if_image(image, model, max_faces, min_detection_score, progress=gr.Progress()):
         return None if image is None else predict(image, model, max_faces, min_detection_score, progress)
 
+    @bounded
+    def draw(image, result):
+        return render.preview(load_image(image_source(image)), result["faces"])
+
     def show(image, result):
         if not result or image is None:
             return None, "", gr.Button(visible=False)
-        with ui_errors():
-            img = load_image(image_source(image))
-        return render.annotate(img, result["faces"]), render.summary(result), gr.Button(visible=not result["faces"])
+        return draw(image, result), render.summary(result), gr.Button(visible=not result["faces"])
 
+    @bounded
     def live_frame(frame, model, max_faces, min_detection_score):
         if frame is None:
             return None, ""
-        with ui_errors():
-            options = parse_options({"model": model, "max_faces": max_faces,
-                                     "min_detection_score": min_detection_score})
-            result = predict_image(registry, frame, options)
-        return render.annotate(load_image(frame), result["faces"]), render.summary(result, "No face in view.")
+        img = load_image(image_source(frame))
+        options = parse_options({"model": model, "max_faces": max_faces, "min_detection_score": min_detection_score})
+        result = predict_image(registry, img, options)
+        return render.preview(img, result["faces"]), render.summary(result, "No face in view.")
 
+    @bounded
     def predict_region(editor, model):
+        if not editor or editor.get("background") is None:
+            raise EmotionError("no image to crop: upload a photo here, or use “Crop the face yourself” on the "
+                               "Photo tab")
+        img = editor["background"]  # already decoded by SafeImageEditor: RGB, transparency on white
+        box = strokes_box(editor.get("layers")) or (0, 0, img.width, img.height)
+        result = predict_image(registry, img, parse_options({"model": model}, {"box": box}))
+        return result, render.preview(img, result["faces"]), render.summary(result)
+
+    def to_editor(image):
         with ui_errors():
-            if not editor or editor.get("background") is None:
-                raise EmotionError("no image to crop: upload a photo here, or use “Crop the face yourself” on the "
-                                   "Photo tab")
-            img = load_image(editor["background"])  # RGBA: transparent parts go on white
-            box = strokes_box(editor.get("layers")) or (0, 0, img.width, img.height)
-            result = predict_image(registry, img, parse_options({"model": model}, {"box": box}))
-        return result, render.annotate(img, result["faces"]), render.summary(result)
+            if not isinstance(image, dict):
+                raise EmotionError(f"no photo to crop: {SEND_A_FILE}")
+            path = str(check_file_ref(image.get("path")))  # the editor shows this file: only an upload may be it
+        return {"background": path, "layers": [], "composite": path}, gr.Tabs(selected="crop")
 
     choices = [(f"{k} (default)" if k == registry.default else k, k) for k in registry.sources]
-    with gr.Blocks(title="Emotion Detection") as demo:
+    with gr.Blocks(title="Emotion Detection", delete_cache=DELETE_CACHE) as demo:
         gr.Markdown(INTRO)
         with gr.Row(equal_height=True):
             model = gr.Dropdown(choices, value=registry.default, label="Model", scale=2,
@@ -156,7 +179,7 @@ def build_ui(registry: ModelRegistry) -> gr.Blocks:
                 gr.Markdown("Each frame is analysed as soon as the previous one is done; frames that arrive "
                             "meanwhile are dropped, so the overlay stays current.")
                 with gr.Row():
-                    cam = gr.Image(sources=["webcam"], streaming=True, type="numpy", label="Webcam")
+                    cam = gr.Image(sources=["webcam"], streaming=True, type="filepath", label="Webcam")
                     live = gr.Image(label="Live result", interactive=False)
                 live_status = gr.Markdown()
             with gr.Tab("Crop a face", id="crop"):
@@ -164,7 +187,7 @@ def build_ui(registry: ModelRegistry) -> gr.Blocks:
                             "over the face with the brush. The region is classified directly, without detection.")
                 with gr.Row():
                     with gr.Column():
-                        editor = gr.ImageEditor(type="pil", image_mode="RGBA", transforms=("crop",), format="png",
+                        editor = SafeImageEditor(image_mode="RGBA", transforms=("crop",), format="png",
                                                 brush=gr.Brush(colors=["#ff0066"], color_mode="fixed"),
                                                 layers=gr.LayerOptions(allow_additional_layers=False),
                                                 label="Crop or mark the face", height=480)
@@ -187,9 +210,10 @@ def build_ui(registry: ModelRegistry) -> gr.Blocks:
               preprocess=False, api_visibility="private", concurrency_limit=2, concurrency_id="inference",
               trigger_mode="always_last").success(show, [photo, result], shown, preprocess=False,
                                                   api_visibility="private", concurrency_limit=None)
-        offer_crop.click(lambda image: (image, gr.Tabs(selected="crop")), [photo], [editor, tabs],
-                         api_visibility="private")
+        offer_crop.click(to_editor, [photo], [editor, tabs], preprocess=False, api_visibility="private")
+        # preprocess=False: Gradio would decode the frame itself, before our size check.
         cam.stream(live_frame, [cam, model, max_faces, min_score], [live, live_status], stream_every=0.2,
+                   preprocess=False,
                    concurrency_limit=1, trigger_mode="always_last", time_limit=600, show_progress="hidden",
                    api_visibility="private")
         crop_run.click(predict_region, [editor, model], [crop_result, crop_annotated, crop_status],

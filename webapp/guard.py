@@ -1,0 +1,153 @@
+"""An ASGI middleware in front of Gradio's own routes (/gradio_api/...): it checks what Gradio would trust.
+
+Gradio (6.x, mounted with `gr.mount_gradio_app`) hashes and copies any file an event refers to, on the event loop,
+and its body parsers accept 1,000 files per upload and any JSON. So before Gradio sees a POST:
+- a JSON body must parse (deep nesting, bad UTF-8: 400) and every file reference in it must be an upload of this
+  server (`files.check_file_ref`: 400 otherwise, without opening the file);
+- a multipart body may hold at most MAX_PARTS parts and UPLOAD_BODY_LIMIT bytes (413).
+Every refusal is `{"error": ...}` like the REST API's.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from starlette.datastructures import Headers
+from starlette.responses import JSONResponse
+
+from emotion import EmotionError
+
+from .files import check_file_ref, file_refs
+from .service import MAX_UPLOAD_BYTES, megabytes
+
+log = logging.getLogger(__name__)
+
+GRADIO_PREFIX = "/gradio_api/"
+MAX_UPLOAD_FILES = 4  # per request: the UI and gradio_client send one file per upload
+MAX_PARTS = 16  # files plus the few text fields of an image-editor blob upload
+UPLOAD_BODY_LIMIT = MAX_UPLOAD_FILES * MAX_UPLOAD_BYTES + 64 * 1024
+JSON_BODY_LIMIT = MAX_UPLOAD_BYTES * 4 // 3 + 64 * 1024  # an event may carry one image as a data URL
+
+
+class _Refused(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+class GradioRequestGuard:
+    """Validates POST bodies under /gradio_api/ before Gradio parses them; everything else passes untouched."""
+
+    def __init__(self, app: Any):
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST" or not scope["path"].startswith(GRADIO_PREFIX):
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        ctype = headers.get("content-type", "").lower()
+        try:
+            declared = headers.get("content-length", "")
+            if ctype.startswith("multipart/"):
+                _check_declared(declared, UPLOAD_BODY_LIMIT)
+                await self._multipart(scope, receive, send, ctype)
+                return
+            _check_declared(declared, JSON_BODY_LIMIT)
+            body = await _read_body(receive, JSON_BODY_LIMIT)
+            # FastAPI parses a body without a Content-Type as JSON too.
+            if not ctype or ctype.startswith("application/json") or "+json" in ctype:
+                _check_json(body)
+        except _Refused as e:
+            await _refuse(scope, receive, send, e.status, str(e))
+            return
+        await self.app(scope, _replay(body, receive), send)
+
+    async def _multipart(self, scope: dict, receive: Any, send: Any, ctype: str) -> None:
+        """Counts parts and bytes as they stream by; past a limit, answers 413 and tells the app the client left."""
+        boundary = ctype.partition("boundary=")[2].split(";")[0].strip().strip('"')
+        delimiter = b"--" + boundary.encode("latin-1", "replace")
+        state = {"size": 0, "parts": 0, "tail": b"", "responded": False}
+
+        async def counting_receive() -> dict:
+            if state["responded"]:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                chunk = state["tail"] + message.get("body", b"")
+                state["size"] += len(message.get("body", b""))
+                state["parts"] += chunk.count(delimiter)
+                state["tail"] = chunk[-(len(delimiter) - 1):] if len(delimiter) > 1 else b""
+                problem = (f"the upload is over {megabytes(UPLOAD_BODY_LIMIT)}" if state["size"] > UPLOAD_BODY_LIMIT
+                           else f"the upload has more than {MAX_PARTS - 1} parts" if state["parts"] > MAX_PARTS
+                           else None)
+                if problem:
+                    state["responded"] = True
+                    await JSONResponse({"error": f"{problem}: send at most {MAX_UPLOAD_FILES} files of up to "
+                                                 f"{megabytes(MAX_UPLOAD_BYTES)} per request"}, 413)(scope, receive,
+                                                                                                      send)
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def guarded_send(message: dict) -> None:
+            if not state["responded"]:
+                await send(message)
+
+        try:
+            await self.app(scope, counting_receive, guarded_send)
+        except Exception:
+            if not state["responded"]:
+                raise  # a real failure: let the server log it
+
+
+def _check_declared(declared: str, limit: int) -> None:
+    if declared.isdigit() and int(declared) > limit:
+        raise _Refused(413, f"the request body is {megabytes(int(declared))}, above the limit of "
+                            f"{megabytes(limit)}: send a smaller file")
+
+
+async def _read_body(receive: Any, limit: int) -> bytes:
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _Refused(400, "the client disconnected before sending the whole body")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise _Refused(413, f"the request body is over {megabytes(limit)}: send a smaller file")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _check_json(body: bytes) -> None:
+    try:
+        payload = json.loads(body) if body else None
+    except (ValueError, RecursionError) as e:  # bad UTF-8 is a ValueError too; deep nesting a RecursionError
+        what = "nested too deeply" if isinstance(e, RecursionError) else "not valid JSON"
+        raise _Refused(400, f"the request body is {what}: send the JSON that Gradio's client sends") from None
+    try:
+        for path in file_refs(payload):
+            check_file_ref(path)
+    except EmotionError as e:
+        raise _Refused(e.status, str(e)) from None
+
+
+def _replay(body: bytes, receive: Any) -> Any:
+    sent = False
+
+    async def replay() -> dict:
+        nonlocal sent
+        if sent:
+            return await receive()  # after the body: disconnect notifications
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replay
+
+
+async def _refuse(scope: dict, receive: Any, send: Any, status: int, message: str) -> None:
+    log.info("refused %s %s: %s", scope["method"], scope["path"], message)
+    await JSONResponse({"error": message}, status_code=status)(scope, receive, send)

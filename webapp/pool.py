@@ -1,0 +1,88 @@
+"""Bounded inference: a few worker threads shared by REST and the UI, and torch's threads sized to match them.
+
+On a small shared CPU, torch's default (one intra-op thread per core) plus concurrent requests oversubscribes the
+cores: with a second busy process on a 2-core machine a ~10 ms prediction took 200-400 ms. So WORKERS threads run
+predictions, each with cores // WORKERS torch threads, and at most WORKERS + QUEUE requests are admitted at once
+(their bodies read, their images decoded); the next one is answered 503 with Retry-After instead of waiting.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import logging
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Iterator
+
+from emotion import EmotionError
+
+log = logging.getLogger(__name__)
+
+CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+WORKERS = max(1, int(os.environ.get("EMOTION_WORKERS", min(CORES, 2))))
+QUEUE = max(0, int(os.environ.get("EMOTION_QUEUE", 4 * WORKERS)))
+RETRY_AFTER_S = 2
+
+
+class ServerBusyError(EmotionError):
+    """Every inference slot and queue place is taken: the caller should retry after `retry_after` seconds."""
+
+    status = 503
+    retry_after = RETRY_AFTER_S
+
+
+def configure_torch_threads(workers: int = WORKERS) -> int:
+    """One share of the cores per worker (at least 1 thread), so concurrent predictions never oversubscribe."""
+    import torch
+
+    threads = max(1, CORES // workers)
+    torch.set_num_threads(threads)
+    with contextlib.suppress(RuntimeError):  # only settable before the first parallel work
+        torch.set_num_interop_threads(1)
+    return threads
+
+
+def _release_free_memory() -> None:
+    """Hands freed heap back to the OS (glibc keeps big freed blocks of a decoded photo otherwise)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+class InferencePool:
+    """WORKERS threads for predictions; `admit()` reserves a place or raises ServerBusyError (503)."""
+
+    def __init__(self, workers: int = WORKERS, queue: int = QUEUE):
+        self.workers, self.capacity = workers, workers + queue
+        self._executor = ThreadPoolExecutor(workers, thread_name_prefix="inference")
+        self._lock = threading.Lock()
+        self._admitted = 0
+
+    @contextlib.contextmanager
+    def admit(self) -> Iterator[None]:
+        """Holds one of WORKERS + QUEUE places for the whole request (reading, decoding, predicting)."""
+        with self._lock:
+            if self._admitted >= self.capacity:
+                raise ServerBusyError(f"the server is busy ({self.capacity} requests in progress): retry in "
+                                      f"{RETRY_AFTER_S} s")
+            self._admitted += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._admitted -= 1
+                idle = self._admitted == 0
+            if idle:
+                _release_free_memory()
+
+    async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """`fn(*args)` on a worker thread, awaited from the event loop."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    def call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """`fn(*args)` on a worker thread, waited for from another thread (a Gradio handler)."""
+        return self._executor.submit(fn, *args).result()
+
+    def shutdown(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
