@@ -72,7 +72,9 @@ def main(argv: list[str] | None = None) -> int:
 def format_text(path: Path, result) -> list[str]:
     if not result.faces:
         return [f"{path}: no face found"]
-    return [f"{path}: face {i + 1} at x={f.box[0]} y={f.box[1]} w={f.box[2]} h={f.box[3]}: {f.emotion} "
+    cut = ([f"{path}: showing the {len(result.faces)} highest-scoring of {result.faces_total} faces "
+            "(raise --max-faces to see more)"] if result.truncated else [])
+    return cut + [f"{path}: face {i + 1} at x={f.box[0]} y={f.box[1]} w={f.box[2]} h={f.box[3]}: {f.emotion} "
             f"{f.confidence:.0%}{' (uncertain)' if f.uncertain else ''}" for i, f in enumerate(result.faces)]
 
 
