@@ -168,6 +168,27 @@ class Predictor:
                                        faces_total=found.total))
         return out
 
+    def predict_video(self, path: str | Path, *, every: int | None = None, fps: float | None = None,
+                      progress: bool = True, max_faces: int | None = None, min_score: float | None = None,
+                      range: str | None = None):  # noqa: A002
+        """Every face in a video, followed along tracks, probabilities smoothed per track (`emotion.video`).
+
+        Args:
+            path: a video file PyAV can decode (MP4, WebM, MOV, AVI, MKV, ...).
+            every: analyse every Nth frame (default: every frame, unless `fps` is given).
+            fps: analyse about this many frames per second instead.
+            progress: show a progress bar on stderr.
+
+        Returns:
+            A `VideoPrediction`: per-frame rows (time, track, box, 8 probabilities, top emotion), a summary per
+            track, and `interrupted` when Ctrl-C stopped it early (the rows so far are kept).
+        """
+        from .video import predict_video
+
+        options = {k: v for k, v in {"max_faces": max_faces, "min_score": min_score, "range": range}.items()
+                   if v is not None}
+        return predict_video(self, path, every, fps, progress, **options)
+
     def predict_crop(self, image: Any, box: tuple[int, int, int, int] | None = None) -> FacePrediction:
         """Classify a face the caller has already cut out (or the `box` (x, y, w, h) of `image`); no detection."""
         img = load_image(image)
