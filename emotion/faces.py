@@ -1,32 +1,58 @@
-"""Face detection (MediaPipe BlazeFace) -> boxes and keypoints in original pixels, and the face crops the model sees.
+"""Face detection (MediaPipe BlazeFace) -> boxes and keypoints in original pixels, for portraits and group photos.
 
-The detector models live in `assets/` (see its README for their origin). Detection runs on at most
-DETECT_MAX_SIDE pixels per side: BlazeFace letterboxes its input to 128 or 192 px anyway, so a bigger image
-only costs resize time.
+BlazeFace shrinks whatever it is given to 128 px (short range) or 192 px (full range), so on its own it misses any
+face under ~7% of the photo's long side, and its score for the same face moves with scale and position. The search:
+
+1. short range on the whole photo (big, near faces);
+2. full range on the whole photo (faces down to ~8% of the long side); a portrait (one or two faces, each at least
+   SHORT_MIN_FRACTION of the long side) stops here: seeing no face between 8% and 15% of the side, we do not
+   expect tiny ones either;
+3. full range on overlapping square tiles, one scale per octave of face size, down to `min_face` px (where the
+   photo is large enough to hold faces the whole-photo pass cannot see);
+4. every candidate is re-scored on two canonical views (square crops in which the face fills 30% and 50%, through
+   the short-range model), so a score means the same wherever and at whatever size the face was found, and one
+   threshold (`min_score`) applies everywhere; duplicates from overlapping tiles are merged by NMS.
+
+A portrait costs a short- and a full-range run and two short-range views per face; a group photo or a photo
+without faces costs the tiles too.
+The crops the classifier sees live in `crops.py` (re-exported here).
 """
 from __future__ import annotations
 
 import logging
-import math
 import numbers
 import threading
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from .boxes import iou, nms, tiles
+from .crops import crop_box, crop_face  # noqa: F401  (re-exported: callers import them from here)
 from .errors import EmotionError
 
 logger = logging.getLogger(__name__)
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 MODEL_FILES = {"short": "face_detection_short_range.tflite", "full": "face_detection_full_range.tflite"}
+INPUT_SIDE = {"short": 128, "full": 192}
 RANGES = ("short", "full", "auto")
-DETECT_MAX_SIDE = 1280
+DETECT_MAX_SIDE = 1280  # whole-photo passes: BlazeFace sees 128/192 px anyway, a bigger image only costs resizing
+TILE_MAX_SIDE = 2048  # tiles are cut from the photo shrunk to this: bounds the work on a 50 MP photo
+MIN_FACE = 24  # px: the smallest face the tiles look for (in the photo shrunk to TILE_MAX_SIDE)
 MERGE_IOU = 0.5  # two boxes overlapping more than this are one face
-MAX_CACHED_DETECTORS = 4  # per FaceDetector: one per (model, min_score) in use; a UI slider must not pile them up
+CANDIDATE_SCORE = 0.25  # raw BlazeFace scores below this are not worth re-scoring (measured: bench_detect.py)
+RESCORE_VIEWS = (0.3, 0.5)  # face side / crop side in the canonical views (short range scores faces ~0.95 there)
+# The views' geometric mean at which face-free photos gave <= 0.01 false faces per photo (bench_detect.py) is
+# mapped to 0.5, so the default min_score 0.5 is that operating point; the map is piecewise linear, monotone.
+OPERATING_POINT = 0.75
+SHORT_MIN_FRACTION = 0.15  # short range misses faces smaller than this fraction of its input's side
+FULL_MIN_FRACTION = 0.08  # full range finds faces down to about this fraction of its input's side
+PORTRAIT_FACES = 2  # at most this many big faces after the short-range pass: a portrait, searched no further
+MAX_CANDIDATES = 256  # re-scoring runs at most this many detector calls per photo
+MAX_CACHED_DETECTORS = 4  # per FaceDetector: one per (model, score) in use; a UI slider must not pile them up
 
 
 @dataclass(frozen=True)
@@ -35,7 +61,7 @@ class Face:
 
     Attributes:
         box: (x, y, w, h), clipped to the image.
-        score: detection score in 0..1.
+        score: detection score in 0..1, measured on the canonical view (comparable between faces and photos).
         keypoints: six (x, y) points in MediaPipe order: right eye, left eye, nose tip, mouth centre,
             right ear tragion, left ear tragion ("right" is the person's right, i.e. the left of the picture).
     """
@@ -45,27 +71,47 @@ class Face:
     keypoints: tuple[tuple[float, float], ...]
 
 
+@dataclass(frozen=True)
+class Detections:
+    """The faces kept (at most `max_faces`, left to right) and how many passed `min_score` in all."""
+
+    faces: list[Face]
+    total: int
+
+    @property
+    def truncated(self) -> bool:
+        return self.total > len(self.faces)
+
+
 class FaceDetector:
     """Finds faces with MediaPipe BlazeFace. Safe to share between threads; the models load on first use.
 
     Args:
-        min_score: detections scoring below this are dropped (0..1).
+        min_score: faces whose canonical score is below this are dropped (0..1).
         max_faces: keep at most this many faces, the highest-scoring ones.
-        range: "short" for faces within ~2 m of the camera (selfies, webcams), "full" for small or far
-            faces (group photos), "auto" to try "short" and fall back to "full" when it finds nothing.
+        range: "short" searches the whole photo with the short-range model only (selfies, webcams; cheapest),
+            "full" with the full-range model and tiles, "auto" both (see the module docstring).
+        min_face: the smallest face, in pixels, the tiles look for.
     """
 
-    def __init__(self, min_score: float = 0.5, max_faces: int = 20, range: str = "auto"):  # noqa: A002
+    def __init__(self, min_score: float = 0.5, max_faces: int = 20, range: str = "auto",  # noqa: A002
+                 min_face: int = MIN_FACE):
         self.min_score, self.max_faces, self.range = _check_options(min_score, max_faces, range)
+        self.min_face = max(8, int(min_face))
         self._detectors: dict[tuple[str, float], object] = {}
-        # MediaPipe task objects are not thread-safe; a detection takes ~1-3 ms, so one lock costs little.
+        # MediaPipe task objects are not thread-safe; a detection takes a few ms, so one lock costs little.
         self._lock = threading.Lock()
         # Close before interpreter teardown: MediaPipe's own __del__ fails noisily once its C bindings are gone.
         weakref.finalize(self, _close_all, self._detectors)
 
     def detect(self, image: Image.Image, min_score: float | None = None, max_faces: int | None = None,
                range: str | None = None) -> list[Face]:  # noqa: A002
-        """Finds the faces in `image`.
+        """Finds the faces in `image` (see `find`); returns only the faces kept, left to right."""
+        return self.find(image, min_score, max_faces, range).faces
+
+    def find(self, image: Image.Image, min_score: float | None = None, max_faces: int | None = None,
+             range: str | None = None) -> Detections:  # noqa: A002
+        """Finds the faces in `image`, and counts them before the `max_faces` cut.
 
         Args:
             image: a PIL image (converted to RGB if needed); use `images.load_image` to get one from a file.
@@ -74,7 +120,8 @@ class FaceDetector:
             range: overrides the detector's `range` for this call.
 
         Returns:
-            The faces sorted left to right (by box x), in pixels of `image`. An image without faces gives [].
+            `Detections`: the highest-scoring `max_faces` faces sorted left to right (by box x), in pixels of
+            `image`, and the number of faces found in all. An image without faces gives no faces and total 0.
         """
         min_score, max_faces, range = _check_options(  # noqa: A001
             self.min_score if min_score is None else min_score,
@@ -83,28 +130,89 @@ class FaceDetector:
         if not isinstance(image, Image.Image):
             raise EmotionError(f"detect() takes a PIL image, not {type(image).__name__}: "
                                "read files with emotion.images.load_image first")
-        small, scale = _detection_image(image)
-        faces: list[Face] = []
-        for model in (("short", "full") if range == "auto" else (range,)):
-            faces = self._run(model, min_score, small, scale, image.size)
-            if faces:
-                break
-        faces = _suppress_duplicates(faces)[:max_faces]
-        return sorted(faces, key=lambda f: (f.box[0], f.box[1]))
+        rgb = image if image.mode == "RGB" else image.convert("RGB")
+        found = [f for f in self._search(rgb, range, min_score) if f.score >= min_score]
+        kept = sorted(found, key=lambda f: -f.score)[:max_faces]
+        return Detections(sorted(kept, key=lambda f: (f.box[0], f.box[1])), len(found))
 
     def close(self) -> None:
         """Frees the MediaPipe detectors; the next `detect` loads them again."""
         with self._lock:
             _close_all(self._detectors)
 
-    def _run(self, model: str, min_score: float, small: np.ndarray, scale: float,
-             size: tuple[int, int]) -> list[Face]:
+    # ------------------------------------------------------------------------------------------------- search
+    def _search(self, rgb: Image.Image, range: str, min_score: float) -> list[Face]:  # noqa: A002
+        """Re-scored faces from the whole-photo passes and, where needed, the tiles.
+
+        Candidates are taken down to CANDIDATE_SCORE (their raw scores are not comparable yet); which passes run
+        is decided on the faces that re-score at `min_score` or more.
+        """
+        floor = min(min_score, CANDIDATE_SCORE)
+        long_side = max(rgb.size)
+        small, scale = _shrunk(rgb, DETECT_MAX_SIDE)
+        found: list[Face] = []
+        if range != "full":
+            found = self._confirm(rgb, self._run("short", small, scale, floor), found, floor)
+        if range == "short":
+            return found
+        found = self._confirm(rgb, self._run("full", small, scale, floor), found, floor)
+        if range == "auto" and _portrait(found, min_score, long_side):
+            return found
+        return self._confirm(rgb, self._tiled(rgb, floor), found, floor)
+
+    def _tiled(self, rgb: Image.Image, floor: float) -> list[Face]:
+        """Full-range candidates from overlapping square tiles, one scale per octave of face size."""
+        work, scale = _shrunk(rgb, TILE_MAX_SIDE)
+        found: list[Face] = []
+        lo = float(self.min_face)
+        while (tile := round(lo / FULL_MIN_FRACTION)) < max(work.size):  # bigger faces: the whole-photo pass
+            # Neighbours overlap by more than the biggest face this scale looks for (2 * lo), so it is whole in one.
+            for x, y in tiles(work.width, work.height, tile, round(2.5 * lo)):
+                patch = work.crop((x, y, x + tile, y + tile)).resize((192, 192), Image.BILINEAR)
+                found += [_shifted(f, tile / 192, x, y, scale) for f in self._run("full", patch, 1.0, floor)]
+            lo *= 2
+        return found
+
+    def _confirm(self, rgb: Image.Image, candidates: list[Face], found: list[Face], floor: float) -> list[Face]:
+        """`found` plus the new candidates that re-score at or above `floor`, duplicates merged."""
+        new = [c for c in nms(candidates, _box, _score, MERGE_IOU) if all(iou(c.box, f.box) <= MERGE_IOU
+                                                                       for f in found)]
+        rescored = [self._rescore(rgb, c) for c in new[:MAX_CANDIDATES]]
+        return nms(found + [f for f in rescored if f is not None and f.score >= floor], _box, _score, MERGE_IOU)
+
+    def _rescore(self, rgb: Image.Image, face: Face) -> Face | None:
+        """The face as the short-range model sees it in RESCORE_VIEWS: square crops where it fills a set fraction.
+
+        The score is the geometric mean of the views' scores, calibrated (see `calibrated`); box and keypoints
+        come from the first view. None when the first view sees no face where the candidate was.
+        """
+        scores, first = [], None
+        for fraction in RESCORE_VIEWS:
+            x, y, w, h = face.box
+            side = max(8, round(max(w, h) / fraction))
+            x0, y0 = round(x + w / 2 - side / 2), round(y + h / 2 - side / 2)
+            # Parts outside the photo come out black, like BlazeFace's own letterbox.
+            view = rgb.crop((x0, y0, x0 + side, y0 + side)).resize((128, 128), Image.BILINEAR)
+            seen = [_shifted(f, side / 128, x0, y0, 1.0) for f in self._run("short", view, 1.0, CANDIDATE_SCORE)]
+            match = max(seen, key=lambda f: iou(f.box, face.box), default=None)
+            if match is None or iou(match.box, face.box) < 0.3:
+                if first is None:
+                    return None
+                scores.append(0.0)
+                continue
+            first = first or match
+            scores.append(match.score)
+        return replace(_clipped(first, rgb.size), score=calibrated(float(np.prod(scores)) ** (1 / len(scores))))
+
+    def _run(self, model: str, image: Image.Image, scale: float, floor: float) -> list[Face]:
+        """Raw detections of `model` on `image`, in pixels of the photo `image` was shrunk from by `scale`."""
         import mediapipe as mp  # lazily: ~0.5 s to import, and the trainer's CLI help should not pay it
 
+        pixels = np.ascontiguousarray(np.asarray(image))
         with self._lock:
-            detector = self._detector(model, min_score)
-            result = detector.detect(mp.Image(image_format=mp.ImageFormat.SRGB, data=small))
-        return [_to_face(d, small.shape[1], small.shape[0], scale, size) for d in result.detections]
+            detector = self._detector(model, floor)
+            result = detector.detect(mp.Image(image_format=mp.ImageFormat.SRGB, data=pixels))
+        return [_to_face(d, image.width, image.height, scale) for d in result.detections]
 
     def _detector(self, model: str, min_score: float):
         """One MediaPipe detector per (model, threshold): the threshold is fixed when it is created."""
@@ -127,62 +235,11 @@ class FaceDetector:
         return self._detectors[key]
 
 
-def crop_face(image: Image.Image, face: Face, margin: float = 0.25, align: bool = True,
-              offset_y: float = 0.0) -> Image.Image:
-    """Cuts a square around a face, optionally rotated so the eyes are level.
-
-    Args:
-        image: the image `face` was detected in.
-        face: the detection.
-        margin: extra context on each side, as a fraction of the box's longer side.
-        align: rotate about the box centre so that the eyes (keypoints 0 and 1) are horizontal.
-        offset_y: move the crop's centre along the face's vertical axis by this fraction of the box's longer
-            side (negative = towards the forehead), to match how the training faces were framed.
-
-    Returns:
-        A square image of side round(max(w, h) * (1 + 2 * margin)), in the mode of `image`. Parts outside
-        the image repeat its edge pixels, so a face at the border still gives a full-size crop.
-    """
-    if margin < 0:
-        raise EmotionError(f"margin must be >= 0, not {margin}: 0.25 adds a quarter of the face on each side")
-    if image.mode not in ("RGB", "RGBA", "L"):
-        image = image.convert("RGB")
-    x, y, w, h = face.box
-    side = max(1, round(max(w, h) * (1 + 2 * margin)))
-    cx, cy = x + w / 2, y + h / 2
-    angle = 0.0
-    if align and len(face.keypoints) >= 2:
-        (rx, ry), (lx, ly) = face.keypoints[0], face.keypoints[1]
-        angle = math.atan2(ly - ry, lx - rx)
-    cx -= offset_y * max(w, h) * math.sin(angle)  # "down" in the face's own frame is (-sin, cos)
-    cy += offset_y * max(w, h) * math.cos(angle)
-    # Only the patch the rotated square can reach is padded and resampled, not the whole photo.
-    reach = side / 2 * (abs(math.cos(angle)) + abs(math.sin(angle))) + 2
-    x0, y0 = math.floor(cx - reach), math.floor(cy - reach)
-    patch = _edge_padded(image, x0, y0, math.ceil(cx + reach), math.ceil(cy + reach))
-    cos, sin = math.cos(angle), math.sin(angle)
-    # Output pixel (u, v) samples patch point centre + u' * (cos, sin) + v' * (-sin, cos), u' = u - side / 2.
-    px, py = cx - x0, cy - y0
-    coeffs = (cos, -sin, px - side / 2 * (cos - sin), sin, cos, py - side / 2 * (sin + cos))
-    return patch.transform((side, side), Image.AFFINE, coeffs, resample=Image.BILINEAR)
-
-
-def crop_box(image: Image.Image, box: tuple[int, int, int, int]) -> Image.Image:
-    """Cuts the user-given box (x, y, w, h) out of `image`, refusing boxes that are empty or leave the image."""
-    width, height = image.size
-    fix = f"send (x, y, w, h) with w, h > 0, x + w <= {width} and y + h <= {height}"
-    try:
-        values = [float(v) for v in box]
-    except (TypeError, ValueError):
-        raise EmotionError(f"a box must be four numbers (x, y, w, h), not {box!r}: {fix}") from None
-    if len(values) != 4 or not all(math.isfinite(v) for v in values):
-        raise EmotionError(f"a box must be four finite numbers (x, y, w, h), not {box!r}: {fix}")
-    x, y, w, h = (round(v) for v in values)
-    if w <= 0 or h <= 0:
-        raise EmotionError(f"the box {box!r} is empty: {fix}")
-    if x < 0 or y < 0 or x + w > width or y + h > height:
-        raise EmotionError(f"the box {box!r} goes outside the {width}x{height} image: {fix}")
-    return image.crop((x, y, x + w, y + h))
+def calibrated(view_score: float) -> float:
+    """The canonical views' geometric mean -> the score users threshold: OPERATING_POINT becomes 0.5."""
+    if view_score < OPERATING_POINT:
+        return 0.5 * view_score / OPERATING_POINT
+    return 0.5 + 0.5 * (view_score - OPERATING_POINT) / (1 - OPERATING_POINT)
 
 
 def _close_all(detectors: dict) -> None:
@@ -202,52 +259,53 @@ def _check_options(min_score, max_faces, range):  # noqa: A002
     return float(min_score), max_faces, range
 
 
-def _detection_image(image: Image.Image) -> tuple[np.ndarray, float]:
-    """RGB uint8 pixels with the long side at most DETECT_MAX_SIDE, and the factor they were scaled by."""
-    rgb = image if image.mode == "RGB" else image.convert("RGB")
-    scale = min(1.0, DETECT_MAX_SIDE / max(rgb.size))
-    if scale < 1.0:
-        size = (max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale)))
-        rgb = rgb.resize(size, Image.BOX)  # area averaging: anti-aliased, and faster than bilinear here
-        scale = rgb.width / image.width
-    return np.ascontiguousarray(np.asarray(rgb)), scale
+def _shrunk(rgb: Image.Image, max_side: int) -> tuple[Image.Image, float]:
+    """`rgb` with the long side at most `max_side`, and the factor it was scaled by."""
+    if max(rgb.size) <= max_side:
+        return rgb, 1.0
+    scale = max_side / max(rgb.size)
+    size = (max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale)))
+    small = rgb.resize(size, Image.BOX)  # area averaging: anti-aliased, and faster than bilinear here
+    return small, small.width / rgb.width
 
 
-def _to_face(detection, det_w: int, det_h: int, scale: float, size: tuple[int, int]) -> Face:
-    """A MediaPipe detection on the scaled image -> a Face in original pixels, box clipped to the image."""
+def _to_face(detection, width: int, height: int, scale: float) -> Face:
+    """A MediaPipe detection on an image shrunk by `scale` -> a Face in the unshrunk image's pixels (unclipped)."""
     b = detection.bounding_box
-    x0, y0 = max(0, round(b.origin_x / scale)), max(0, round(b.origin_y / scale))
-    x1 = min(size[0], round((b.origin_x + b.width) / scale))
-    y1 = min(size[1], round((b.origin_y + b.height) / scale))
-    keypoints = tuple((k.x * det_w / scale, k.y * det_h / scale) for k in detection.keypoints)
+    box = (round(b.origin_x / scale), round(b.origin_y / scale), round(b.width / scale), round(b.height / scale))
+    keypoints = tuple((k.x * width / scale, k.y * height / scale) for k in detection.keypoints)
     score = detection.categories[0].score if detection.categories else 0.0
-    return Face(box=(x0, y0, max(0, x1 - x0), max(0, y1 - y0)), score=float(score), keypoints=keypoints)
+    return Face(box=box, score=float(score), keypoints=keypoints)
 
 
-def _iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
-    ix = max(0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
-    iy = max(0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = a[2] * a[3] + b[2] * b[3] - inter
-    return inter / union if union > 0 else 0.0
+def _shifted(face: Face, factor: float, dx: float, dy: float, scale: float) -> Face:
+    """A face found in a patch (scaled by 1/factor, at dx, dy of an image shrunk by `scale`) in photo pixels."""
+    x, y, w, h = face.box
+    box = (round((x * factor + dx) / scale), round((y * factor + dy) / scale), round(w * factor / scale),
+           round(h * factor / scale))
+    keypoints = tuple(((kx * factor + dx) / scale, (ky * factor + dy) / scale) for kx, ky in face.keypoints)
+    return replace(face, box=box, keypoints=keypoints)
 
 
-def _suppress_duplicates(faces: list[Face]) -> list[Face]:
-    """Highest score first; a face overlapping a kept one by IoU > MERGE_IOU is the same face, and dropped."""
-    kept: list[Face] = []
-    for face in sorted(faces, key=lambda f: -f.score):
-        if face.box[2] > 0 and face.box[3] > 0 and all(_iou(face.box, k.box) <= MERGE_IOU for k in kept):
-            kept.append(face)
-    return kept
+def _clipped(face: Face, size: tuple[int, int]) -> Face:
+    x, y, w, h = face.box
+    x0, y0, x1, y1 = max(0, x), max(0, y), min(size[0], x + w), min(size[1], y + h)
+    return replace(face, box=(x0, y0, max(0, x1 - x0), max(0, y1 - y0)))
 
 
-def _edge_padded(image: Image.Image, x0: int, y0: int, x1: int, y1: int) -> Image.Image:
-    """The region [x0, x1) x [y0, y1) of `image`; where it leaves the image, the nearest edge pixel repeats."""
-    w, h = image.size
-    # Crop the part inside the image first, so a 40 MP photo is never copied whole.
-    cx0, cy0 = min(max(x0, 0), w - 1), min(max(y0, 0), h - 1)
-    cx1, cy1 = min(max(x1, cx0 + 1), w), min(max(y1, cy0 + 1), h)
-    inside = np.asarray(image.crop((cx0, cy0, cx1, cy1)))
-    rows = np.clip(np.arange(y0, y1), cy0, cy1 - 1) - cy0
-    cols = np.clip(np.arange(x0, x1), cx0, cx1 - 1) - cx0
-    return Image.fromarray(np.ascontiguousarray(inside[rows][:, cols]))
+def _portrait(faces: list[Face], min_score: float, long_side: int) -> bool:
+    """One or two faces, each at least SHORT_MIN_FRACTION of the long side: a portrait, a selfie, a couple.
+
+    Such a photo gets no tiles, which keeps a portrait within 2x of its latency before tiling existed (a tiny face
+    in its background is not looked for); any other photo gets the tiles.
+    """
+    sides = [max(f.box[2], f.box[3]) for f in faces if f.score >= min_score]
+    return 0 < len(sides) <= PORTRAIT_FACES and min(sides) >= SHORT_MIN_FRACTION * long_side
+
+
+def _box(face: Face) -> tuple[int, int, int, int]:
+    return face.box
+
+
+def _score(face: Face) -> float:
+    return face.score

@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from .errors import EmotionError
-from .faces import Face, FaceDetector, crop_box, crop_face
+from .faces import Detections, FaceDetector, crop_box, crop_face
 from .images import load_image
 from .models import ModelInfo, load_model
 from .preprocess import batch
@@ -45,12 +45,25 @@ class FacePrediction:
 
 @dataclass
 class ImagePrediction:
+    """The faces kept (at most `max_faces`, left to right) and `faces_total`, the number found before that cut."""
+
     faces: list[FacePrediction]
     image_size: tuple[int, int]  # width, height
     timings_ms: dict[str, float] = field(default_factory=dict)
+    faces_total: int | None = None  # None: as many as `faces`
+
+    def __post_init__(self):
+        if self.faces_total is None:
+            self.faces_total = len(self.faces)
+
+    @property
+    def truncated(self) -> bool:
+        """More faces were found than `max_faces` allowed; `faces` holds the highest-scoring ones."""
+        return self.faces_total > len(self.faces)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"faces": [f.to_dict() for f in self.faces],
+        return {"faces": [f.to_dict() for f in self.faces], "faces_total": self.faces_total,
+                "truncated": self.truncated,
                 "image_size": {"width": self.image_size[0], "height": self.image_size[1]},
                 "timings_ms": {k: round(v, 2) for k, v in self.timings_ms.items()}}
 
@@ -136,9 +149,10 @@ class Predictor:
             keypoints=None if keypoints is None else [tuple(map(float, k)) for k in keypoints])
 
     # ------------------------------------------------------------------------------------------------ public
-    def detect(self, image: Any, **options) -> tuple[Image.Image, list[Face]]:
+    def detect(self, image: Any, **options) -> tuple[Image.Image, Detections]:
+        """The loaded image and its `Detections` (faces kept, and how many were found before `max_faces`)."""
         img = load_image(image)
-        return img, self.detector.detect(img, **{k: v for k, v in options.items() if v is not None})
+        return img, self.detector.find(img, **{k: v for k, v in options.items() if v is not None})
 
     def predict(self, image: Any, *, max_faces: int | None = None, min_score: float | None = None,
                 range: str | None = None) -> ImagePrediction:  # noqa: A002
@@ -151,16 +165,39 @@ class Predictor:
         loaded = [self.detect(im, **options) for im in images]
         t1 = time.perf_counter()
         crops = [crop_face(img, f, self.info.crop_margin, self.info.align_eyes, self.info.crop_offset_y)
-                 for img, faces in loaded for f in faces]
+                 for img, found in loaded for f in found.faces]
         probs = self.probabilities(crops)
         t2 = time.perf_counter()
         out, i = [], 0
-        for img, faces in loaded:
-            results = [self._face_result(probs[i + j], f.box, f.score, f.keypoints) for j, f in enumerate(faces)]
-            i += len(faces)
+        for img, found in loaded:
+            results = [self._face_result(probs[i + j], f.box, f.score, f.keypoints)
+                       for j, f in enumerate(found.faces)]
+            i += len(found.faces)
             out.append(ImagePrediction(results, img.size, {"detect": (t1 - t0) * 1000 / len(images),
-                                                           "classify": (t2 - t1) * 1000 / len(images)}))
+                                                           "classify": (t2 - t1) * 1000 / len(images)},
+                                       faces_total=found.total))
         return out
+
+    def predict_video(self, path: str | Path, *, every: int | None = None, fps: float | None = None,
+                      progress: bool = True, max_faces: int | None = None, min_score: float | None = None,
+                      range: str | None = None):  # noqa: A002
+        """Every face in a video, followed along tracks, probabilities smoothed per track (`emotion.video`).
+
+        Args:
+            path: a video file PyAV can decode (MP4, WebM, MOV, AVI, MKV, ...).
+            every: analyse every Nth frame (default: every frame, unless `fps` is given).
+            fps: analyse about this many frames per second instead.
+            progress: show a progress bar on stderr.
+
+        Returns:
+            A `VideoPrediction`: per-frame rows (time, track, box, 8 probabilities, top emotion), a summary per
+            track, and `interrupted` when Ctrl-C stopped it early (the rows so far are kept).
+        """
+        from .video import predict_video
+
+        options = {k: v for k, v in {"max_faces": max_faces, "min_score": min_score, "range": range}.items()
+                   if v is not None}
+        return predict_video(self, path, every, fps, progress, **options)
 
     def predict_crop(self, image: Any, box: tuple[int, int, int, int] | None = None) -> FacePrediction:
         """Classify a face the caller has already cut out (or the `box` (x, y, w, h) of `image`); no detection."""

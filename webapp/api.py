@@ -63,6 +63,8 @@ class ModelDescription(BaseModel):
 
 class Prediction(BaseModel):
     faces: list[Face]
+    faces_total: int = Field(description="faces found before the max_faces cut")
+    truncated: bool = Field(description="true when max_faces cut the answer: faces holds the highest-scoring ones")
     image_size: dict[str, int]
     timings_ms: dict[str, float]
     model: ModelDescription

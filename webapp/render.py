@@ -25,18 +25,18 @@ def caption(face: dict[str, Any]) -> str:
 
 
 def annotate(image: Image.Image, faces: list[dict[str, Any]]) -> Image.Image:
-    """A copy of `image` with a box and a caption chip per face, in the face's emotion colour."""
+    """A copy of `image` with a box and a numbered caption chip per face ("2 happy 87%" is the "Face 2" card)."""
     out = image.convert("RGB")  # always a copy: convert() on an RGB image copies too
     draw = ImageDraw.Draw(out)
     side = min(out.size)
     line = max(2, round(side / 250))
     font = ImageFont.load_default(size=max(12, round(side / 32)))
-    for face in faces:
+    for number, face in enumerate(faces, 1):
         b = face["box"]
         x0, y0, x1, y1 = b["x"], b["y"], b["x"] + b["w"] - 1, b["y"] + b["h"] - 1
         fill = colour(face["emotion"])
         draw.rectangle((x0, y0, x1, y1), outline=fill, width=line)
-        text = caption(face)
+        text = f"{number} {caption(face)}"
         left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
         pad = max(2, line)
         chip_h = bottom - top + 2 * pad
@@ -73,6 +73,9 @@ def summary(result: dict[str, Any] | None, no_face: str = NO_FACE) -> str:
         return no_face
     lines = [f"**{len(faces)} face{'s' if len(faces) != 1 else ''}** ({result['model']['id']}, "
              f"{result['timings_ms']['total']:.0f} ms)"]
+    if result.get("truncated"):
+        lines[0] += (f": the {len(faces)} highest-scoring of **{result['faces_total']}** found; raise *Max faces* "
+                     "to see all")
     for i, face in enumerate(faces, 1):
         unsure = " *(uncertain: no emotion clearly wins)*" if face["uncertain"] else ""
         lines.append(f"- Face {i}: **{face['emotion']}** {face['confidence']:.0%}{unsure}")

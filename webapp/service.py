@@ -134,7 +134,7 @@ def predict_image(registry: ModelRegistry, image: Any, options: PredictOptions) 
     t1 = time.perf_counter()
     if options.box is not None:
         face = predictor.predict_crop(img, options.box)
-        result = {"faces": [face.to_dict()], "image_size": {"width": img.width, "height": img.height},
+        result = {"faces": [face.to_dict()], "faces_total": 1, "truncated": False, "image_size": {"width": img.width, "height": img.height},
                   "timings_ms": {"detect": 0.0, "classify": round((time.perf_counter() - t1) * 1000, 2)}}
     else:
         result = predictor.predict(img, max_faces=options.max_faces, min_score=options.min_detection_score).to_dict()

@@ -1,0 +1,265 @@
+"""Videos: decode (PyAV), sample frames, detect and classify in batches, follow each face along a track, and smooth
+its probabilities along the track.
+
+The result is one row per face per sampled frame (time, track id, box, the 8 smoothed probabilities, top emotion)
+and one summary per track. Frames are decoded one at a time and dropped once their faces are cropped, so memory
+stays flat however long the video is; only the rows (a few hundred bytes per face and frame) accumulate, and
+`iter_video` yields them as they come for callers that write them out instead.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from .boxes import iou
+from .errors import EmotionError, UnsupportedImageError
+from .crops import crop_face
+
+log = logging.getLogger(__name__)
+
+TRACK_IOU = 0.3  # a face continues a track when its box overlaps the track's last box by more than this
+MAX_MISSED = 5  # sampled frames a track may go unseen (a blink, a turned head) before it ends
+EMA = 0.4  # weight of the newest frame in the smoothed probabilities (0.4: ~2 frames of memory)
+BATCH_FRAMES = 8  # sampled frames whose faces are classified in one forward pass
+
+
+class VideoError(UnsupportedImageError):
+    """The file is not a video we can decode (status 415, like an unreadable image)."""
+
+
+@dataclass
+class Track:
+    id: int
+    box: tuple[int, int, int, int]
+    probs: np.ndarray
+    missed: int = 0
+    first: float = 0.0
+    last: float = 0.0
+    frames: int = 0
+    total: np.ndarray = field(default=None)  # sum of the smoothed probabilities, for the summary
+
+
+class IouTracker:
+    """Greedy IoU matching of each frame's boxes to the open tracks; probabilities smoothed by an EMA per track.
+
+    Args:
+        threshold: the IoU above which a box continues a track.
+        max_missed: sampled frames a track survives without a match.
+        ema: weight of the newest probabilities (1 = no smoothing).
+    """
+
+    def __init__(self, threshold: float = TRACK_IOU, max_missed: int = MAX_MISSED, ema: float = EMA):
+        self.threshold, self.max_missed, self.ema = threshold, max_missed, ema
+        self.open: list[Track] = []
+        self.closed: list[Track] = []
+        self._next = 1
+
+    def update(self, time: float, boxes: list[tuple[int, int, int, int]], probs: np.ndarray) -> list[Track]:
+        """Assigns this frame's faces to tracks; returns the track of each face, in the order given."""
+        pairs = sorted(((iou(b, t.box), i, j) for i, b in enumerate(boxes) for j, t in enumerate(self.open)),
+                       reverse=True)
+        assigned: dict[int, Track] = {}
+        used: set[int] = set()
+        for overlap, i, j in pairs:
+            if overlap <= self.threshold:
+                break
+            if i not in assigned and j not in used:
+                assigned[i], _ = self.open[j], used.add(j)
+        for i, box in enumerate(boxes):
+            track = assigned.get(i)
+            if track is None:
+                track = Track(self._next, box, probs[i].copy(), first=time, total=np.zeros_like(probs[i]))
+                self._next += 1
+                self.open.append(track)
+            else:
+                track.probs = self.ema * probs[i] + (1 - self.ema) * track.probs
+            track.box, track.missed, track.last = box, 0, time
+            track.frames += 1
+            track.total += track.probs
+            assigned[i] = track
+        for track in self.open:
+            if track not in assigned.values():
+                track.missed += 1
+        self.closed += [t for t in self.open if t.missed > self.max_missed]
+        self.open = [t for t in self.open if t.missed <= self.max_missed]
+        return [assigned[i] for i in range(len(boxes))]
+
+    def tracks(self) -> list[Track]:
+        return sorted(self.closed + self.open, key=lambda t: t.id)
+
+
+def open_video(path: str | Path):
+    """The PyAV container and its first video stream; a clear error for anything that is not a readable video."""
+    import av
+
+    try:
+        container = av.open(str(path))
+    except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as e:
+        raise VideoError(f"not a video we can read ({type(e).__name__}): send an MP4, WebM, MOV, AVI or MKV "
+                         "file") from None
+    still = container.format.name.endswith("_pipe") or container.format.name in ("image2", "gif")
+    if still or not container.streams.video:
+        container.close()
+        what = "a still image (predict it as a photo)" if still else "a file without a video stream"
+        raise VideoError(f"this is {what}: send a video file (MP4, WebM, MOV, AVI, MKV)")
+    stream = container.streams.video[0]
+    stream.thread_type = "AUTO"  # frame-parallel decoding where the codec allows it
+    return container, stream
+
+
+def duration_s(container, stream) -> float | None:
+    """The video's duration in seconds from its header, or None when the header does not say."""
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None:
+        return container.duration / 1_000_000
+    return None
+
+
+def sampled_frames(path: str | Path, every: int | None = None, fps: float | None = None
+                   ) -> Iterator[tuple[int, float, Any]]:
+    """(frame index, time in seconds, PIL image) for every `every`-th frame, or about `fps` frames per second."""
+    import av
+
+    if every is not None and (isinstance(every, bool) or not isinstance(every, int) or every < 1):
+        raise EmotionError(f"every must be a whole number >= 1, not {every!r}: 1 takes every frame, 5 every fifth")
+    if fps is not None and not (isinstance(fps, (int, float)) and 0 < fps <= 120):
+        raise EmotionError(f"fps must be between 0 and 120, not {fps!r}: 5 samples five frames per second")
+    container, stream = open_video(path)
+    next_time, decoded = 0.0, 0
+    try:
+        for index, frame in enumerate(container.decode(stream)):
+            decoded += 1
+            time = float(frame.time) if frame.time is not None else index / float(stream.average_rate or 25)
+            if fps is not None:
+                if time + 1e-6 < next_time:
+                    continue
+                next_time = max(next_time + 1 / fps, time)  # no catch-up bursts after a gap
+            elif index % (every or 1):
+                continue
+            yield index, time, frame.to_image()
+        if not decoded:
+            raise VideoError("the video has no frames we can decode: re-encode or re-export it")
+    except av.error.FFmpegError as e:
+        raise VideoError(f"the video is damaged or truncated ({type(e).__name__}: {e}): re-encode or re-export "
+                         "it") from None
+    finally:
+        container.close()
+
+
+@dataclass
+class VideoPrediction:
+    """`rows`: one per face per sampled frame; `tracks`: one summary per track; `interrupted`: Ctrl-C stopped it."""
+
+    rows: list[dict[str, Any]]
+    tracks: list[dict[str, Any]]
+    labels: list[str]
+    frames: int = 0
+    interrupted: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"frames_analysed": self.frames, "interrupted": self.interrupted, "labels": self.labels,
+                "tracks": self.tracks, "rows": self.rows}
+
+    def to_pandas(self):
+        """The per-frame table as a DataFrame: time_s, frame, track, x, y, w, h, emotion, the 8 probabilities."""
+        import pandas as pd
+
+        return pd.DataFrame(self.rows, columns=["time_s", "frame", "track", "x", "y", "w", "h", "emotion",
+                                                "confidence", *self.labels])
+
+
+def iter_video(predictor, path: str | Path, every: int | None = None, fps: float | None = None,
+               tracker: IouTracker | None = None, **detect_options
+               ) -> Iterator[dict[str, Any] | int]:
+    """The rows of `predict_video` as they are made, in time order; an int is yielded after each sampled frame
+    (the number of frames done), for progress. Stops cleanly when the caller stops iterating."""
+    tracker = tracker or IouTracker()
+    info, labels = predictor.info, predictor.labels
+    pending: list[tuple[int, float, list]] = []  # sampled frames waiting for classification: (index, time, faces)
+    crops: list = []
+    done = 0
+
+    def flush():
+        probs = predictor.probabilities(crops)
+        k, rows = 0, []
+        for index, time, faces in pending:
+            tracks = tracker.update(time, [f.box for f in faces], probs[k:k + len(faces)])
+            k += len(faces)
+            rows += [_row(time, index, t, labels) for t in tracks]
+        pending.clear()
+        crops.clear()
+        return rows
+
+    for index, time, image in sampled_frames(path, every, fps):
+        faces = predictor.detector.detect(image, **detect_options)
+        crops += [crop_face(image, f, info.crop_margin, info.align_eyes, info.crop_offset_y) for f in faces]
+        pending.append((index, time, faces))
+        done += 1
+        if len(pending) >= BATCH_FRAMES:
+            yield from flush()
+        yield done
+    yield from flush()
+
+
+def predict_video(predictor, path: str | Path, every: int | None = None, fps: float | None = None,
+                  progress: bool = True, **detect_options) -> VideoPrediction:
+    """Every face in a video, tracked and smoothed: see the module docstring. Ctrl-C returns what is done."""
+    tracker = IouTracker()
+    rows, frames, interrupted = [], 0, False
+    bar = _progress(path, every, fps, progress)
+    try:
+        for item in iter_video(predictor, path, every, fps, tracker, **detect_options):
+            if isinstance(item, int):
+                frames = item
+                if bar is not None:
+                    bar.update(1)
+            else:
+                rows.append(item)
+    except KeyboardInterrupt:
+        interrupted = True
+        log.warning("interrupted after %d sampled frames: returning what is done", frames)
+    finally:
+        if bar is not None:
+            bar.close()
+    return VideoPrediction(rows, [_summary(t, predictor.labels) for t in tracker.tracks()], predictor.labels, frames,
+                           interrupted)
+
+
+def _row(time: float, index: int, track: Track, labels: list[str]) -> dict[str, Any]:
+    top = int(track.probs.argmax())
+    x, y, w, h = track.box
+    return {"time_s": round(time, 3), "frame": index, "track": track.id, "x": x, "y": y, "w": w, "h": h,
+            "emotion": labels[top], "confidence": round(float(track.probs[top]), 4),
+            **{lab: round(float(p), 4) for lab, p in zip(labels, track.probs)}}
+
+
+def _summary(track: Track, labels: list[str]) -> dict[str, Any]:
+    mean = track.total / max(1, track.frames)
+    top = int(mean.argmax())
+    return {"track": track.id, "first_s": round(track.first, 3), "last_s": round(track.last, 3),
+            "frames": track.frames, "emotion": labels[top],
+            "mean_probabilities": {lab: round(float(p), 4) for lab, p in zip(labels, mean)}}
+
+
+def _progress(path, every, fps, show: bool):
+    """A tqdm bar over the sampled frames (its total from the header, when it says), or None."""
+    if not show:
+        return None
+    from tqdm import tqdm
+
+    total = None
+    try:
+        container, stream = open_video(path)
+        seconds, rate = duration_s(container, stream), float(stream.average_rate or 0)
+        container.close()
+        if seconds and rate:
+            total = round(seconds * fps) if fps else round(seconds * rate / (every or 1))
+    except VideoError:
+        pass  # the decoding loop reports it
+    return tqdm(total=total, desc=f"analysing {Path(path).name}", unit="frame", file=sys.stderr)
