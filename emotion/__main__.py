@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--max-faces", type=int, default=20)
     pr.add_argument("--min-score", type=float, default=0.5, help="minimum face detection score (0..1)")
     pr.add_argument("--range", choices=("short", "full", "auto"), default="auto", help="face detector range")
+    pr.add_argument("--verbose", action="store_true", help="debug logs, and the face detector's native messages")
     add_dataset_parser(sub)
     return p
 
@@ -53,6 +54,7 @@ def add_dataset_parser(sub) -> None:
     d.add_argument("--min-score", type=float, default=0.5, help="minimum face detection score (0..1)")
     d.add_argument("--range", choices=("short", "full", "auto"), default="auto", help="face detector range")
     d.add_argument("--no-progress", action="store_true", help="no progress bar")
+    d.add_argument("--verbose", action="store_true", help="debug logs, and the face detector's native messages")
 
 
 def expand(paths: list[str]) -> list[Path]:
@@ -68,6 +70,10 @@ def expand(paths: list[str]) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.verbose:
+        import logging
+
+        logging.basicConfig(level=logging.DEBUG, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     if args.command == "predict-dataset":
         return predict_dataset(args)
     from .errors import EmotionError
