@@ -98,7 +98,11 @@ def main() -> None:
             if not args.skip_ray:
                 runs.append((f"local Ray, {args.workers} actors", lambda o: ray_run(src, o, options, args.workers)))
             for j, (runner, fn) in enumerate(runs):
-                name, wall, s = time_run(runner, lambda: fn(tmp / f"out-{k}-{j}"))
+                try:
+                    name, wall, s = time_run(runner, lambda: fn(tmp / f"out-{k}-{j}"))
+                except Exception as e:  # noqa: BLE001 - e.g. Ray's start-up timeout on a loaded machine
+                    print(f"| {label} | {runner} | failed: {type(e).__name__}: {str(e)[:150]} | | | | |", flush=True)
+                    continue
                 print(f"| {label} | {name} | {s.images} | {s.faces} | {s.errors} | {wall:.1f} | "
                       f"{s.images / wall:.1f} |", flush=True)
 

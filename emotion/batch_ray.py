@@ -79,8 +79,12 @@ def run_ray(source, output: Path, options: Options, *, address: str = "local", w
     started = not ray.is_initialized()
     if started:
         # An actor per worker and a core for reading: no more, so Ray does not compete with the actors.
-        ray.init(**({"num_cpus": workers + 1} if address == "local" else {"address": address}),
-                 include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+        try:
+            ray.init(**({"num_cpus": workers + 1} if address == "local" else {"address": address}),
+                     include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+        except Exception as e:  # Ray raises plain Exception / ConnectionError for "could not start or connect"
+            raise EmotionError(f"Ray did not start ({type(e).__name__}: {e}): check --ray's address, or that this "
+                               "machine is not overloaded (Ray waits 30 s for its own processes)") from e
     try:
         t0 = time.perf_counter()
         ds, kwargs = read(source, ray.data)
