@@ -157,16 +157,19 @@ def batches(records: Iterable, shard_size: int, batch_size: int) -> Iterator[tup
 
 
 def check_manifest(output: Path, manifest: dict) -> None:
-    """Writes the run's options on the first run; refuses to resume into a folder written with other options."""
+    """Writes the run's options on the first run; refuses to resume into a folder written with other options.
+
+    A manifest without any shard (a run that failed before its first one, e.g. on a bad --model) is replaced.
+    """
     path = output / MANIFEST
-    if path.is_file():
+    if path.is_file() and any(output.glob("part-*.parquet")):
         old = json.loads(path.read_text())
         if old != manifest:
             diff = ", ".join(f"{k}: {old.get(k)!r} there, {v!r} now" for k, v in manifest.items() if old.get(k) != v)
             raise EmotionError(f"'{output}' holds results of another run ({diff}): pass a new --output, or the "
                                "same options to resume")
         return
-    if any(output.glob("*.parquet")):
+    if not path.is_file() and any(output.glob("*.parquet")):
         raise EmotionError(f"'{output}' already holds parquet files not written by predict-dataset: pass an empty "
                            "or new --output folder")
     _atomic_write(path, lambda tmp: tmp.write_text(json.dumps(manifest, indent=1)))
