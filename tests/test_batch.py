@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import io
 
-import pyarrow as pa
 import pandas.testing
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
@@ -110,7 +110,8 @@ def test_parquet_rows_match_the_folder_and_record_a_row_without_bytes(photos, pa
     table = table[table.image_id != "empty.png"].reset_index(drop=True)
     folder["image_id"] = folder.image_id.str.split("/").str[-1].astype(table.image_id.dtype)
     folder = folder.sort_values(["image_id", "face_index"]).reset_index(drop=True)
-    same = [c for c in folder.columns if c != "error"]  # the error names the file on one, "the given bytes" on the other
+    # an error names the file on one path and "the given bytes" on the other
+    same = [c for c in folder.columns if c != "error"]
     assert_same_rows(table, folder, same)
 
 
