@@ -30,7 +30,7 @@ def photo_like(face: Image.Image, rotate: float, rng: np.random.Generator) -> Im
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
     p.add_argument("--model", default=None)
     p.add_argument("--data", default="../shared/data/ferplus")
     p.add_argument("--n", type=int, default=800)

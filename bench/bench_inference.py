@@ -80,7 +80,7 @@ def untrained_export(folder: Path, arch: str, size: int, channels: int) -> str:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
     p.add_argument("--repeats", type=int, default=50, help="timed calls per row (after 3 warm-up calls)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--extra", action="append", default=[], metavar="ARCH:SIZE:CHANNELS",

@@ -64,7 +64,7 @@ def images_per_second(cfg: TrainConfig, device: torch.device, steps: int,
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
     p.add_argument("--configs", nargs="*", default=sorted(map(str, CONFIG_DIR.glob("*.yaml"))))
     p.add_argument("--steps", type=int, default=20, help="timed steps per model")
     p.add_argument("--warmup", type=int, default=3)

@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     p.add_argument("--url", help="a running server (loopback only); default: start app.py on a free port")
     p.add_argument("--clients", type=int, default=4, help="concurrent client threads")
     p.add_argument("--seconds", type=float, default=20.0, help="how long to send requests")

@@ -1,6 +1,9 @@
 """`python -m emotion predict PHOTO_OR_FOLDER_OR_VIDEO... [--model SOURCE] [--json]`: the emotion of every face.
 
 A video (by its suffix) gives one line per track, or its per-frame table with --csv / --parquet.
+
+`python -m emotion predict-dataset SOURCE --output DIR`: every face of a data set (image folder, parquet folder or
+Hub data set) into parquet shards; resumable; `--workers N` processes, or `--ray` for a Ray cluster.
 """
 from __future__ import annotations
 
@@ -17,9 +20,9 @@ VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpe
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m emotion", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m emotion", description=__doc__, allow_abbrev=False)
     sub = p.add_subparsers(dest="command", required=True)
-    pr = sub.add_parser("predict", help="detect faces and classify their expressions")
+    pr = sub.add_parser("predict", help="detect faces and classify their expressions", allow_abbrev=False)
     pr.add_argument("paths", nargs="+", help="image files or folders (every image inside is predicted)")
     pr.add_argument("--model", help="local-dir:/path or hf-hub:org/name[@rev] (default: EMOTION_MODEL or shipped)")
     pr.add_argument("--json", action="store_true", help="one JSON object per image instead of text lines")
@@ -33,7 +36,35 @@ def build_parser() -> argparse.ArgumentParser:
     out = video.add_mutually_exclusive_group()
     out.add_argument("--csv", type=Path, help="write the per-frame, per-track table here")
     out.add_argument("--parquet", type=Path, help="write the per-frame, per-track table here (parquet)")
+    pr.add_argument("--verbose", action="store_true", help="debug logs, and the face detector's native messages")
+    add_dataset_parser(sub)
     return p
+
+
+def add_dataset_parser(sub) -> None:
+    d = sub.add_parser("predict-dataset", allow_abbrev=False, help="every face of a data set -> parquet shards",
+                       description="Every face of every image of SOURCE -> parquet shards in --output (one row per "
+                       "face; image id, box, 8 probabilities, top emotion, uncertain, error). A rerun with the same "
+                       "options skips the shards already written.")
+    d.add_argument("source", help="a folder of images, a folder of .parquet files, or a Hub data set id (org/name)")
+    d.add_argument("--output", required=True, help="folder for the part-NNNNNN.parquet shards")
+    d.add_argument("--model", help="local-dir:/path or hf-hub:org/name[@rev] (default: EMOTION_MODEL or shipped)")
+    d.add_argument("--workers", type=int, default=1, help="processes on this machine, each with its own model")
+    d.add_argument("--threads", type=int, help="torch threads per process (default: 1 when --workers > 1)")
+    d.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                   help="run on Ray Data instead: 'auto' joins the cluster this machine is in, no value starts a "
+                        "local Ray (needs pip install -r requirements-ray.txt)")
+    d.add_argument("--shard-size", type=int, default=1000, help="images per output shard (the unit of resume)")
+    d.add_argument("--batch-size", type=int, default=32, help="images classified together")
+    d.add_argument("--split", default="train", help="Hub data set split")
+    d.add_argument("--config", help="Hub data set configuration")
+    d.add_argument("--image-column", help="column holding the images (default: found from the schema)")
+    d.add_argument("--id-column", help="column holding each image's id (default: its file name, else a hash)")
+    d.add_argument("--max-faces", type=int, default=20)
+    d.add_argument("--min-score", type=float, default=0.5, help="minimum face detection score (0..1)")
+    d.add_argument("--range", choices=("short", "full", "auto"), default="auto", help="face detector range")
+    d.add_argument("--no-progress", action="store_true", help="no progress bar")
+    d.add_argument("--verbose", action="store_true", help="debug logs, and the face detector's native messages")
 
 
 def expand(paths: list[str]) -> list[Path]:
@@ -49,6 +80,12 @@ def expand(paths: list[str]) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.verbose:
+        import logging
+
+        logging.basicConfig(level=logging.DEBUG, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    if args.command == "predict-dataset":
+        return predict_dataset(args)
     from .errors import EmotionError
     from .predict import Predictor
 
@@ -106,6 +143,31 @@ def predict_video(predictor, path: Path, args) -> int:
             print(f"{path}: no face found in {result.frames} frames")
     if result.interrupted:
         print(f"interrupted: kept the first {result.frames} frames{f' in {table}' if table else ''}", file=sys.stderr)
+    return 0
+
+
+def predict_dataset(args) -> int:
+    """Runs `predict-dataset`; bad options or sources end with one line on stderr and exit code 2."""
+    from .batch import Options, run
+    from .batch_sources import open_source
+    from .errors import EmotionError
+
+    options = Options(args.model, args.min_score, args.max_faces, args.range, args.threads)
+    try:
+        source = open_source(args.source, split=args.split, config=args.config, image_column=args.image_column,
+                             id_column=args.id_column)
+        if args.ray:
+            from .batch_ray import run_ray
+
+            summary = run_ray(source, Path(args.output), options, address=args.ray, workers=args.workers,
+                              batch_size=args.batch_size)
+        else:
+            summary = run(source, Path(args.output), options, workers=args.workers, shard_size=args.shard_size,
+                          batch_size=args.batch_size, progress=not args.no_progress)
+    except EmotionError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(summary.line(), file=sys.stderr)
     return 0
 
 

@@ -19,8 +19,11 @@ The crops the classifier sees live in `crops.py` (re-exported here).
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import numbers
+import os
+import sys
 import threading
 import weakref
 from dataclasses import dataclass, replace
@@ -99,6 +102,7 @@ class FaceDetector:
         self.min_score, self.max_faces, self.range = _check_options(min_score, max_faces, range)
         self.min_face = max(8, int(min_face))
         self._detectors: dict[tuple[str, float], object] = {}
+        self._ran: set[int] = set()  # detectors that have run once (their first run prints native warnings)
         # MediaPipe task objects are not thread-safe; a detection takes a few ms, so one lock costs little.
         self._lock = threading.Lock()
         # Close before interpreter teardown: MediaPipe's own __del__ fails noisily once its C bindings are gone.
@@ -211,7 +215,10 @@ class FaceDetector:
         pixels = np.ascontiguousarray(np.asarray(image))
         with self._lock:
             detector = self._detector(model, floor)
-            result = detector.detect(mp.Image(image_format=mp.ImageFormat.SRGB, data=pixels))
+            first = id(detector) not in self._ran
+            with _native_stderr_quiet() if first else contextlib.nullcontext():  # its alignment warning
+                result = detector.detect(mp.Image(image_format=mp.ImageFormat.SRGB, data=pixels))
+            self._ran.add(id(detector))
         return [_to_face(d, image.width, image.height, scale) for d in result.detections]
 
     def _detector(self, model: str, min_score: float):
@@ -219,7 +226,8 @@ class FaceDetector:
         key = (model, min_score)
         if key not in self._detectors:
             if len(self._detectors) >= MAX_CACHED_DETECTORS:
-                self._detectors.pop(next(iter(self._detectors))).close()  # the oldest
+                with _native_stderr_quiet():
+                    self._detectors.pop(next(iter(self._detectors))).close()  # the oldest
             from mediapipe.tasks.python import BaseOptions, vision
 
             path = ASSETS / MODEL_FILES[model]
@@ -230,7 +238,8 @@ class FaceDetector:
                 base_options=BaseOptions(model_asset_buffer=path.read_bytes()),
                 running_mode=vision.RunningMode.IMAGE,
                 min_detection_confidence=min_score)
-            self._detectors[key] = vision.FaceDetector.create_from_options(options)
+            with _native_stderr_quiet():
+                self._detectors[key] = vision.FaceDetector.create_from_options(options)
             logger.debug("loaded the %s-range face detector (min_score %.2f)", model, min_score)
         return self._detectors[key]
 
@@ -243,9 +252,37 @@ def calibrated(view_score: float) -> float:
 
 
 def _close_all(detectors: dict) -> None:
-    for detector in detectors.values():
-        detector.close()
+    with _native_stderr_quiet():
+        for detector in detectors.values():
+            detector.close()
     detectors.clear()
+
+
+@contextlib.contextmanager
+def _native_stderr_quiet():
+    """Hides what MediaPipe's C++ (LiteRT, XNNPACK, absl) writes straight to file descriptor 2 meanwhile.
+
+    Those INFO lines and warnings bypass Python's logging and interleave with progress bars. They show when this
+    module logs at DEBUG (`--verbose` on the command line). Only detector creation, its first run and its closing
+    are wrapped: fd 2 is process-wide, so other threads' stderr is hidden too for those few milliseconds.
+    """
+    if logger.isEnabledFor(logging.DEBUG):
+        yield
+        return
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no fd 2 (some embedded interpreters): nothing to hide
+        yield
+        return
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        os.close(devnull)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _check_options(min_score, max_faces, range):  # noqa: A002

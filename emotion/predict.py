@@ -163,7 +163,18 @@ class Predictor:
         """Several images; all their faces are classified in one batch."""
         t0 = time.perf_counter()
         loaded = [self.detect(im, **options) for im in images]
+        return self.classify_detected(loaded, t0)
+
+    def classify_detected(self, loaded: Sequence[tuple[Image.Image, Detections]],
+                          t0: float | None = None) -> list[ImagePrediction]:
+        """Images already decoded and searched (`detect`'s results): all their faces classified in one batch.
+
+        Lets a caller that must survive bad images (batch prediction) detect one image at a time, then classify
+        the good ones together. `t0` is when detection started, for the timings.
+        """
         t1 = time.perf_counter()
+        t0 = t1 if t0 is None else t0
+        n = max(1, len(loaded))
         crops = [crop_face(img, f, self.info.crop_margin, self.info.align_eyes, self.info.crop_offset_y)
                  for img, found in loaded for f in found.faces]
         probs = self.probabilities(crops)
@@ -173,8 +184,8 @@ class Predictor:
             results = [self._face_result(probs[i + j], f.box, f.score, f.keypoints)
                        for j, f in enumerate(found.faces)]
             i += len(found.faces)
-            out.append(ImagePrediction(results, img.size, {"detect": (t1 - t0) * 1000 / len(images),
-                                                           "classify": (t2 - t1) * 1000 / len(images)},
+            out.append(ImagePrediction(results, img.size, {"detect": (t1 - t0) * 1000 / n,
+                                                           "classify": (t2 - t1) * 1000 / n},
                                        faces_total=found.total))
         return out
 

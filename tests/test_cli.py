@@ -87,3 +87,16 @@ def test_predict_runs_as_a_subprocess(photo, tiny_model, tmp_path):
     assert "Traceback" not in bad.stderr
     assert [line for line in bad.stderr.splitlines() if line.startswith("error: ")] == [
         line for line in bad.stderr.splitlines() if line.strip()]
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_native_detector_messages_only_with_verbose(verbose, photo, tiny_model, tmp_path):
+    """LiteRT/XNNPACK INFO lines and MediaPipe's alignment warning go to fd 2 from C++; they must not interleave
+    with the progress bar unless asked for."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "emotion", "predict", str(photo), "--model", f"local-dir:{tiny_model}"]
+    run = subprocess.run(cmd + (["--verbose"] if verbose else []), env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    native = [line for line in run.stderr.splitlines() if "XNNPACK" in line or "LiteRT" in line]
+    assert bool(native) == verbose, run.stderr[-2000:]

@@ -126,13 +126,35 @@ def test_upload_files_lists_regular_files_but_not_hidden_or_temporary(export_dir
                                         "confusion_matrix.png", "eval_results.json", "model.safetensors"]
 
 
-def test_dry_run_renders_the_card_and_lists_files_without_token_or_network(export_dir, monkeypatch, tmp_path):
+def snapshot(folder: Path) -> dict:
+    return {p.relative_to(folder).as_posix(): (p.read_bytes(), p.stat().st_mtime_ns)
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("card", ["none", "generated with the placeholder"])
+def test_dry_run_writes_nothing_and_lists_files_without_token_or_network(card, export_dir, monkeypatch, tmp_path):
     no_login(monkeypatch, tmp_path)
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens there: any request would fail
+    if card != "none":
+        from model_card.render import render_card
+
+        render_card(export_dir)  # what the export writes before the repo id is known
+    before = snapshot(export_dir)
     summary = push_to_hub(export_dir, "acme/fer-small", dry_run=True)
-    assert (export_dir / "README.md").is_file()
-    assert summary.endswith(", ".join(upload_files(export_dir)))
+    assert snapshot(export_dir) == before  # a dry run changes nothing on disk
     assert "README.md" in summary and "acme/fer-small" in summary
+    assert "would render README.md" in summary
+    assert summary.endswith(", ".join(sorted(set(upload_files(export_dir)) | {"README.md"})))
+
+
+def test_dry_run_from_the_command_line_writes_nothing(export_dir, monkeypatch, tmp_path, capsys):
+    from trainer.__main__ import main
+
+    no_login(monkeypatch, tmp_path)
+    before = snapshot(export_dir)
+    assert main(["push", str(export_dir), "--repo-id", "acme/fer-small", "--dry-run"]) == 0
+    assert snapshot(export_dir) == before
+    assert "would upload 6 files" in capsys.readouterr().out
 
 
 def test_push_uploads_exactly_the_listed_files_and_never_shows_the_token(hub, export_dir, capfd, caplog):

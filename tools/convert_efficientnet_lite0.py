@@ -59,7 +59,7 @@ def check_imagenet(model: torch.nn.Module) -> None:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
     p.add_argument("out_dir", type=Path)
     p.add_argument("--pth", type=Path, help="the .pth file (default: the one in the installed PyPI package)")
     args = p.parse_args()

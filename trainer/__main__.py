@@ -18,14 +18,15 @@ COMMANDS = ("train", "evaluate", "compare", "push")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m trainer", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m trainer", description=__doc__, allow_abbrev=False)
     sub = p.add_subparsers(dest="command", required=True)
-    t = sub.add_parser("train", help="train, evaluate, calibrate and export a model (rerun to resume)")
+    t = sub.add_parser("train", help="train, evaluate, calibrate and export a model (rerun to resume)",
+                       allow_abbrev=False)
     add_config_args(t)
     t.add_argument("--push-to-hub", metavar="ORG/NAME", help="upload the export to this Hub repo when done")
     t.add_argument("--private", action="store_true")
     t.add_argument("--revision")
-    e = sub.add_parser("evaluate", help="evaluate an exported model on a data set")
+    e = sub.add_parser("evaluate", help="evaluate an exported model on a data set", allow_abbrev=False)
     e.add_argument("--model", required=True, help="local-dir:/path or hf-hub:org/name[@rev]")
     e.add_argument("--data", default="../shared/data/ferplus")
     e.add_argument("--split", default="validation")
@@ -33,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", help="also write the metrics to this file")
     e.add_argument("--detect-faces", action="store_true",
                    help="the images are photos: detect and crop the largest face first, as serving does")
-    c = sub.add_parser("compare", help="one table of several exported models side by side")
+    c = sub.add_parser("compare", help="one table of several exported models side by side", allow_abbrev=False)
     c.add_argument("--models", nargs="+", required=True)
     c.add_argument("--data", default="../shared/data/ferplus")
     c.add_argument("--split", default="validation")
@@ -41,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", help="write the markdown table here too")
     c.add_argument("--photos", help="also score a photo data set through the serving detector (all rows and the "
                                     "rows whose raters agree), e.g. ../shared/data/taiwanese_performers")
-    u = sub.add_parser("push", help="upload an export folder to the Hugging Face Hub")
+    u = sub.add_parser("push", help="upload an export folder to the Hugging Face Hub", allow_abbrev=False)
     u.add_argument("export_dir")
     u.add_argument("--repo-id", required=True)
     u.add_argument("--private", action="store_true")

@@ -64,7 +64,8 @@ def push_to_hub(export_dir: str | Path, repo_id: str, private: bool = False, rev
         repo_id: `user-or-org/name`.
         private: Create the repo as private (an existing repo keeps its visibility).
         revision: Branch to commit to; created from main when it does not exist. None means main.
-        dry_run: Only list what would be uploaded: no token, no network.
+        dry_run: Only list what would be uploaded (and whether the card would be rendered): no token, no
+            network, nothing written.
         token: A Hub token with write access; defaults to HF_TOKEN or the saved login.
         commit_message: Summary line of the commit.
 
@@ -77,13 +78,15 @@ def push_to_hub(export_dir: str | Path, repo_id: str, private: bool = False, rev
     export_dir, branch = Path(export_dir), revision or "main"
     _check_repo_id(repo_id)
     _check_export(export_dir)
-    _ensure_card(export_dir, repo_id)
-    files = upload_files(export_dir)
-    if dry_run:
-        summary = (f"dry run: would upload {len(files)} files from {export_dir} to {repo_id} ({branch}): "
-                   + ", ".join(files))
+    if dry_run:  # says what the push would do to the card, and writes nothing
+        render = _card_needs_render(export_dir, repo_id)
+        files = sorted(set(upload_files(export_dir)) | ({"README.md"} if render else set()))
+        summary = (f"dry run: {'would render README.md for ' + repo_id + ', then ' if render else ''}"
+                   f"would upload {len(files)} files from {export_dir} to {repo_id} ({branch}): " + ", ".join(files))
         log.info(summary)
         return summary
+    _ensure_card(export_dir, repo_id)
+    files = upload_files(export_dir)
 
     from huggingface_hub import HfApi
 
@@ -125,16 +128,24 @@ def _ensure_card(export_dir: Path, repo_id: str) -> None:
     A missing card is rendered. The export renders one before the repo id is known, with a placeholder in its
     examples; such a generated card is rendered again for this repo. A hand-written card is left alone.
     """
-    from model_card.render import GENERATED_MARK, PLACEHOLDER_REPO, render_card
+    from model_card.render import PLACEHOLDER_REPO, render_card
+
+    readme = export_dir / "README.md"
+    if _card_needs_render(export_dir, repo_id):
+        log.info("rendering the model card (README.md) in %s for %s", export_dir, repo_id)
+        render_card(export_dir, repo_id)
+    elif PLACEHOLDER_REPO in readme.read_text(encoding="utf-8", errors="replace"):
+        log.warning("%s shows the placeholder %s in its examples: replace it with %s before pushing",
+                    readme, PLACEHOLDER_REPO, repo_id)
+
+
+def _card_needs_render(export_dir: Path, repo_id: str) -> bool:
+    """No card yet, or the export's generated card with the placeholder repo id: a push renders it for repo_id."""
+    from model_card.render import GENERATED_MARK, PLACEHOLDER_REPO
 
     readme = export_dir / "README.md"
     text = readme.read_text(encoding="utf-8", errors="replace") if readme.is_file() else None
-    if text is None or (GENERATED_MARK in text and PLACEHOLDER_REPO in text):
-        log.info("rendering the model card (README.md) in %s for %s", export_dir, repo_id)
-        render_card(export_dir, repo_id)
-    elif PLACEHOLDER_REPO in text:
-        log.warning("%s shows the placeholder %s in its examples: replace it with %s before pushing",
-                    readme, PLACEHOLDER_REPO, repo_id)
+    return text is None or (GENERATED_MARK in text and PLACEHOLDER_REPO in text)
 
 
 def _resolve_token(token: str | None) -> str:

@@ -57,7 +57,7 @@ def add_metadata(model: bytes, name: str, description: str) -> bytes:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
     parser.add_argument("package_dir", type=Path, help="the unpacked npm tarball's package/ folder")
     parser.add_argument("--out", type=Path, default=HERE, help="where to write the models (default: this folder)")
     args = parser.parse_args()
