@@ -101,6 +101,9 @@ class Trainer:
         self.acc = make_accelerator(pick_device(cfg.device), find_unused=cfg.freeze_epochs > 0)
         self.device, self.rank, self.world = self.acc.device, self.acc.process_index, self.acc.num_processes
         check_batch(cfg.batch_size, self.world)
+        if self.world > 1:
+            log.info("%d processes (%s), %d images each per step", self.world, self.acc.distributed_type.value,
+                     cfg.batch_size // self.world)
         self.model, self.info = build_model(cfg)  # the same weights everywhere (same seed; DDP broadcasts rank 0's)
         self.model.to(self.device)
         self.bf16 = use_bf16(cfg.precision, self.device)
