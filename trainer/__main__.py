@@ -12,6 +12,7 @@ from emotion.errors import EmotionError  # noqa: E402
 
 from .config import ConfigError, add_config_args, resolve_config  # noqa: E402
 from .data import DataError  # noqa: E402
+from .distributed import launched_rank  # noqa: E402
 from .modeling import InitError  # noqa: E402
 
 COMMANDS = ("train", "evaluate", "compare", "push")
@@ -56,7 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] not in COMMANDS + ("-h", "--help"):
         argv.insert(0, "train")  # `python -m trainer --config ...` trains
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    main_process = launched_rank() == 0  # under accelerate launch / torchrun the other processes only warn
+    logging.basicConfig(level=logging.INFO if main_process else logging.WARNING,
+                        format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     try:
         return _dispatch(args)
     except (ConfigError, DataError, InitError, EmotionError, RuntimeError, FileNotFoundError) as e:
@@ -69,6 +72,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         from .run import train_and_export
 
         export_dir = train_and_export(resolve_config(args))
+        if launched_rank() > 0:
+            return 0
         print(f"exported: {export_dir}")
         if args.push_to_hub:
             from .hub import push_to_hub

@@ -169,6 +169,11 @@ def pick_rows(length: int, n: int | None, seed: int | None = None) -> np.ndarray
     return np.sort(np.random.default_rng(seed).permutation(length)[:n])
 
 
+def sample_seed(seed: int, epoch: int, position: int) -> int:
+    """A seed for (seed, epoch, position): the same in every process and after a resume."""
+    return int(np.random.SeedSequence([seed, epoch, position]).generate_state(1)[0])
+
+
 class FaceDataset(torch.utils.data.Dataset):
     """(tensor, soft target, label, class mask) per row; preprocessing is the inference core's `to_tensor`.
 

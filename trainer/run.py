@@ -113,8 +113,12 @@ def train_and_export(cfg: TrainConfig) -> Path:
     log.info("data: %d train / %d validation faces", len(train), sum(len(v) for v in val.values()))
     trainer = Trainer(cfg, train, val)
     trainer.maybe_resume()  # an incompatible checkpoint is refused here, before config.yaml is overwritten
-    cfg.save(out / "config.yaml")
+    if trainer.acc.is_main_process:
+        cfg.save(out / "config.yaml")
     history = trainer.fit()
+    trainer.acc.end_training()
+    if not trainer.acc.is_main_process:  # launched with several processes: the main one evaluates and exports
+        return out / "export"
     found = checkpoint.load_latest_good(trainer.ckpt_dir / "best.safetensors")
     if found is None:
         raise checkpoint.CheckpointError(f"no best.safetensors in {trainer.ckpt_dir}; delete that folder to retrain")

@@ -20,7 +20,8 @@ from emotion.models import ModelInfo
 from . import checkpoint
 from .checkpoint import CheckpointError
 from .config import ConfigError, TrainConfig, default_workers
-from .data import FaceDataset, FaceSplit, ResumableSampler
+from .data import FaceDataset, FaceSplit, ResumableSampler, sample_seed
+from .distributed import any_process, check_batch, gather_rows, make_accelerator, mean_over_processes, shard
 from .evaluation import predict_logits, view_reports
 from .modeling import build_model, param_groups
 
@@ -120,8 +121,14 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         random.seed(cfg.seed)
         np.random.seed(cfg.seed)
-        self.device = pick_device(cfg.device)
-        self.model, self.info = build_model(cfg)
+        # one process unless launched with several (accelerate launch / torchrun): then DDP, one shard each
+        self.acc = make_accelerator(pick_device(cfg.device), find_unused=cfg.freeze_epochs > 0)
+        self.device, self.rank, self.world = self.acc.device, self.acc.process_index, self.acc.num_processes
+        check_batch(cfg.batch_size, self.world)
+        if self.world > 1:
+            log.info("%d processes (%s), %d images each per step", self.world, self.acc.distributed_type.value,
+                     cfg.batch_size // self.world)
+        self.model, self.info = build_model(cfg)  # the same weights everywhere (same seed; DDP broadcasts rank 0's)
         self.model.to(self.device)
         self.bf16 = use_bf16(cfg.precision, self.device)
         self.memory_format = memory_format(self.device, self.bf16)
@@ -131,6 +138,7 @@ class Trainer:
         self.steps_per_epoch = max(1, len(train) // cfg.batch_size)
         self.total_steps = self.steps_per_epoch * cfg.epochs
         self.opt = torch.optim.AdamW(param_groups(self.model, cfg), lr=cfg.lr, betas=(0.9, 0.999))
+        self.ddp = self.acc.prepare(self.model)  # the model itself in one process; trains through DDP in several
         warm = max(1, int(cfg.warmup_epochs * self.steps_per_epoch))
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (
             1 + math.cos(math.pi * min(1.0, s / self.total_steps))))
@@ -139,7 +147,13 @@ class Trainer:
         self.step, self.epoch, self.best_f1, self.history = 0, 0, -1.0, []
         self.loss_sum = 0.0  # this epoch's summed training loss so far (checkpointed: a resumed epoch reports it whole)
         self._signal, self._resume_checked = None, False
+        self._reseed_rank()
         self._elapsed_before, self._t0 = 0.0, time.time()  # training wall time, summed over resumed sessions
+
+    def _reseed_rank(self) -> None:
+        """Processes other than the first draw their own dropout masks (rank 0 keeps the single-process stream)."""
+        if self.rank:
+            torch.manual_seed(sample_seed(self.cfg.seed, self.step, self.rank))
 
     @property
     def elapsed(self) -> float:
@@ -157,11 +171,15 @@ class Trainer:
         return {k: facts[k] for k in RESUME_FIELDS}
 
     def save_checkpoint(self) -> None:
+        """Written by the main process only (every process calls it: the epoch's loss is averaged over them)."""
+        loss_sum = mean_over_processes(self.acc, self.loss_sum)
+        if not self.acc.is_main_process:
+            return
         checkpoint.save(self.ckpt_dir / "last.safetensors", {
             "model": self.model.state_dict(), "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
             "scaler": self.scaler.state_dict(), "rng": rng_state(), "step": self.step, "epoch": self.epoch,
             "best_f1": self.best_f1, "history": self.history, "elapsed": self.elapsed, "resume_key": self.resume_key(),
-            "loss_sum": float(self.loss_sum)},
+            "loss_sum": loss_sum},
             keep_previous=True)
 
     def maybe_resume(self) -> bool:
@@ -187,6 +205,7 @@ class Trainer:
         self.step, self.epoch, self.best_f1, self.history = s["step"], s["epoch"], s["best_f1"], s["history"]
         self._elapsed_before, self._t0 = s.get("elapsed", 0.0), time.time()
         self.loss_sum = s.get("loss_sum", 0.0)
+        self._reseed_rank()
         log.info("resumed from %s at epoch %d, step %d", path, self.epoch, self.step)
         return True
 
@@ -222,11 +241,11 @@ class Trainer:
         b = self.cfg.batch_size
         weights = [s["weight"] for s in self.cfg.sources] if self.cfg.sources else None
         sampler = ResumableSampler(self.train_split.labels, self.cfg.seed, balance=self.cfg.balance == "sampler",
-                                   source=self.train_split.source, weights=weights)
+                                   source=self.train_split.source, weights=weights, rank=self.rank, world=self.world)
         sampler.set_epoch(self.epoch, start * b, self.steps_per_epoch * b)
         workers = default_workers() if self.cfg.workers < 0 else self.cfg.workers
         return torch.utils.data.DataLoader(
-            FaceDataset(self.train_split, self.info, self.cfg, train=True), batch_size=b,
+            FaceDataset(self.train_split, self.info, self.cfg, train=True), batch_size=b // self.world,
             sampler=sampler, num_workers=workers, drop_last=True, worker_init_fn=_ignore_signals,
             pin_memory=self.device.type == "cuda", generator=torch.Generator().manual_seed(self.cfg.seed))
 
@@ -241,13 +260,14 @@ class Trainer:
         self._set_frozen()
         self.model.train()
         bar = tqdm(self._loader(start), total=self.steps_per_epoch, initial=start, desc=f"epoch {self.epoch + 1}/"
-                   f"{cfg.epochs}", leave=False, mininterval=1 if sys.stderr.isatty() else 60, file=sys.stderr)
+                   f"{cfg.epochs}", leave=False, mininterval=1 if sys.stderr.isatty() else 60, file=sys.stderr,
+                   disable=not self.acc.is_main_process)
         t0, seen = time.perf_counter(), 0
         for x, y, _, mask in bar:
             x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
             x = x.contiguous(memory_format=self.memory_format)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-                loss = soft_cross_entropy(self.model(x), y, cfg.label_smoothing, self.class_weights,
+                loss = soft_cross_entropy(self.ddp(x), y, cfg.label_smoothing, self.class_weights,
                                           mask.to(self.device))
             self.opt.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
@@ -260,35 +280,46 @@ class Trainer:
             if self.step % cfg.log_every == 0:
                 bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{self.sched.get_last_lr()[0]:.2e}",
                                 img_s=f"{seen / (time.perf_counter() - t0):.0f}")
-            if self._signal is not None:
+            if any_process(self.acc, self._signal is not None):
                 self._stop()
             if self.step % cfg.ckpt_every == 0:
                 self.save_checkpoint()
         bar.close()
-        log.info("epoch %d: %.0f images/s", self.epoch + 1, seen / max(time.perf_counter() - t0, 1e-9))
+        log.info("epoch %d: %.0f images/s", self.epoch + 1, seen * self.world / max(time.perf_counter() - t0, 1e-9))
 
     def _stop(self) -> None:
         self.save_checkpoint()
+        self.acc.wait_for_everyone()  # a launcher stops every process when one exits: let the main one finish writing
+        self._signal = self._signal or signal.SIGTERM  # another process caught it
+        if not self.acc.is_main_process:
+            raise Interrupted(128 + self._signal)
         name = signal.Signals(self._signal).name
         tqdm.write(f"{name}: checkpoint saved at step {self.step}; rerun the same command to resume", file=sys.stderr)
         raise Interrupted(128 + self._signal)
 
     def _end_epoch(self) -> None:
-        reports = view_reports({name: predict_logits(self.model, split, self.info, device=str(self.device))
-                                for name, split in self.vals.items()}, self.vals)
+        logits = {}
+        for name, split in self.vals.items():  # each process scores its share of every split; one report
+            rows = shard(len(split), self.rank, self.world)
+            mine = split if self.world == 1 else split.subset(rows)
+            part = predict_logits(self.model, mine, self.info, device=str(self.device))
+            logits[name] = gather_rows(self.acc, rows, part, len(split))
+        reports = view_reports(logits, self.vals)
         first = next(iter(reports.values()))
         self.epoch += 1
         m = {"accuracy": first["accuracy"], "macro_f1": first["macro_f1"], "select": select_score(reports, self.cfg),
              "reports": reports, "epoch": self.epoch, "step": self.step, "lr": self.sched.get_last_lr()[0],
-             "train_loss": float(self.loss_sum) / self.steps_per_epoch}
+             "train_loss": mean_over_processes(self.acc, self.loss_sum) / self.steps_per_epoch}
         self.loss_sum = 0.0
         self.history.append(m)
         log.info("epoch %d/%d  train loss %.4f  %s  select %.4f", self.epoch, self.cfg.epochs, m["train_loss"],
                  "  ".join(f"{k} {v['accuracy']:.4f}/{v['macro_f1']:.4f}" for k, v in reports.items()), m["select"])
         if m["select"] > self.best_f1:  # best_f1 holds the best selection score (macro-F1 of validation by default)
             self.best_f1 = m["select"]
-            checkpoint.save(self.ckpt_dir / "best.safetensors", {"model": self.model.state_dict(), "epoch": self.epoch,
-                                                                 "metrics": m}, keep_previous=True)
+            if self.acc.is_main_process:
+                checkpoint.save(self.ckpt_dir / "best.safetensors", {"model": self.model.state_dict(),
+                                                                     "epoch": self.epoch, "metrics": m},
+                                keep_previous=True)
         self.save_checkpoint()
-        if self._signal is not None:
+        if any_process(self.acc, self._signal is not None):
             self._stop()
