@@ -1,7 +1,7 @@
 """Load test for the REST API: N client threads POST the astronaut to /api/predict for a fixed time.
 
     python bench/load_app.py                              # starts `python app.py` itself on a free port
-    python bench/load_app.py --contention 1               # ... with a CPU-bound process running beside it
+    python bench/load_app.py --contention 0,1             # without, then with a CPU-bound process beside it
     python bench/load_app.py --app-dir /path/to/other/checkout   # the same load against another version
     python bench/load_app.py --url http://127.0.0.1:7860 --clients 8 --seconds 30
     EMOTION_MODEL=local-dir:models/small_cnn python bench/load_app.py
@@ -39,11 +39,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--image", type=Path, default=ROOT / "examples" / "astronaut.jpg", help="the photo to POST")
     p.add_argument("--model", help="a model id from GET /api/models (default: the server's default)")
     p.add_argument("--startup-timeout", type=float, default=300.0, help="seconds to wait for a started server")
-    p.add_argument("--contention", type=int, default=0, metavar="N",
-                   help="run N CPU-bound processes (a busy loop each) beside the server during the load")
+    p.add_argument("--contention", default="0", metavar="N[,N...]",
+                   help="run N CPU-bound processes (a busy loop each) beside the server during the load; a list "
+                        "(0,1) runs the load once per value on the same server, back to back")
     p.add_argument("--app-dir", type=Path, default=ROOT, help="the checkout whose app.py to start (to compare)")
     args = p.parse_args(argv)
-    if args.clients < 1 or args.seconds <= 0 or args.contention < 0:
+    try:
+        args.contention = [int(n) for n in args.contention.split(",")]
+    except ValueError:
+        p.error(f"--contention takes whole numbers separated by commas, not {args.contention!r}")
+    if args.clients < 1 or args.seconds <= 0 or min(args.contention) < 0:
         p.error("--clients must be >= 1, --seconds > 0 and --contention >= 0")
     if not (args.app_dir / "app.py").is_file():
         p.error(f"--app-dir {args.app_dir} has no app.py")
@@ -122,16 +127,21 @@ def start_contention(n: int) -> list[subprocess.Popen]:
 
 
 def run(url: str, args: argparse.Namespace, pid: int | None = None) -> None:
+    for n in args.contention:
+        load(url, args, n, pid)
+
+
+def load(url: str, args: argparse.Namespace, contention: int, pid: int | None) -> None:
     image = args.image.read_bytes()
     params = {"model": args.model} if args.model else {}
     warm = requests.post(f"{url}/api/predict", params=params, files={"file": ("a.jpg", image)}, timeout=300)
     if warm.status_code != 200:
         sys.exit(f"warm-up request failed ({warm.status_code}): {warm.json().get('error', warm.text[:300])}")
     print(f"{url}  model {warm.json()['model']['id']}  {len(warm.json()['faces'])} face(s) in {args.image.name}  "
-          f"{args.clients} clients x {args.seconds:g} s  {args.contention} CPU-bound process(es) beside it")
+          f"{args.clients} clients x {args.seconds:g} s  {contention} CPU-bound process(es) beside it")
     before = memory_mb(pid)
     results, errors, lock = [], collections.Counter(), threading.Lock()
-    busy = start_contention(args.contention)
+    busy = start_contention(contention)
     try:
         deadline = time.monotonic() + args.seconds
         start = time.perf_counter()

@@ -50,7 +50,7 @@ def ui_errors():
 def image_source(payload: Any) -> bytes:
     """An un-preprocessed gr.Image value -> the bytes of an upload this server received (or of a data URL).
 
-    Only a file reference into Gradio's upload folder or examples/ is read (`files.read_upload`); a bare path or
+    Only a file reference into Gradio's upload folder is read (`files.read_upload`); a bare path or
     anything else is refused: event data is written by the client.
     """
     if payload is None:
