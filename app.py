@@ -20,6 +20,7 @@ from webapp.api import build_router, install_error_handlers  # noqa: E402
 from webapp.models import ModelRegistry  # noqa: E402
 from webapp.service import MAX_UPLOAD_BYTES  # noqa: E402
 from webapp.ui import EXAMPLES, build_ui  # noqa: E402
+from webapp.video import build_video_router  # noqa: E402
 
 
 def create_app() -> FastAPI:
@@ -30,6 +31,7 @@ def create_app() -> FastAPI:
                               "The Gradio UI is at /, its own API under /gradio_api/.")
     install_error_handlers(app)
     app.include_router(build_router(registry))
+    app.include_router(build_video_router(registry))
     demo = build_ui(registry)
     app = gr.mount_gradio_app(app, demo, path="/", max_file_size=MAX_UPLOAD_BYTES, allowed_paths=[str(EXAMPLES)])
     app.state.demo, app.state.registry = demo, registry
