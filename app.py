@@ -23,6 +23,7 @@ from webapp.models import ModelRegistry  # noqa: E402
 from webapp.pool import InferencePool, configure_torch_threads  # noqa: E402
 from webapp.service import MAX_UPLOAD_BYTES  # noqa: E402
 from webapp.ui import build_ui  # noqa: E402
+from webapp.video import build_video_router  # noqa: E402
 
 
 def create_app() -> FastAPI:
@@ -34,6 +35,7 @@ def create_app() -> FastAPI:
                               "The Gradio UI is at /, its own API under /gradio_api/.")
     install_error_handlers(app)
     app.include_router(build_router(registry, pool))
+    app.include_router(build_video_router(registry, pool))
     app.add_middleware(GradioRequestGuard)  # checks bodies and file references before Gradio parses them
     demo = build_ui(registry, pool)
     app = gr.mount_gradio_app(app, demo, path="/", max_file_size=MAX_UPLOAD_BYTES, allowed_paths=[str(EXAMPLES)])

@@ -17,7 +17,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from .boxes import iou
-from .errors import EmotionError, UnsupportedImageError
+from .errors import EmotionError, ImageTooLargeError, UnsupportedImageError
 from .crops import crop_face
 
 log = logging.getLogger(__name__)
@@ -121,9 +121,11 @@ def duration_s(container, stream) -> float | None:
     return None
 
 
-def sampled_frames(path: str | Path, every: int | None = None, fps: float | None = None
-                   ) -> Iterator[tuple[int, float, Any]]:
-    """(frame index, time in seconds, PIL image) for every `every`-th frame, or about `fps` frames per second."""
+def sampled_frames(path: str | Path, every: int | None = None, fps: float | None = None,
+                   max_seconds: float | None = None) -> Iterator[tuple[int, float, Any]]:
+    """(frame index, time in seconds, PIL image) for every `every`-th frame, or about `fps` frames per second.
+
+    A frame later than `max_seconds` raises ImageTooLargeError (a header can understate the duration)."""
     import av
 
     if every is not None and (isinstance(every, bool) or not isinstance(every, int) or every < 1):
@@ -136,6 +138,9 @@ def sampled_frames(path: str | Path, every: int | None = None, fps: float | None
         for index, frame in enumerate(container.decode(stream)):
             decoded += 1
             time = float(frame.time) if frame.time is not None else index / float(stream.average_rate or 25)
+            if max_seconds is not None and time > max_seconds:
+                raise ImageTooLargeError(f"the video runs past the limit of {max_seconds:.0f} s: cut it or send a "
+                                         "shorter clip")
             if fps is not None:
                 if time + 1e-6 < next_time:
                     continue
@@ -175,7 +180,7 @@ class VideoPrediction:
 
 
 def iter_video(predictor, path: str | Path, every: int | None = None, fps: float | None = None,
-               tracker: IouTracker | None = None, **detect_options
+               tracker: IouTracker | None = None, max_seconds: float | None = None, **detect_options
                ) -> Iterator[dict[str, Any] | int]:
     """The rows of `predict_video` as they are made, in time order; an int is yielded after each sampled frame
     (the number of frames done), for progress. Stops cleanly when the caller stops iterating."""
@@ -196,7 +201,7 @@ def iter_video(predictor, path: str | Path, every: int | None = None, fps: float
         crops.clear()
         return rows
 
-    for index, time, image in sampled_frames(path, every, fps):
+    for index, time, image in sampled_frames(path, every, fps, max_seconds):
         faces = predictor.detector.detect(image, **detect_options)
         crops += [crop_face(image, f, info.crop_margin, info.align_eyes, info.crop_offset_y) for f in faces]
         pending.append((index, time, faces))
@@ -208,13 +213,13 @@ def iter_video(predictor, path: str | Path, every: int | None = None, fps: float
 
 
 def predict_video(predictor, path: str | Path, every: int | None = None, fps: float | None = None,
-                  progress: bool = True, **detect_options) -> VideoPrediction:
+                  progress: bool = True, max_seconds: float | None = None, **detect_options) -> VideoPrediction:
     """Every face in a video, tracked and smoothed: see the module docstring. Ctrl-C returns what is done."""
     tracker = IouTracker()
     rows, frames, interrupted = [], 0, False
     bar = _progress(path, every, fps, progress)
     try:
-        for item in iter_video(predictor, path, every, fps, tracker, **detect_options):
+        for item in iter_video(predictor, path, every, fps, tracker, max_seconds, **detect_options):
             if isinstance(item, int):
                 frames = item
                 if bar is not None:
@@ -248,18 +253,17 @@ def _summary(track: Track, labels: list[str]) -> dict[str, Any]:
 
 
 def _progress(path, every, fps, show: bool):
-    """A tqdm bar over the sampled frames (its total from the header, when it says), or None."""
+    """A tqdm bar over the sampled frames (its total from the header, when it says), or None.
+
+    Opens the video first either way, so a file that is not a video fails before any bar is drawn."""
+    container, stream = open_video(path)
+    seconds, rate = duration_s(container, stream), float(stream.average_rate or 0)
+    container.close()
     if not show:
         return None
     from tqdm import tqdm
 
     total = None
-    try:
-        container, stream = open_video(path)
-        seconds, rate = duration_s(container, stream), float(stream.average_rate or 0)
-        container.close()
-        if seconds and rate:
-            total = round(seconds * fps) if fps else round(seconds * rate / (every or 1))
-    except VideoError:
-        pass  # the decoding loop reports it
+    if seconds and rate:
+        total = round(seconds * fps) if fps else round(seconds * rate / (every or 1))
     return tqdm(total=total, desc=f"analysing {Path(path).name}", unit="frame", file=sys.stderr)

@@ -105,3 +105,48 @@ def test_cli_writes_the_table_and_reports_bad_videos(clip, tiny_model, tmp_path,
     assert main(["predict", str(bad), "--model", f"local-dir:{tiny_model}"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"error: {bad}:")
+
+
+@pytest.fixture(scope="module")
+def client(tiny_model):
+    from fastapi.testclient import TestClient
+
+    import app as app_module
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("EMOTION_MODEL", f"local-dir:{tiny_model}")
+        mp.delenv("EMOTION_MODELS", raising=False)
+        app = app_module.create_app()
+    with TestClient(app) as c:
+        yield c
+
+
+def test_rest_predict_video_returns_tracks_and_rows(client, clip):
+    r = client.post("/api/predict_video?fps=5", files={"file": ("clip.mp4", clip.read_bytes(), "video/mp4")})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert [t["track"] for t in body["tracks"]] == [1, 2] and body["frames_analysed"] == 15
+    assert {"time_s", "track", "x", "y", "w", "h", "emotion", "happy"} <= set(body["rows"][0])
+
+
+def test_rest_refuses_bad_videos_and_options_with_json_4xx(client, clip, monkeypatch):
+    png = Image.new("RGB", (32, 32))
+    import io
+
+    buf = io.BytesIO()
+    png.save(buf, format="PNG")
+    cases = [(clip.read_bytes()[:300], "video/mp4", 415), (b"hello " * 100, "video/mp4", 415),
+             (buf.getvalue(), "video/mp4", 415), (clip.read_bytes(), "text/plain", 415)]
+    for data, ctype, status in cases:
+        r = client.post("/api/predict_video", content=data, headers={"content-type": ctype})
+        assert r.status_code == status and "send" in r.json()["error"], (ctype, r.text)
+    r = client.post("/api/predict_video?fps=0", files={"file": ("c.mp4", clip.read_bytes(), "video/mp4")})
+    assert r.status_code == 422 and "fps" in r.json()["error"]
+    import webapp.video
+
+    monkeypatch.setattr(webapp.video, "MAX_VIDEO_SECONDS", 1.0)
+    r = client.post("/api/predict_video", files={"file": ("c.mp4", clip.read_bytes(), "video/mp4")})
+    assert r.status_code == 413 and "limit of 1 s" in r.json()["error"]
+    monkeypatch.setattr(webapp.video, "MAX_VIDEO_BYTES", 1000)
+    r = client.post("/api/predict_video", files={"file": ("c.mp4", clip.read_bytes(), "video/mp4")})
+    assert r.status_code == 413

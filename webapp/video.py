@@ -1,0 +1,145 @@
+"""POST /api/predict_video: a video upload -> per-frame, per-track emotions as JSON.
+
+Same error rules as /api/predict (JSON `{"error": ...}`, 4xx for what the caller can fix). Bounded by design: the
+upload size (EMOTION_MAX_VIDEO_BYTES) is checked while the body streams in, the duration (EMOTION_MAX_VIDEO_SECONDS)
+from the header before any frame is decoded and again while decoding, the number of sampled frames by the duration
+and the sampling, and one video is analysed at a time.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import threading
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from emotion import EmotionError, ImageTooLargeError
+from emotion.video import VideoError, duration_s, open_video, predict_video
+
+from .models import ModelRegistry
+from .pool import InferencePool, ServerBusyError
+from .service import INTERNAL_ERROR, MAX_FACES, OptionsError, megabytes
+
+log = logging.getLogger(__name__)
+
+MAX_VIDEO_BYTES = int(os.environ.get("EMOTION_MAX_VIDEO_BYTES", 50 * 1024 * 1024))
+MAX_VIDEO_SECONDS = float(os.environ.get("EMOTION_MAX_VIDEO_SECONDS", 120))
+HOW_TO_SEND = ('send the video as multipart/form-data field "file" (curl -F file=@clip.mp4) or as a raw video/* '
+               'body; options every, fps, max_faces, min_detection_score as query parameters or form fields')
+_one_at_a_time = threading.Semaphore(1)  # a video is many photos: one at a time keeps the CPU for /api/predict
+
+
+class VideoOptions(BaseModel):
+    model_config = ConfigDict(extra="ignore", protected_namespaces=())
+
+    model: str | None = None
+    every: int | None = Field(None, ge=1, le=1000, description="analyse every Nth frame")
+    fps: float | None = Field(None, gt=0, le=30, description="analyse about this many frames per second")
+    max_faces: int | None = Field(None, ge=1, le=MAX_FACES)
+    min_detection_score: float | None = Field(None, ge=0, le=1)
+
+
+def build_video_router(registry: ModelRegistry, pool: InferencePool) -> APIRouter:
+    router = APIRouter(prefix="/api", tags=["emotion"])
+
+    @router.post("/predict_video")
+    async def predict_video_route(request: Request) -> Any:
+        """Every face in the video, tracked: `rows` (time_s, track, box, 8 probabilities, emotion) and `tracks`."""
+        with pool.admit():  # a place in the bounded inference pool, or 503 with Retry-After
+            data, fields = await _read_video(request)
+            options = _options(dict(request.query_params), fields)
+            return await _analyse_on(pool, registry, data, options)
+
+    return router
+
+
+async def _analyse_on(pool: InferencePool, registry: ModelRegistry, data: bytes, options: "VideoOptions") -> Any:
+    try:
+        return await pool.run(analyse, registry, data, options)
+    except EmotionError:
+        raise
+    except Exception:
+        log.exception("predict_video failed on a %d-byte upload", len(data))
+        return JSONResponse({"error": INTERNAL_ERROR}, status_code=500)
+
+
+def analyse(registry: ModelRegistry, data: bytes, options: VideoOptions) -> dict[str, Any]:
+    """Writes the upload to a private temp file (FFmpeg needs a seekable file), checks it, and analyses it."""
+    key, predictor = registry.get(options.model)
+    with tempfile.NamedTemporaryFile(suffix=".video") as tmp:
+        tmp.write(data)
+        tmp.flush()
+        container, stream = open_video(tmp.name)
+        seconds = duration_s(container, stream)
+        container.close()
+        if seconds is not None and seconds > MAX_VIDEO_SECONDS:
+            raise ImageTooLargeError(f"the video lasts {seconds:.0f} s, above the limit of {MAX_VIDEO_SECONDS:.0f} "
+                                     "s: cut it or send a shorter clip")
+        fps = options.fps if options.every is None else None
+        if fps is None and options.every is None:
+            fps = 5.0  # a default that keeps a 2-minute clip to 600 analysed frames
+        detect = {k: v for k, v in {"max_faces": options.max_faces, "min_score": options.min_detection_score}.items()
+                  if v is not None}
+        if not _one_at_a_time.acquire(blocking=False):  # never park a worker behind another video
+            raise ServerBusyError("another video is being analysed: retry in a minute")
+        try:
+            result = predict_video(predictor, tmp.name, options.every, fps, progress=False,
+                                   max_seconds=MAX_VIDEO_SECONDS, **detect)
+        finally:
+            _one_at_a_time.release()
+    return {**result.to_dict(), "model": registry.describe(key)}
+
+
+def _options(*sources: dict[str, Any]) -> VideoOptions:
+    merged = {k: v for src in sources for k, v in src.items() if v not in (None, "")}
+    try:
+        return VideoOptions.model_validate(merged)
+    except ValidationError as e:
+        problems = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
+        raise OptionsError(f"{problems}; options: every (1..1000) or fps (0..30), max_faces (1..{MAX_FACES}), "
+                           "min_detection_score (0..1), model") from None
+
+
+async def _read_video(request: Request) -> tuple[bytes, dict[str, Any]]:
+    """The video bytes (refused with 413 as soon as they pass the limit) and the form fields."""
+    limit = MAX_VIDEO_BYTES + 64 * 1024
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise _too_large()
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _too_large()
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    if not body:
+        raise EmotionError(f"the request body is empty: {HOW_TO_SEND}")
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype == "multipart/form-data":
+        async def replay() -> dict:
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        try:
+            form = await Request(request.scope, replay).form(max_files=1, max_fields=20)
+        except Exception as e:  # noqa: BLE001 - starlette raises several kinds for a malformed form
+            raise EmotionError(f"the form body could not be parsed ({getattr(e, 'detail', e)}): {HOW_TO_SEND}") from None
+        upload = form.get("file")
+        if upload is None or isinstance(upload, str):
+            raise EmotionError(f'the form has no file in field "file": {HOW_TO_SEND}')
+        data = await upload.read()
+        if not data:
+            raise EmotionError(f"the uploaded file is empty: {HOW_TO_SEND}")
+        return data, {k: v for k, v in form.items() if isinstance(v, str)}
+    if ctype.startswith("video/") or ctype == "application/octet-stream":
+        return body, {}
+    raise VideoError(f"unsupported Content-Type {ctype or '(none)'!r}: {HOW_TO_SEND}")
+
+
+def _too_large() -> ImageTooLargeError:
+    return ImageTooLargeError(f"the video is over the limit of {megabytes(MAX_VIDEO_BYTES)}: send a shorter or "
+                              "smaller clip")
