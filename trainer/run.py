@@ -81,12 +81,29 @@ def crossfit_ece(logits: np.ndarray, labels: np.ndarray, seed: int = 0) -> float
     return expected_calibration_error(probs, labels)
 
 
+def _remove_empty(folder: Path) -> None:
+    """Removes `folder` and the parents it leaves empty (runs/ too, when nothing else is in it)."""
+    try:
+        while folder != folder.parent:
+            folder.rmdir()  # only succeeds on an empty folder
+            folder = folder.parent
+    except OSError:
+        pass
+
+
 def train_and_export(cfg: TrainConfig) -> Path:
     """The whole `python -m trainer train` job; rerunning it resumes, and a finished run only re-exports."""
     out = Path(cfg.output_dir)
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     cfg.save(out / "config.yaml")
-    train, val, source = load_splits(cfg)
+    try:
+        train, val, source = load_splits(cfg)
+    except BaseException:
+        if created:  # a run that failed before training leaves no empty runs/* folder behind
+            (out / "config.yaml").unlink(missing_ok=True)
+            _remove_empty(out)
+        raise
     log.info("data: %d train / %d validation faces from %s", len(train), len(val), cfg.data)
     trainer = Trainer(cfg, train, val)
     history = trainer.fit()
