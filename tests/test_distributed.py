@@ -64,9 +64,9 @@ def bars(tmp_path_factory) -> Path:
 def test_two_process_run_exports_a_model_that_loads_and_its_loss_falls_like_one_process(bars, tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
     ref = start(trainer_command(bars, one, epochs=2), tmp_path / "one.log", tmp_path / "cache")
-    assert ref.wait(timeout=400) == 0, (tmp_path / "one.log").read_text()[-3000:]
+    assert ref.wait(timeout=600) == 0, (tmp_path / "one.log").read_text()[-3000:]
     proc = start(launched(accelerate_launch(2), bars, two, epochs=2), tmp_path / "two.log", tmp_path / "cache")
-    assert proc.wait(timeout=400) == 0, (tmp_path / "two.log").read_text()[-3000:]
+    assert proc.wait(timeout=600) == 0, (tmp_path / "two.log").read_text()[-3000:]
     text = (tmp_path / "two.log").read_text()
     assert "2 processes (MULTI_CPU), 4 images each per step" in text
     assert text.count("exported: ") == 1 and "Traceback" not in text  # one report, from the main process
@@ -89,7 +89,7 @@ def test_two_process_run_killed_after_its_first_checkpoint_resumes_as_one_proces
     assert saved["step"] < 32 and not (out / "export").exists()
 
     rerun = start(trainer_command(bars, out, epochs=2), tmp_path / "one.log", tmp_path / "cache")
-    assert rerun.wait(timeout=400) == 0, (tmp_path / "one.log").read_text()[-3000:]
+    assert rerun.wait(timeout=600) == 0, (tmp_path / "one.log").read_text()[-3000:]
     assert f"resumed from {last} at epoch {saved['epoch']}, step {saved['step']}" in (tmp_path / "one.log").read_text()
     assert [h["step"] for h in history(out)] == [16, 32]
     Predictor.from_pretrained(f"local-dir:{out / 'export'}")

@@ -206,7 +206,7 @@ def test_killed_run_resumes_from_its_last_checkpoint_and_exports(tmp_path):
     assert not (out / "export").exists()
 
     rerun = start(command, tmp_path / "second.log", tmp_path / "cache")
-    assert rerun.wait(timeout=300) == 0, (tmp_path / "second.log").read_text()[-3000:]
+    assert rerun.wait(timeout=600) == 0, (tmp_path / "second.log").read_text()[-3000:]
     log = (tmp_path / "second.log").read_text()
     assert f"resumed from {last} at epoch {saved['epoch']}, step {saved['step']}" in log
     assert (out / "export" / "model.safetensors").is_file()
@@ -220,7 +220,7 @@ def test_run_killed_mid_epoch_and_resumed_equals_an_uninterrupted_run(tmp_path):
     data = write_bars(tmp_path / "bars", train_per_class=16, val_per_class=4)
     whole, cut = tmp_path / "whole", tmp_path / "cut"
     ref = start(trainer_command(data, whole, epochs=2), tmp_path / "whole.log", tmp_path / "cache")
-    assert ref.wait(timeout=300) == 0, (tmp_path / "whole.log").read_text()[-3000:]
+    assert ref.wait(timeout=600) == 0, (tmp_path / "whole.log").read_text()[-3000:]
     command = trainer_command(data, cut, epochs=2, workers=1)
     proc = start(command, tmp_path / "first.log", tmp_path / "cache")
     wait_for(cut / "checkpoints" / "last.safetensors", proc, tmp_path / "first.log")
@@ -228,7 +228,7 @@ def test_run_killed_mid_epoch_and_resumed_equals_an_uninterrupted_run(tmp_path):
     proc.wait(timeout=30)
     assert checkpoint.load(cut / "checkpoints" / "last.safetensors")["step"] < 16  # killed inside epoch 1
     rerun = start(command, tmp_path / "second.log", tmp_path / "cache")
-    assert rerun.wait(timeout=300) == 0, (tmp_path / "second.log").read_text()[-3000:]
+    assert rerun.wait(timeout=600) == 0, (tmp_path / "second.log").read_text()[-3000:]
     assert "resumed from" in (tmp_path / "second.log").read_text()
 
     a = checkpoint.load(whole / "checkpoints" / "last.safetensors")
