@@ -6,6 +6,7 @@ charts is a second, private step, so API callers get exactly the JSON.
 from __future__ import annotations
 
 import logging
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -15,9 +16,11 @@ from PIL import Image
 
 from emotion import EmotionError
 from emotion.images import load_image
+from emotion.video import IouTracker
 
 from . import render
 from .models import ModelRegistry
+from .video import smooth_live
 from .service import (INTERNAL_ERROR, MAX_FACES, check_upload_size, decode_base64_image, parse_options,
                       predict_image)
 
@@ -107,14 +110,16 @@ def build_ui(registry: ModelRegistry) -> gr.Blocks:
             img = load_image(image_source(image))
         return render.annotate(img, result["faces"]), render.summary(result), gr.Button(visible=not result["faces"])
 
-    def live_frame(frame, model, max_faces, min_detection_score):
+    def live_frame(frame, model, max_faces, min_detection_score, tracker):
         if frame is None:
-            return None, ""
+            return None, "", tracker
         with ui_errors():
             options = parse_options({"model": model, "max_faces": max_faces,
                                      "min_detection_score": min_detection_score})
-            result = predict_image(registry, frame, options)
-        return render.annotate(load_image(frame), result["faces"]), render.summary(result, "No face in view.")
+            tracker = tracker or IouTracker()  # one per browser session: smooths each face along its track
+            result = smooth_live(predict_image(registry, frame, options), tracker, time.monotonic())
+        return (render.annotate(load_image(frame), result["faces"]), render.summary(result, "No face in view."),
+                tracker)
 
     def predict_region(editor, model):
         with ui_errors():
@@ -189,7 +194,9 @@ def build_ui(registry: ModelRegistry) -> gr.Blocks:
                                                   api_visibility="private", concurrency_limit=None)
         offer_crop.click(lambda image: (image, gr.Tabs(selected="crop")), [photo], [editor, tabs],
                          api_visibility="private")
-        cam.stream(live_frame, [cam, model, max_faces, min_score], [live, live_status], stream_every=0.2,
+        tracker = gr.State(None)
+        cam.stream(live_frame, [cam, model, max_faces, min_score, tracker], [live, live_status, tracker],
+                   stream_every=0.2,
                    concurrency_limit=1, trigger_mode="always_last", time_limit=600, show_progress="hidden",
                    api_visibility="private")
         crop_run.click(predict_region, [editor, model], [crop_result, crop_annotated, crop_status],
