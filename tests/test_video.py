@@ -150,3 +150,17 @@ def test_rest_refuses_bad_videos_and_options_with_json_4xx(client, clip, monkeyp
     monkeypatch.setattr(webapp.video, "MAX_VIDEO_BYTES", 1000)
     r = client.post("/api/predict_video", files={"file": ("c.mp4", clip.read_bytes(), "video/mp4")})
     assert r.status_code == 413
+
+
+def test_webcam_labels_are_smoothed_along_tracks():
+    from emotion.video import IouTracker
+    from webapp.video import smooth_live
+
+    def frame(happy: float) -> dict:
+        return {"faces": [{"box": {"x": 10, "y": 10, "w": 50, "h": 50}, "emotion": "",
+                           "probabilities": {"happy": happy, "sad": 1 - happy}}]}
+
+    tracker = IouTracker(ema=0.4)
+    smooth_live(frame(1.0), tracker, 0.0)
+    second = smooth_live(frame(0.0), tracker, 0.2)["faces"][0]  # one frame of "sad" does not flip the label
+    assert second["track"] == 1 and second["emotion"] == "happy" and second["probabilities"]["happy"] == 0.6

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 from contextlib import contextmanager
 from typing import Any
 
@@ -15,6 +16,7 @@ from PIL import Image
 
 from emotion import EmotionError
 from emotion.images import load_image
+from emotion.video import IouTracker
 
 from . import render
 from .components import SafeImageEditor
@@ -22,6 +24,7 @@ from .files import EXAMPLES, SEND_A_FILE, check_file_ref, read_upload
 from .models import ModelRegistry
 from .pool import InferencePool
 from .service import INTERNAL_ERROR, MAX_FACES, decode_base64_image, parse_options, predict_image
+from .video import smooth_live
 
 log = logging.getLogger(__name__)
 
@@ -124,13 +127,14 @@ def build_ui(registry: ModelRegistry, pool: InferencePool) -> gr.Blocks:
         return draw(image, result), render.summary(result), gr.Button(visible=not result["faces"])
 
     @bounded
-    def live_frame(frame, model, max_faces, min_detection_score):
+    def live_frame(frame, model, max_faces, min_detection_score, tracker):
         if frame is None:
-            return None, ""
+            return None, "", tracker
         img = load_image(image_source(frame))
         options = parse_options({"model": model, "max_faces": max_faces, "min_detection_score": min_detection_score})
-        result = predict_image(registry, img, options)
-        return render.preview(img, result["faces"]), render.summary(result, "No face in view.")
+        tracker = tracker or IouTracker()  # one per browser session: smooths each face along its track
+        result = smooth_live(predict_image(registry, img, options), tracker, time.monotonic())
+        return render.preview(img, result["faces"]), render.summary(result, "No face in view."), tracker
 
     @bounded
     def predict_region(editor, model):
@@ -212,8 +216,9 @@ def build_ui(registry: ModelRegistry, pool: InferencePool) -> gr.Blocks:
                                                   api_visibility="private", concurrency_limit=None)
         offer_crop.click(to_editor, [photo], [editor, tabs], preprocess=False, api_visibility="private")
         # preprocess=False: Gradio would decode the frame itself, before our size check.
-        cam.stream(live_frame, [cam, model, max_faces, min_score], [live, live_status], stream_every=0.2,
-                   preprocess=False,
+        tracker = gr.State(None)
+        cam.stream(live_frame, [cam, model, max_faces, min_score, tracker], [live, live_status, tracker],
+                   stream_every=0.2, preprocess=False,
                    concurrency_limit=1, trigger_mode="always_last", time_limit=600, show_progress="hidden",
                    api_visibility="private")
         crop_run.click(predict_region, [editor, model], [crop_result, crop_annotated, crop_status],
