@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image
 
 from .errors import EmotionError
+from .info import default
 
 logger = logging.getLogger(__name__)
 
@@ -127,14 +128,15 @@ class FaceDetector:
         return self._detectors[key]
 
 
-def crop_face(image: Image.Image, face: Face, margin: float = 0.25, align: bool = True,
-              offset_y: float = 0.0) -> Image.Image:
+def crop_face(image: Image.Image, face: Face, margin: float = default("crop_margin"),
+              align: bool = default("align_eyes"), offset_y: float = default("crop_offset_y")) -> Image.Image:
     """Cuts a square around a face, optionally rotated so the eyes are level.
 
     Args:
         image: the image `face` was detected in.
         face: the detection.
-        margin: extra context on each side, as a fraction of the box's longer side.
+        margin: extra context on each side, as a fraction of the box's longer side. The defaults of margin, align
+            and offset_y are ModelInfo's (how the shipped models were trained to see faces).
         align: rotate about the box centre so that the eyes (keypoints 0 and 1) are horizontal.
         offset_y: move the crop's centre along the face's vertical axis by this fraction of the box's longer
             side (negative = towards the forehead), to match how the training faces were framed.

@@ -14,6 +14,8 @@ from typing import Any
 
 import yaml
 
+from emotion.info import default as info_default
+
 CONFIG_DIR = Path(__file__).parent / "configs"
 BALANCE_CHOICES = ("none", "sampler", "weights")
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
@@ -47,8 +49,9 @@ class TrainConfig:
     channels: int = 1  # 1 = grayscale; 3 = gray replicated to RGB (ImageNet backbones)
     mean: float = 0.5  # per-channel normalisation (the same value for every channel: the faces are grayscale)
     std: float = 0.5
-    crop_margin: float = 0.1  # written to config.json for serving: margin around the detector's box (see ModelInfo)
-    crop_offset_y: float = -0.1  # written to config.json for serving: crop centre shift (negative = up)
+    # serving facts written to config.json; their defaults are ModelInfo's (emotion/info.py), defined once there
+    crop_margin: float = info_default("crop_margin")  # margin around the detector's box
+    crop_offset_y: float = info_default("crop_offset_y")  # crop centre shift (negative = up)
     # augmentation (training only): families from trainer/augment.py
     augment: list[str] = field(default_factory=lambda: ["framing", "geometry", "light", "occlusion"])
     scale_min: float = 0.8  # random resized crop scale range (min, 1)
@@ -67,8 +70,8 @@ class TrainConfig:
     label_smoothing: float = 0.0
     balance: str = "none"  # 'sampler' (class-balanced sampling), 'weights' (loss weights), or 'none'
     drop_rate: float = 0.3
-    tta_flip: bool = True  # serving averages each face with its mirror image (measured on validation)
-    uncertain_threshold: float = 0.5
+    tta_flip: bool = info_default("tta_flip")  # serving averages each face with its mirror image
+    uncertain_threshold: float = info_default("uncertain_threshold")
     interpolate: str = "none"  # 'fit': average the tuned weights with init's (WiSE-FT), weight chosen on select_on
     neutral_bias: str = "none"  # 'fit': a logit bias on neutral chosen on the select_on mix, written to config.json; 'none'
     # run
