@@ -1,4 +1,4 @@
-"""Model definitions and the one loader for `hf-hub:` / `local-dir:` sources.
+"""Model definitions and the one loader for a model source (`emotion/sources.py` says what a source is).
 
 Both architectures are built through timm: `resnet50` (and any other timm name) is timm's own, and the small CNN is
 registered with timm's model registry here, so `timm.create_model("small_cnn")` works once this module is imported.
@@ -19,6 +19,7 @@ from torch import nn
 
 from .errors import EmotionError
 from .info import CONFIG_NAME, WEIGHTS_NAME, ModelInfo  # noqa: F401  (re-exported: model facts)
+from .sources import resolve
 
 log = logging.getLogger(__name__)
 
@@ -96,32 +97,12 @@ def create_model(architecture: str, num_classes: int = 8, in_chans: int = 1, pre
     return timm.create_model(architecture, pretrained=pretrained, num_classes=num_classes, in_chans=in_chans, **kwargs)
 
 
-def resolve_source(source: str | os.PathLike) -> Path:
-    """Turn `hf-hub:org/name[@revision]` or `local-dir:/path` into a local folder holding config.json."""
-    source = str(source)
-    if source.startswith("local-dir:"):
-        path = Path(source[len("local-dir:"):]).expanduser()
-        if not (path / CONFIG_NAME).is_file():
-            raise EmotionError(f"{source!r}: no {CONFIG_NAME} in {path}; point local-dir: at an exported model folder")
-        return path
-    if source.startswith("hf-hub:"):
-        repo_id, _, revision = source[len("hf-hub:"):].partition("@")
-        from huggingface_hub import snapshot_download
-        from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
-
-        try:
-            return Path(snapshot_download(repo_id, revision=revision or None,
-                                          allow_patterns=[CONFIG_NAME, WEIGHTS_NAME, "*.json", "*.md", "*.png"]))
-        except (LocalEntryNotFoundError, HfHubHTTPError, OSError, ValueError) as e:
-            raise EmotionError(f"could not fetch {source!r} from the Hugging Face Hub ({type(e).__name__}); check the "
-                               "repo id and your network, or download it once and use local-dir:/path") from None
-    raise EmotionError(f"ambiguous model source {source!r}: write hf-hub:org/name[@revision] for the Hub "
-                       "or local-dir:/path/to/folder for a local export")
-
-
 def load_model(source: str | os.PathLike) -> tuple[nn.Module, ModelInfo, Path]:
-    """Load an exported model (weights from safetensors only) and its facts; the model is in eval mode."""
-    folder = resolve_source(source)
+    """Load an exported model (weights from safetensors only) and its facts; the model is in eval mode.
+
+    `source`: hf-hub:org/name[@revision], local-dir:/path or a shipped model's name (see emotion/sources.py).
+    """
+    folder = resolve(source)
     config = json.loads((folder / CONFIG_NAME).read_text())
     info = ModelInfo.from_config(config)
     weights = folder / WEIGHTS_NAME

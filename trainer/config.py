@@ -14,7 +14,9 @@ from typing import Any
 
 import yaml
 
+from emotion.errors import EmotionError
 from emotion.info import default as info_default
+from emotion.sources import parse as parse_source
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 BALANCE_CHOICES = ("none", "sampler", "weights")
@@ -120,8 +122,8 @@ class TrainConfig:
             ("select_floor", self.select_floor is None or (isinstance(self.select_floor, dict) and all(
                 isinstance(v, (int, float)) and 0 <= v <= 1 for v in self.select_floor.values())),
              "a mapping of report name -> floor in [0, 1]"),
-            ("init", self.init is None or self.init.startswith(("local-dir:", "hf-hub:")),
-             "local-dir:/path or hf-hub:org/name"),
+            ("init", self.init is None or _is_source(self.init),
+             "local-dir:/path, hf-hub:org/name[@revision] or a shipped model's name"),
         ]
         for name, ok, valid in checks:
             if not ok:
@@ -133,6 +135,14 @@ class TrainConfig:
 
     def save(self, path: Path) -> None:
         path.write_text(yaml.safe_dump(dataclasses.asdict(self), sort_keys=False))
+
+
+def _is_source(text: str) -> bool:
+    try:
+        parse_source(text)
+        return True
+    except EmotionError:
+        return False
 
 
 _INT = re.compile(r"[+-]?\d+")
