@@ -109,7 +109,8 @@ def resolve(source: str | os.PathLike | Source) -> Path:
     if src.kind == LOCAL:
         path = Path(src.location).expanduser()
         if not (path / CONFIG_NAME).is_file():
-            raise EmotionError(f"{str(src)!r}: no {CONFIG_NAME} in {path}; point local-dir: at an exported model folder")
+            raise EmotionError(f"{str(src)!r}: no {CONFIG_NAME} in {path}; "
+                               "point local-dir: at an exported model folder")
         return path
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError

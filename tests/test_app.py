@@ -192,7 +192,7 @@ def test_unexpected_errors_are_json_500_without_a_trace(client, astronaut_png, m
 @pytest.mark.parametrize("model, words", [(None, "EMOTION_MODEL"), ("local-dir:/no/such/model", "could not be loaded")])
 def test_a_missing_model_is_503_naming_the_fix(monkeypatch, astronaut_png, model, words):
     monkeypatch.setattr("webapp.models.shipped_models", lambda: {})
-    monkeypatch.setattr("emotion.predict.shipped_models", lambda: {})
+    monkeypatch.setattr("emotion.sources.shipped_models", lambda: {})
     monkeypatch.delenv("EMOTION_MODELS", raising=False)
     if model:
         monkeypatch.setenv("EMOTION_MODEL", model)
@@ -201,7 +201,8 @@ def test_a_missing_model_is_503_naming_the_fix(monkeypatch, astronaut_png, model
     c = TestClient(app_module.create_app())
     r = c.post("/api/predict", **upload(astronaut_png))
     assert r.status_code == 503 and words in r.json()["error"]
-    assert c.get("/api/health").status_code == (503 if model is None else 200)
+    health = c.get("/api/health")  # the default cannot load: health says so (it said "ok" before)
+    assert health.status_code == 503 and words in health.json()["error"]
 
 
 # ---------------------------------------------------------------------------------------------------- model registry
@@ -294,3 +295,16 @@ def test_unknown_model_error_lists_every_model_the_server_offers(client, astrona
     r = client.post("/api/predict", params={"model": "nope"}, **upload(astronaut_png))
     assert r.status_code == 400
     assert offered and all(name in r.json()["error"] for name in offered)
+
+
+# ------------------------------------------------------------------------------------------------------------ /docs
+def test_docs_page_references_only_local_assets_and_they_are_served(client):
+    import re
+
+    page = client.get("/docs")
+    assert page.status_code == 200 and "swagger" in page.text.lower()
+    urls = re.findall(r"""(?:src|href|url)\s*[:=]\s*['"]([^'"]+)['"]""", page.text)
+    assert urls and not [u for u in urls if "//" in u], urls  # no CDN, no absolute URL
+    for url in urls:
+        assert client.get(url).status_code == 200, url
+    assert {"/docs-assets/swagger-ui-bundle.js", "/docs-assets/swagger-ui.css", "/openapi.json"} <= set(urls)

@@ -126,3 +126,29 @@ def test_browser_shows_the_emotion_of_the_one_face(server, astronaut_file, tmp_p
         target = Path(os.environ["EMOTION_SCREENSHOT_DIR"])
         target.mkdir(parents=True, exist_ok=True)
         shutil.copy(shot, target / "app.png")
+
+
+def test_docs_render_in_the_browser_with_the_network_off(server):
+    if not CHROMIUM.exists():
+        pytest.skip(f"no browser at {CHROMIUM}: install Debian's chromium (apt-get install -y chromium)")
+    from playwright.sync_api import sync_playwright
+
+    outside: list[str] = []
+
+    def only_the_server(route):  # every request that leaves the server fails, as it would offline
+        if route.request.url.startswith(server):
+            route.continue_()
+        else:
+            outside.append(route.request.url)
+            route.abort()
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.route("**/*", only_the_server)
+            page.goto(f"{server}/docs", wait_until="domcontentloaded")
+            page.locator(".swagger-ui .opblock", has_text="/api/predict").first.wait_for(timeout=30_000)
+        finally:
+            browser.close()
+    assert outside == []
