@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-START_TIMEOUT = 60  # seconds: importing torch, mediapipe and gradio on a busy 2-core machine
+START_TIMEOUT = 120  # seconds: importing torch, mediapipe and gradio and loading the model on a busy 2-core machine
 
 
 def free_port() -> int:
@@ -54,7 +54,7 @@ def server(tiny_model, tmp_path_factory):
             try:
                 if requests.get(f"{url}/api/health", timeout=2).status_code == 200:
                     break
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # not up yet, or still loading the default model
                 pass
             if time.monotonic() > deadline:
                 pytest.fail(f"app.py did not answer /api/health within {START_TIMEOUT} s:\n"
