@@ -16,7 +16,9 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 import gradio as gr  # noqa: E402
 from fastapi import FastAPI  # noqa: E402
 
+from emotion import EmotionError  # noqa: E402
 from webapp.api import build_router, install_error_handlers  # noqa: E402
+from webapp.docs import install_docs  # noqa: E402
 from webapp.files import EXAMPLES  # noqa: E402
 from webapp.guard import GradioRequestGuard  # noqa: E402
 from webapp.models import ModelRegistry  # noqa: E402
@@ -32,10 +34,11 @@ def create_app() -> FastAPI:
     configure_torch_threads(pool.workers)
     app = FastAPI(title="Emotion Detection", version="1.0",
                   description="Faces in a photo -> calibrated probabilities over 8 emotions. "
-                              "The Gradio UI is at /, its own API under /gradio_api/.")
+                              "The Gradio UI is at /, its own API under /gradio_api/.", docs_url=None)
     install_error_handlers(app)
     app.include_router(build_router(registry, pool))
     app.include_router(build_video_router(registry, pool))
+    install_docs(app)  # /docs from local assets (works offline)
     app.add_middleware(GradioRequestGuard)  # checks bodies and file references before Gradio parses them
     demo = build_ui(registry, pool)
     app = gr.mount_gradio_app(app, demo, path="/", max_file_size=MAX_UPLOAD_BYTES, allowed_paths=[str(EXAMPLES)])
@@ -46,7 +49,10 @@ def create_app() -> FastAPI:
     return app
 
 
-app = create_app()
+try:
+    app = create_app()
+except EmotionError as e:  # a misconfigured EMOTION_MODEL(S): one line naming the fix, not a traceback
+    raise SystemExit(f"error: {e}") from None
 demo = app.state.demo
 
 

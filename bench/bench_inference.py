@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 from emotion.faces import FaceDetector, crop_box  # noqa: E402
 from emotion.models import ModelInfo, create_model  # noqa: E402
 from emotion.predict import Predictor, shipped_models  # noqa: E402
-from trainer.run import cpu_name  # noqa: E402
+from emotion.bench import cpu_name  # noqa: E402
 
 ASTRONAUT_FACE = (178, 80, 94, 100)  # (x, y, w, h) in skimage's 512x512 astronaut
 

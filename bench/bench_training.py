@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 from trainer.config import CONFIG_DIR, TrainConfig  # noqa: E402
 from trainer.modeling import build_model, param_groups  # noqa: E402
 from trainer.train import memory_format, pick_device, soft_cross_entropy, use_bf16  # noqa: E402
-from trainer.run import cpu_name  # noqa: E402
+from emotion.bench import cpu_name  # noqa: E402
 
 
 def images_per_second(cfg: TrainConfig, device: torch.device, steps: int, warmup: int,

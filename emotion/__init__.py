@@ -1,11 +1,20 @@
 """Emotion Detection's inference core: faces in any photo -> calibrated probabilities over 8 emotions.
 
     from emotion import Predictor
-    result = Predictor.from_pretrained().predict("photo.jpg")   # or "hf-hub:org/name", "local-dir:/path"
+    result = Predictor.from_pretrained().predict("photo.jpg")   # or "resnet50", "hf-hub:org/name", "local-dir:/path"
 """
 from .errors import EmotionError, ImageTooLargeError, UnsupportedImageError
 from .labels import LABELS, canonical
-from .predict import FacePrediction, ImagePrediction, Predictor, default_source, shipped_models
 
 __all__ = ["EmotionError", "ImageTooLargeError", "UnsupportedImageError", "LABELS", "canonical", "Predictor",
            "FacePrediction", "ImagePrediction", "default_source", "shipped_models"]
+_LAZY = ("Predictor", "FacePrediction", "ImagePrediction", "default_source", "shipped_models")
+
+
+def __getattr__(name: str):
+    # The predictor (timm, torch models) loads on first use, so `emotion.preprocess` or `emotion.faces` stay light.
+    if name in _LAZY:
+        from . import predict
+
+        return getattr(predict, name)
+    raise AttributeError(f"module 'emotion' has no attribute {name!r}")

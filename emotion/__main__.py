@@ -24,8 +24,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     pr = sub.add_parser("predict", help="detect faces and classify their expressions", allow_abbrev=False)
     pr.add_argument("paths", nargs="+", help="image files or folders (every image inside is predicted)")
-    pr.add_argument("--model", help="local-dir:/path or hf-hub:org/name[@rev] (default: EMOTION_MODEL or shipped)")
-    pr.add_argument("--json", action="store_true", help="one JSON object per image instead of text lines")
+    pr.add_argument("--model", help="a shipped model's name (small_cnn, resnet50, ...), local-dir:/path or "
+                    "hf-hub:org/name[@rev] (default: EMOTION_MODEL or the shipped default)")
+    pr.add_argument("--json", action="store_true", help="one JSON object per image (path, model, faces, image_size, "
+                    "timings_ms) instead of a text line per face")
     pr.add_argument("--max-faces", type=int, default=20)
     pr.add_argument("--min-score", type=float, default=0.5, help="minimum face detection score (0..1)")
     pr.add_argument("--range", choices=("short", "full", "auto"), default="auto", help="face detector range")
@@ -95,6 +97,10 @@ def main(argv: list[str] | None = None) -> int:
     except EmotionError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    from .sources import parse
+
+    source = parse(predictor.source)
+    model = {"id": source.id, "source": str(source), "revision": source.revision}
     files = expand(args.paths)
     if not files:
         print("error: no images found in the given folders; pass image files or folders with images", file=sys.stderr)
@@ -115,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {path}: {e}", file=sys.stderr)
             failed += 1
             continue
-        lines = [json.dumps({"path": str(path), **result.to_dict()})] if args.json else format_text(path, result)
+        lines = [json.dumps({"path": str(path), "model": model, **result.to_dict()})] if args.json \
+            else format_text(path, result)
         (bar.write if bar is not None else print)("\n".join(lines))
     return 1 if failed else 0
 

@@ -7,10 +7,11 @@ import numpy as np
 from PIL import Image
 
 from .errors import EmotionError
+from .info import default
 
 
-def crop_face(image: Image.Image, face, margin: float = 0.25, align: bool = True,
-              offset_y: float = 0.0) -> Image.Image:
+def crop_face(image: Image.Image, face, margin: float = default("crop_margin"),
+              align: bool = default("align_eyes"), offset_y: float = default("crop_offset_y")) -> Image.Image:
     """Cuts a square around a face, optionally rotated so the eyes are level.
 
     Args:

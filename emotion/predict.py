@@ -2,11 +2,9 @@
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -18,11 +16,9 @@ from .faces import Detections, FaceDetector, crop_box, crop_face
 from .images import load_image
 from .models import ModelInfo, load_model
 from .preprocess import batch
+from .sources import default_source, shipped_models  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
-
-MODELS_DIR = Path(__file__).resolve().parent.parent / "models"  # the exports shipped with the repo
-DEFAULT_FILE = MODELS_DIR / "DEFAULT"  # names the shipped model used when none is asked for
 
 
 @dataclass
@@ -68,26 +64,6 @@ class ImagePrediction:
                 "timings_ms": {k: round(v, 2) for k, v in self.timings_ms.items()}}
 
 
-def shipped_models() -> dict[str, str]:
-    """The exports in the repo's models/ folder, by folder name -> `local-dir:` source."""
-    if not MODELS_DIR.is_dir():
-        return {}
-    return {p.name: f"local-dir:{p}" for p in sorted(MODELS_DIR.iterdir()) if (p / "config.json").is_file()}
-
-
-def default_source() -> str:
-    """EMOTION_MODEL if set, else the shipped model named in models/DEFAULT."""
-    env = os.environ.get("EMOTION_MODEL")
-    if env:
-        return env
-    shipped = shipped_models()
-    name = DEFAULT_FILE.read_text().strip() if DEFAULT_FILE.is_file() else next(iter(shipped), None)
-    if name not in shipped:
-        raise EmotionError("no model given and none shipped in models/: pass a source such as "
-                           "local-dir:/path or hf-hub:org/name, or set EMOTION_MODEL")
-    return shipped[name]
-
-
 @torch.inference_mode()
 def face_logits(model: torch.nn.Module, x: torch.Tensor, info: ModelInfo, tta_flip: bool | None = None) -> torch.Tensor:
     """Preprocessed faces (N, C, H, W) -> (N, classes) float logits as serving uses them: averaged with the mirrored
@@ -121,7 +97,8 @@ class Predictor:
     @classmethod
     def from_pretrained(cls, source: str | None = None, *, min_score: float = 0.5, max_faces: int = 20,
                         range: str = "auto") -> "Predictor":  # noqa: A002
-        """Load `hf-hub:org/name[@revision]` or `local-dir:/path` (default: EMOTION_MODEL or the shipped model)."""
+        """Load `hf-hub:org/name[@revision]`, `local-dir:/path` or a shipped model's name such as "resnet50"
+        (default: EMOTION_MODEL or the shipped default)."""
         source = source or default_source()
         model, info, _ = load_model(source)
         return cls(model, info, source, FaceDetector(min_score=min_score, max_faces=max_faces, range=range))

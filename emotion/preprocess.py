@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .models import ModelInfo
+from .info import ModelInfo
 
 _RESAMPLE = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST}
 

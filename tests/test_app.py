@@ -206,7 +206,7 @@ def test_unexpected_errors_are_json_500_without_a_trace(client, astronaut_png, m
 @pytest.mark.parametrize("model, words", [(None, "EMOTION_MODEL"), ("local-dir:/no/such/model", "could not be loaded")])
 def test_a_missing_model_is_503_naming_the_fix(monkeypatch, astronaut_png, model, words):
     monkeypatch.setattr("webapp.models.shipped_models", lambda: {})
-    monkeypatch.setattr("emotion.predict.shipped_models", lambda: {})
+    monkeypatch.setattr("emotion.sources.shipped_models", lambda: {})
     monkeypatch.delenv("EMOTION_MODELS", raising=False)
     if model:
         monkeypatch.setenv("EMOTION_MODEL", model)
@@ -215,7 +215,8 @@ def test_a_missing_model_is_503_naming_the_fix(monkeypatch, astronaut_png, model
     c = TestClient(app_module.create_app())
     r = c.post("/api/predict", **upload(astronaut_png))
     assert r.status_code == 503 and words in r.json()["error"]
-    assert c.get("/api/health").status_code == (503 if model is None else 200)
+    health = c.get("/api/health")  # the default cannot load: health says so (it said "ok" before)
+    assert health.status_code == 503 and words in health.json()["error"]
 
 
 # ---------------------------------------------------------------------------------------------------- model registry
@@ -448,3 +449,16 @@ def test_concurrent_predictions_never_exceed_the_workers(client, astronaut_png, 
         statuses = list(ex.map(lambda _: client.post("/api/predict", **upload(astronaut_png)).status_code, range(8)))
     assert set(statuses) <= {200, 503} and 200 in statuses and 503 in statuses, statuses
     assert peak[0] <= pool.workers
+
+
+# ------------------------------------------------------------------------------------------------------------ /docs
+def test_docs_page_references_only_local_assets_and_they_are_served(client):
+    import re
+
+    page = client.get("/docs")
+    assert page.status_code == 200 and "swagger" in page.text.lower()
+    urls = re.findall(r"""(?:src|href|url)\s*[:=]\s*['"]([^'"]+)['"]""", page.text)
+    assert urls and not [u for u in urls if "//" in u], urls  # no CDN, no absolute URL
+    for url in urls:
+        assert client.get(url).status_code == 200, url
+    assert {"/docs-assets/swagger-ui-bundle.js", "/docs-assets/swagger-ui.css", "/openapi.json"} <= set(urls)

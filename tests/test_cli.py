@@ -35,6 +35,7 @@ def test_predict_json_gives_eight_probabilities(photo, tiny_model, capsys):
     assert len(lines) == 1
     result = json.loads(lines[0])
     assert result["path"] == str(photo)
+    assert result["model"] == {"id": tiny_model.name, "source": f"local-dir:{tiny_model}", "revision": None}
     assert result["image_size"] == {"width": 512, "height": 512}
     (face,) = result["faces"]
     assert set(face["probabilities"]) == set(LABELS)
@@ -100,3 +101,16 @@ def test_native_detector_messages_only_with_verbose(verbose, photo, tiny_model, 
     assert run.returncode == 0, run.stderr[-2000:]
     native = [line for line in run.stderr.splitlines() if "XNNPACK" in line or "LiteRT" in line]
     assert bool(native) == verbose, run.stderr[-2000:]
+
+
+def test_readme_lists_the_fields_the_cli_json_prints(photo, tiny_model, capsys):
+    import re
+
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    listed = re.search(r"with `--json`, one JSON object per image \(([^)]*)\)", readme)
+    assert listed, "README's Command line paragraph must describe --json"
+    top = re.findall(r"`(\w+)`", re.sub(r"\{[^}]*\}", "", listed.group(1)))
+    nested = re.findall(r"`(\w+)`", re.search(r"\{([^}]*)\}", listed.group(1)).group(1))
+    assert main(["predict", str(photo), "--model", f"local-dir:{tiny_model}", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert sorted(top) == sorted(result) and sorted(nested) == sorted(result["model"])

@@ -200,3 +200,26 @@ def test_concurrent_predicts_from_four_threads_agree(predictor, astronaut):
     for per_thread in results:
         for probs in per_thread:
             np.testing.assert_array_equal(probs, expected)
+
+
+def test_serving_facts_have_one_default_shared_by_model_info_the_trainer_and_crop_face():
+    import inspect
+
+    from emotion.faces import crop_face
+    from trainer.config import TrainConfig
+
+    info, cfg = ModelInfo(architecture="small_cnn"), TrainConfig()
+    for name in ("crop_margin", "crop_offset_y", "tta_flip", "uncertain_threshold"):
+        assert getattr(cfg, name) == getattr(info, name), name
+    crop_defaults = {k: p.default for k, p in inspect.signature(crop_face).parameters.items()}
+    assert (crop_defaults["margin"], crop_defaults["align"], crop_defaults["offset_y"]) == (
+        info.crop_margin, info.align_eyes, info.crop_offset_y)
+
+
+def test_preprocessing_does_not_import_the_model_zoo():
+    import subprocess
+    import sys
+
+    code = "import sys, emotion.preprocess, emotion.faces; print('timm' in sys.modules, 'safetensors' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]

@@ -59,7 +59,7 @@ def app_process(tiny_model, tmp_path_factory):
             try:
                 if requests.get(f"{url}/api/health", timeout=2).status_code == 200:
                     break
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # not up yet, or still loading the default model
                 pass
             if time.monotonic() > deadline:
                 pytest.fail(f"app.py did not answer /api/health within {START_TIMEOUT} s:\n"
@@ -260,3 +260,29 @@ def test_gradio_client_predict_with_the_shipped_example(server):
     finally:
         client.close()
     assert len(result["faces"]) >= 1 and result["faces"][0]["emotion"] in LABELS
+
+
+def test_docs_render_in_the_browser_with_the_network_off(server):
+    if not CHROMIUM.exists():
+        pytest.skip(f"no browser at {CHROMIUM}: install Debian's chromium (apt-get install -y chromium)")
+    from playwright.sync_api import sync_playwright
+
+    outside: list[str] = []
+
+    def only_the_server(route):  # every request that leaves the server fails, as it would offline
+        if route.request.url.startswith(server):
+            route.continue_()
+        else:
+            outside.append(route.request.url)
+            route.abort()
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.route("**/*", only_the_server)
+            page.goto(f"{server}/docs", wait_until="domcontentloaded")
+            page.locator(".swagger-ui .opblock", has_text="/api/predict").first.wait_for(timeout=30_000)
+        finally:
+            browser.close()
+    assert outside == []

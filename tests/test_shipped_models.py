@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from emotion import Predictor, shipped_models
-from emotion.predict import DEFAULT_FILE
+from emotion.sources import DEFAULT_FILE
 
 SLICE = 600  # the first 600 rows of FER+ validation
 # model folder -> minimum accuracy on SLICE (measured figure minus ~3 points; see README "Models")

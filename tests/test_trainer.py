@@ -26,7 +26,7 @@ from emotion.predict import Predictor
 from emotion.preprocess import batch
 from trainer import checkpoint, run
 from trainer.__main__ import main
-from trainer.train import rng_state, set_rng_state
+from trainer.train import rng_state, set_rng_state, use_bf16
 
 ROOT = Path(__file__).resolve().parents[1]
 FER2013_NAMES = ("Angry", "Disgust", "Fear", "Happy", "Sad", "Surprise", "Neutral")
@@ -134,7 +134,14 @@ def test_exported_config_carries_the_models_facts(small_cnn_export):
     assert results["splits"]["validation"]["n"] == 128
     assert results["dataset"]["train_rows"] == 256
     assert [h["epoch"] for h in results["history"]] == [1, 2]
+    assert results["precision"] == ("bf16" if use_bf16("auto", torch.device("cpu")) else "fp32")  # auto, resolved
     assert (small_cnn_export / "model.safetensors").is_file()
+
+
+def test_evaluating_and_benchmarking_do_not_import_the_training_loop():
+    code = "import sys, trainer.compare, emotion.bench; print(sorted(m for m in sys.modules if m in ('trainer.run', 'trainer.train')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
 
 
 # -------------------------------------------------------------------------------------------- it really learns

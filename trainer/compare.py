@@ -7,11 +7,12 @@ from pathlib import Path
 import numpy as np
 
 from emotion.labels import LABELS
+from emotion.bench import ms_per_face
 from emotion.models import WEIGHTS_NAME, load_model
+from emotion.sources import model_id
 
 from .data import DataError, FaceSplit, label_ids, load_raw, pick_rows, to_face_split
 from .evaluation import compute_metrics, predict_logits
-from .run import ms_per_face
 
 CLEAN_COLUMN = "observer_agrees"  # photo data sets: False where the raters did not see the posed emotion
 
@@ -137,7 +138,7 @@ def _row(cells: list[str]) -> str:
 
 
 def _name(result: dict) -> str:
-    return Path(result["source"].split(":", 1)[-1]).name
+    return model_id(result["source"])
 
 
 def _recall_table(title: str, named: list[tuple[str, dict]]) -> str:

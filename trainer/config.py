@@ -14,6 +14,10 @@ from typing import Any
 
 import yaml
 
+from emotion.errors import EmotionError
+from emotion.info import default as info_default
+from emotion.sources import parse as parse_source
+
 CONFIG_DIR = Path(__file__).parent / "configs"
 BALANCE_CHOICES = ("none", "sampler", "weights")
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
@@ -47,8 +51,9 @@ class TrainConfig:
     channels: int = 1  # 1 = grayscale; 3 = gray replicated to RGB (ImageNet backbones)
     mean: float = 0.5  # per-channel normalisation (the same value for every channel: the faces are grayscale)
     std: float = 0.5
-    crop_margin: float = 0.1  # written to config.json for serving: margin around the detector's box (see ModelInfo)
-    crop_offset_y: float = -0.1  # written to config.json for serving: crop centre shift (negative = up)
+    # serving facts written to config.json; their defaults are ModelInfo's (emotion/info.py), defined once there
+    crop_margin: float = info_default("crop_margin")  # margin around the detector's box
+    crop_offset_y: float = info_default("crop_offset_y")  # crop centre shift (negative = up)
     # augmentation (training only): families from trainer/augment.py
     augment: list[str] = field(default_factory=lambda: ["framing", "geometry", "light", "occlusion"])
     scale_min: float = 0.8  # random resized crop scale range (min, 1)
@@ -67,8 +72,8 @@ class TrainConfig:
     label_smoothing: float = 0.0
     balance: str = "none"  # 'sampler' (class-balanced sampling), 'weights' (loss weights), or 'none'
     drop_rate: float = 0.3
-    tta_flip: bool = True  # serving averages each face with its mirror image (measured on validation)
-    uncertain_threshold: float = 0.5
+    tta_flip: bool = info_default("tta_flip")  # serving averages each face with its mirror image
+    uncertain_threshold: float = info_default("uncertain_threshold")
     recalibrate_bn: bool = False  # after training: BatchNorm statistics from un-augmented training faces
     interpolate: str = "none"  # 'fit': average the tuned weights with init's (WiSE-FT), weight chosen on select_on
     neutral_bias: str = "none"  # 'fit': a logit bias on neutral chosen on the select_on mix, written to config.json; 'none'
@@ -118,8 +123,8 @@ class TrainConfig:
             ("select_floor", self.select_floor is None or (isinstance(self.select_floor, dict) and all(
                 isinstance(v, (int, float)) and 0 <= v <= 1 for v in self.select_floor.values())),
              "a mapping of report name -> floor in [0, 1]"),
-            ("init", self.init is None or self.init.startswith(("local-dir:", "hf-hub:")),
-             "local-dir:/path or hf-hub:org/name"),
+            ("init", self.init is None or _is_source(self.init),
+             "local-dir:/path, hf-hub:org/name[@revision] or a shipped model's name"),
         ]
         for name, ok, valid in checks:
             if not ok:
@@ -131,6 +136,14 @@ class TrainConfig:
 
     def save(self, path: Path) -> None:
         path.write_text(yaml.safe_dump(dataclasses.asdict(self), sort_keys=False))
+
+
+def _is_source(text: str) -> bool:
+    try:
+        parse_source(text)
+        return True
+    except EmotionError:
+        return False
 
 
 _INT = re.compile(r"[+-]?\d+")

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from emotion.labels import LABEL2ID, LABELS, canonical
-from emotion.models import ModelInfo
+from emotion.info import ModelInfo
 from emotion.preprocess import to_tensor
 
 from . import augment

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from emotion.labels import LABELS
-from emotion.models import ModelInfo
+from emotion.info import ModelInfo
 from emotion.predict import face_logits
 
 from .data import FaceDataset, FaceSplit

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from emotion.models import CONFIG_NAME, WEIGHTS_NAME, ModelInfo
+from emotion.info import CONFIG_NAME, WEIGHTS_NAME, ModelInfo
 
 from .evaluation import save_confusion_png
 

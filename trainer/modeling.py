@@ -9,7 +9,8 @@ from safetensors.torch import load_file
 
 from emotion.errors import EmotionError
 from emotion.labels import LABELS
-from emotion.models import WEIGHTS_NAME, ModelInfo, create_model
+from emotion.models import ModelInfo, create_model
+from emotion.sources import resolve_weights
 
 from .config import TrainConfig
 
@@ -48,21 +49,10 @@ def build_model(cfg: TrainConfig) -> tuple[torch.nn.Module, ModelInfo]:
 
 
 def _init_file(source: str) -> Path:
-    if source.startswith("hf-hub:"):
-        from huggingface_hub import hf_hub_download
-
-        repo_id, _, rev = source[len("hf-hub:"):].partition("@")
-        try:
-            return Path(hf_hub_download(repo_id, WEIGHTS_NAME, revision=rev or None))
-        except Exception as e:
-            raise InitError(f"could not download {source} ({type(e).__name__}); use --init local-dir:/path "
-                            "or --no-pretrained") from None
-    path = Path(source[len("local-dir:"):]).expanduser()
-    path = path / WEIGHTS_NAME if path.is_dir() else path
-    if not path.is_file() or path.suffix != ".safetensors":
-        raise InitError(f"--init {source}: no safetensors file at {path}; give a folder holding {WEIGHTS_NAME} "
-                        "or a .safetensors file")
-    return path
+    try:
+        return resolve_weights(source)
+    except EmotionError as e:
+        raise InitError(f"--init: {e}; or train with --no-pretrained") from None
 
 
 def load_init(model: torch.nn.Module, source: str) -> None:

@@ -2,14 +2,12 @@
 from __future__ import annotations
 
 import logging
-import os
-import platform
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from emotion.bench import machine, ms_per_face
 from emotion.models import load_model
 
 from . import checkpoint
@@ -21,44 +19,6 @@ from .posthoc import fit_interpolation, fit_neutral_bias, recalibrate_bn
 from .train import Trainer
 
 log = logging.getLogger(__name__)
-
-
-def cpu_name() -> str:
-    """The CPU model from /proc/cpuinfo, else what `platform` knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def machine() -> str:
-    """The machine in words: CPU model and cores, GPU if any, torch version."""
-    cpu = cpu_name()
-    gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ", no GPU"
-    return f"{cpu}, {os.cpu_count()} cores{gpu}, torch {torch.__version__}"
-
-
-def ms_per_face(model: torch.nn.Module, info, repeats: int = 30) -> float:
-    """Median CPU milliseconds (one thread) to classify one face crop, as serving does it (Predictor.probabilities:
-    preprocessing, flip averaging, calibrated softmax)."""
-    from PIL import Image
-
-    from emotion.predict import Predictor
-
-    predictor = Predictor(model.to("cpu"), info)
-    face = Image.fromarray(np.random.default_rng(0).integers(0, 255, (160, 160, 3), dtype=np.uint8))
-    times = []
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # one thread: a stable figure on a shared machine, and what one request gets
-    for _ in range(repeats + 3):
-        t = time.perf_counter()
-        predictor.probabilities([face])
-        times.append((time.perf_counter() - t) * 1000)
-    torch.set_num_threads(threads)
-    return float(np.median(times[3:]))
 
 
 def evaluate_splits(model, info, vals: FaceSplit | dict[str, FaceSplit], device: str = "cpu",
@@ -136,7 +96,8 @@ def train_and_export(cfg: TrainConfig) -> Path:
         "splits": splits, "temperature": info.temperature, "logit_bias": info.logit_bias, "best_epoch": best["epoch"],
         **({"neutral_bias_sweep": sweep} if sweep else {}), **({"interpolation": interpolation} if interpolation else {}),
         "params": sum(p.numel() for p in model.parameters()), "ms_per_face_cpu": ms_per_face(model, info),
-        "train_time_s": round(trainer.elapsed), "machine": machine(), "epochs": cfg.epochs, "history": history,
+        "train_time_s": round(trainer.elapsed), "machine": machine(),
+        "precision": "bf16" if trainer.bf16 else "fp32",  # what precision: auto resolved to on this machine "epochs": cfg.epochs, "history": history,
         "train_config": {k: v for k, v in vars(cfg).items() if k != "extra"}, **cfg.extra,
     }
     export_dir = export_model(model, info, out / "export", results, cfg.export_dtype)

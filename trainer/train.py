@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from emotion.labels import LABELS
-from emotion.models import ModelInfo
+from emotion.info import ModelInfo
 
 from . import checkpoint
 from .checkpoint import CheckpointError

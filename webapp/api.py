@@ -123,9 +123,12 @@ def build_router(registry: ModelRegistry, pool: InferencePool) -> APIRouter:
 
     @router.get("/health", responses={503: {"model": ErrorBody}})
     def health() -> Any:
-        """Liveness and configuration: 200 once a model is configured (models load on first use)."""
-        if registry.default is None:
-            return JSONResponse({"status": "unavailable", "error": registry.problem}, status_code=503)
+        """Readiness: 200 once the default model is loaded (this call loads it if no request has yet), else 503 with
+        the reason, so a health check fails while every predict would."""
+        try:
+            registry.get(None)
+        except EmotionError as e:
+            return JSONResponse({"status": "unavailable", "error": str(e)}, status_code=503)
         return {"status": "ok", "default_model": registry.default,
                 "loaded_models": [k for k in registry.sources if registry.is_loaded(k)],
                 "labels": list(LABELS), "max_upload_bytes": MAX_UPLOAD_BYTES}

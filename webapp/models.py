@@ -5,12 +5,10 @@ import logging
 import os
 import threading
 from dataclasses import dataclass, field
-from pathlib import PurePath
-from emotion import EmotionError, Predictor, default_source, shipped_models
+from emotion import EmotionError, Predictor
+from emotion.sources import default_source, model_id, parse, revision, shipped_models
 
 log = logging.getLogger(__name__)
-
-SOURCE_PREFIXES = ("hf-hub:", "local-dir:")
 
 
 class ModelUnavailableError(EmotionError):
@@ -19,21 +17,9 @@ class ModelUnavailableError(EmotionError):
     status = 503
 
 
-def model_id(source: str) -> str:
-    """A short name for a source: hf-hub:org/name@rev -> 'org/name@rev', local-dir:/a/b -> 'b'."""
-    if source.startswith("hf-hub:"):
-        return source[len("hf-hub:"):]
-    return PurePath(source[len("local-dir:"):].rstrip("/")).name or source
-
-
 def public_source(source: str) -> str:
     """What responses say about a source: a Hub id as is, a server folder only by its id (never its path)."""
     return source if source.startswith("hf-hub:") else f"local:{model_id(source)}"
-
-
-def revision(source: str) -> str | None:
-    """The pinned revision of a Hub source (`@rev`), None when unpinned or local."""
-    return (source.partition("@")[2] or None) if source.startswith("hf-hub:") else None
 
 
 @dataclass
@@ -58,12 +44,9 @@ class ModelRegistry:
         """Shipped models (models/) + EMOTION_MODEL + the comma-separated EMOTION_MODELS; EMOTION_MODEL is default."""
         sources = dict(shipped_models())
         extra = [os.environ.get("EMOTION_MODEL", "")] + os.environ.get("EMOTION_MODELS", "").split(",")
-        for source in (s.strip() for s in extra):
-            if not source or source in sources.values():
+        for source in (str(parse(s, "model source (from EMOTION_MODEL / EMOTION_MODELS)")) for s in extra if s.strip()):
+            if source in sources.values():
                 continue
-            if not source.startswith(SOURCE_PREFIXES):
-                raise EmotionError(f"model source {source!r} (from EMOTION_MODEL / EMOTION_MODELS) is ambiguous: "
-                                   "write hf-hub:org/name[@revision] or local-dir:/path/to/export")
             name = model_id(source)
             sources[name if name not in sources else source] = source
         try:

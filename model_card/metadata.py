@@ -1,0 +1,115 @@
+"""The card's YAML metadata: the model-index (EvalResult per split) and ModelCardData, and the facts it reads
+from eval_results.json (data set, training sources, neutral-bias sweep, splits)."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from huggingface_hub import EvalResult, ModelCardData
+
+from .format import _is_number, fmt_pct
+
+# The trainer only trains on FER+, so a results file without a `dataset` block still describes FER+.
+DEFAULT_DATASET = {"id": "ferplus", "type": "ferplus", "name": "FER+ (FER2013 images, Microsoft FERPlus labels)"}
+TAGS = ["image-classification", "facial-expression-recognition", "emotion-recognition", "timm", "fer2013", "ferplus"]
+
+
+def _read_json(path: Path, required: bool) -> dict:
+    if not path.is_file():
+        if required:
+            raise FileNotFoundError(f"{path} not found: export the model (model.safetensors + {path.name}) into "
+                                    f"{path.parent} before rendering its card")
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON ({e}); re-export the model to rewrite it") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} must hold a JSON object; re-export the model to rewrite it")
+    return data
+
+
+def _dataset(results: dict) -> dict:
+    """The training data's id (for the YAML) and name; FER+ when eval_results.json does not say."""
+    given = results.get("dataset")
+    if not isinstance(given, dict) or not (given.get("id") or given.get("name") or given.get("path")):
+        return dict(DEFAULT_DATASET)
+    name = str(given.get("name") or given.get("path"))
+    data_id = given.get("id") or ("ferplus" if "ferplus" in f"{name} {given.get('path')}".lower() else None)
+    # model-index needs a dataset type even for a local folder; a slug of its name is the honest fallback
+    return {"id": data_id, "name": name, "type": data_id or re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")}
+
+
+def _sources(results: dict) -> list[dict]:
+    """The training sources of a multi-source run (eval_results.json `dataset.sources`), with their draw shares."""
+    given = results.get("dataset", {}).get("sources") if isinstance(results.get("dataset"), dict) else None
+    sources = [s for s in given or [] if isinstance(s, dict)]
+    total = sum(float(s.get("weight") or 0) for s in sources) or 1.0
+    return [{**s, "weight_share": float(s.get("weight") or 0) / total} for s in sources]
+
+
+def _bias_rows(results: dict) -> tuple[list[str], list[list[str]]]:
+    """The neutral-bias sweep as a table: accuracy of every report at a few biases, the chosen one marked."""
+    sweep = results.get("neutral_bias_sweep")
+    if not isinstance(sweep, dict) or not sweep.get("grid"):
+        return [], []
+    grid = sweep["grid"]
+    keep = {0.0, sweep.get("chosen"), *(g["bias"] for g in grid[::5])}
+    names = list(grid[0]["reports"])
+    rows = [[f"**{g['bias']:+.1f}** (chosen)" if g["bias"] == sweep.get("chosen") else f"{g['bias']:+.1f}"]
+            + [fmt_pct(g["reports"][n]["accuracy"]) or "–" for n in names] for g in grid if g["bias"] in keep]
+    return [f"`{n}` accuracy" for n in names], rows
+
+
+def _splits(results: dict) -> dict[str, dict]:
+    splits = results.get("splits")
+    return {k: v for k, v in splits.items() if isinstance(v, dict)} if isinstance(splits, dict) else {}
+
+
+# ------------------------------------------------------------------------------------------------------ metadata
+def build_eval_results(results: dict) -> list[EvalResult]:
+    """model-index entries: accuracy, macro-F1 and (calibrated) ECE for every split that reports them."""
+    dataset = _dataset(results)
+    metrics = [("accuracy", "accuracy", "Accuracy", None), ("macro_f1", "f1", "Macro F1", "macro"),
+               ("ece_after", "ece", "Expected calibration error (after temperature scaling)", None)]
+    out = []
+    for split, scores in _splits(results).items():
+        for key, metric_type, metric_name, metric_config in metrics:
+            if key == "ece_after" and not _is_number(scores.get(key)):
+                key, metric_name = "ece_before", "Expected calibration error (no temperature scaling)"
+            if _is_number(scores.get(key)):
+                out.append(EvalResult(
+                    task_type="image-classification", task_name="Facial expression recognition",
+                    dataset_type=dataset["type"], dataset_name=dataset["name"], dataset_split=split,
+                    metric_type=metric_type, metric_name=metric_name, metric_config=metric_config,
+                    metric_value=scores[key]))
+    return out
+
+
+def _licence(config: dict, results: dict, given: str | None) -> str:
+    """The argument, else what the export declares (eval_results, config, pretrained_cfg), else "other"."""
+    declared = [given, results.get("license"), config.get("license"), config.get("pretrained_cfg", {}).get("license")]
+    return next((x for x in declared if isinstance(x, str) and x.strip()), "other")
+
+
+def build_card_data(config: dict, results: dict, repo_id: str | None, license: str | None) -> ModelCardData:
+    """The YAML header: licence, library, tags, data set, metrics and the model-index."""
+    eval_results = build_eval_results(results)
+    architecture = config.get("architecture")
+    train_config = results.get("train_config") if isinstance(results.get("train_config"), dict) else {}
+    hub_base = config.get("pretrained_cfg", {}).get("hf_hub_id")
+    # Only a model that really started from hub weights names them as its base model.
+    base_model = hub_base if train_config.get("pretrained") is True and isinstance(hub_base, str) else None
+    metric_types = sorted({r.metric_type for r in eval_results if r.metric_type in ("accuracy", "f1")})
+    name = (repo_id.split("/")[-1] if repo_id else None) or results.get("model_name") or architecture or "model"
+    data_id = _dataset(results)["id"]
+    return ModelCardData(
+        license=_licence(config, results, license),
+        library_name="timm", pipeline_tag="image-classification",
+        tags=TAGS + ([architecture] if architecture and architecture not in TAGS else []),
+        datasets=[data_id] if data_id else None, metrics=metric_types or None, base_model=base_model,
+        model_name=name if eval_results else None, eval_results=eval_results or None)
+
+
+# ---------------------------------------------------------------------------------------------------------- body

@@ -1,0 +1,24 @@
+"""/docs without a network: Swagger UI's JS and CSS served from the `swagger-ui-bundle` package, not a CDN."""
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
+from swagger_ui_bundle import swagger_ui_path
+
+ASSETS = "/docs-assets"
+
+
+def install_docs(app: FastAPI) -> None:
+    """Serve /docs and its assets; the app must be built with `docs_url=None`, and this called before the Gradio
+    mount at "/" (which would otherwise answer these paths)."""
+    app.mount(ASSETS, StaticFiles(directory=swagger_ui_path), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "").rstrip("/")  # behind a proxy prefix, as FastAPI's own /docs does
+        return get_swagger_ui_html(openapi_url=root + app.openapi_url, title=f"{app.title} - API docs",
+                                   swagger_js_url=f"{root}{ASSETS}/swagger-ui-bundle.js",
+                                   swagger_css_url=f"{root}{ASSETS}/swagger-ui.css",
+                                   swagger_favicon_url=f"{root}{ASSETS}/favicon-32x32.png")
