@@ -97,7 +97,8 @@ def train_and_export(cfg: TrainConfig) -> Path:
         **({"neutral_bias_sweep": sweep} if sweep else {}), **({"interpolation": interpolation} if interpolation else {}),
         "params": sum(p.numel() for p in model.parameters()), "ms_per_face_cpu": ms_per_face(model, info),
         "train_time_s": round(trainer.elapsed), "machine": machine(),
-        "precision": "bf16" if trainer.bf16 else "fp32",  # what precision: auto resolved to on this machine "epochs": cfg.epochs, "history": history,
+        "precision": "bf16" if trainer.bf16 else "fp32",  # what precision: auto resolved to on this machine
+        "epochs": cfg.epochs, "history": history,
         "train_config": {k: v for k, v in vars(cfg).items() if k != "extra"}, **cfg.extra,
     }
     export_dir = export_model(model, info, out / "export", results, cfg.export_dtype)
