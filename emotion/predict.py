@@ -5,13 +5,13 @@ import logging
 import threading
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 from PIL import Image
 
-from .errors import EmotionError
 from .faces import Detections, FaceDetector, crop_box, crop_face
 from .images import load_image
 from .models import ModelInfo, load_model

@@ -11,11 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from emotion.labels import LABELS
-from emotion.info import ModelInfo
 
 from . import checkpoint
 from .checkpoint import CheckpointError
