@@ -461,4 +461,7 @@ def test_docs_page_references_only_local_assets_and_they_are_served(client):
     assert urls and not [u for u in urls if "//" in u], urls  # no CDN, no absolute URL
     for url in urls:
         assert client.get(url).status_code == 200, url
-    assert {"/docs-assets/swagger-ui-bundle.js", "/docs-assets/swagger-ui.css", "/openapi.json"} <= set(urls)
+    assert {"/docs-assets/swagger-ui-bundle.js", "/docs-assets/swagger-ui.css", "/docs-openapi.json"} <= set(urls)
+    # the bundled Swagger UI 3 refuses "openapi: 3.1.0": it reads the same schema labelled 3.0.3
+    spec, full = client.get("/docs-openapi.json").json(), client.get("/openapi.json").json()
+    assert spec["openapi"] == "3.0.3" and full["openapi"].startswith("3.1") and spec["paths"] == full["paths"]

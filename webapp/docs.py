@@ -8,6 +8,7 @@ from fastapi.staticfiles import StaticFiles
 from swagger_ui_bundle import swagger_ui_path
 
 ASSETS = "/docs-assets"
+SPEC = "/docs-openapi.json"  # the schema as the bundled Swagger UI reads it
 
 
 def install_docs(app: FastAPI) -> None:
@@ -15,10 +16,16 @@ def install_docs(app: FastAPI) -> None:
     mount at "/" (which would otherwise answer these paths)."""
     app.mount(ASSETS, StaticFiles(directory=swagger_ui_path), name="docs-assets")
 
+    @app.get(SPEC, include_in_schema=False)
+    def spec_for_the_bundled_ui() -> dict:
+        # swagger-ui-bundle ships Swagger UI 3, which refuses an "openapi: 3.1.0" document ("does not specify a
+        # valid version field") although it renders FastAPI's schema; /openapi.json itself stays 3.1.
+        return {**app.openapi(), "openapi": "3.0.3"}
+
     @app.get("/docs", include_in_schema=False)
     def docs(request: Request) -> HTMLResponse:
         root = request.scope.get("root_path", "").rstrip("/")  # behind a proxy prefix, as FastAPI's own /docs does
-        return get_swagger_ui_html(openapi_url=root + app.openapi_url, title=f"{app.title} - API docs",
+        return get_swagger_ui_html(openapi_url=root + SPEC, title=f"{app.title} - API docs",
                                    swagger_js_url=f"{root}{ASSETS}/swagger-ui-bundle.js",
                                    swagger_css_url=f"{root}{ASSETS}/swagger-ui.css",
                                    swagger_favicon_url=f"{root}{ASSETS}/favicon-32x32.png")
