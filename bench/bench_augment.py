@@ -28,6 +28,7 @@ def run(name: str, families: list[str], args) -> dict:
         code = trainer_main(["train", "--config", args.config, "--output-dir", str(out), "--epochs", str(args.epochs),
                              "--max-train-samples", str(args.max_train_samples), "--max-val-samples",
                              str(args.max_val_samples), "--augment", ",".join(families), "--neutral-bias", "none",
+                             "--no-recalibrate-bn",
                              "--workers", "0"])
         if code:
             sys.exit(code)
