@@ -97,3 +97,18 @@ def flat_png(width: int, height: int, color_type: int = 6) -> bytes:
     idat = b"".join(z.compress(row) for _ in range(height)) + z.flush()
     header = struct.pack(">IIBBBBB", width, height, 8, color_type, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+@pytest.fixture(scope="module")
+def client(tiny_model):
+    """The whole app in-process (REST + Gradio), serving the tiny model as its default; one per test module."""
+    from fastapi.testclient import TestClient
+
+    import app as app_module
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("EMOTION_MODEL", f"local-dir:{tiny_model}")
+        mp.delenv("EMOTION_MODELS", raising=False)
+        app = app_module.create_app()
+    with TestClient(app) as c:  # the context runs the lifespan, which starts Gradio's queue
+        yield c

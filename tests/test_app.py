@@ -34,16 +34,6 @@ def astronaut_png(astronaut) -> bytes:
     return png_bytes(astronaut)
 
 
-@pytest.fixture(scope="module")
-def client(tiny_model):
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("EMOTION_MODEL", f"local-dir:{tiny_model}")
-        mp.delenv("EMOTION_MODELS", raising=False)
-        app = app_module.create_app()
-    with TestClient(app) as c:  # the context runs the lifespan, which starts Gradio's queue
-        yield c
-
-
 def upload(png: bytes, name: str = "astronaut.png", ctype: str = "image/png") -> dict:
     return {"files": {"file": (name, png, ctype)}}
 

@@ -107,20 +107,6 @@ def test_cli_writes_the_table_and_reports_bad_videos(clip, tiny_model, tmp_path,
     assert len(err) == 1 and err[0].startswith(f"error: {bad}:")
 
 
-@pytest.fixture(scope="module")
-def client(tiny_model):
-    from fastapi.testclient import TestClient
-
-    import app as app_module
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("EMOTION_MODEL", f"local-dir:{tiny_model}")
-        mp.delenv("EMOTION_MODELS", raising=False)
-        app = app_module.create_app()
-    with TestClient(app) as c:
-        yield c
-
-
 def test_rest_predict_video_returns_tracks_and_rows(client, clip):
     r = client.post("/api/predict_video?fps=5", files={"file": ("clip.mp4", clip.read_bytes(), "video/mp4")})
     assert r.status_code == 200, r.text
