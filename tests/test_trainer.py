@@ -174,6 +174,80 @@ def test_seven_fer2013_classes_train_the_eight_way_head(tmp_path):
     assert predictor.probabilities([bar_image(0, np.random.default_rng(0))]).shape == (1, 8)
 
 
+# ------------------------------------------------------------------------------ weight average, micro-batches
+def test_weight_average_is_what_validation_scores_and_the_export_ships(tmp_path):
+    data = write_bars(tmp_path / "bars", train_per_class=8, val_per_class=2)
+    out = tmp_path / "run"
+    assert train("--data", str(data), "--img-size", "16", "--epochs", "2", "--batch-size", "8", "--ema-decay", "0.9",
+                 "--export-dtype", "float32", "--output-dir", str(out)) == 0
+    last = checkpoint.load(out / "checkpoints" / "last.safetensors")
+    best = checkpoint.load(out / "checkpoints" / "best.safetensors")
+    from safetensors.torch import load_file
+
+    shipped = load_file(out / "export" / "model.safetensors")
+    moved = 0
+    for name, raw in last["model"].items():
+        if not raw.is_floating_point():
+            continue
+        moved += not torch.allclose(last["ema"][name], raw)
+        if best["epoch"] == 2:  # the best epoch's weights are the average, not the raw weights
+            torch.testing.assert_close(best["model"][name], last["ema"][name])
+    assert moved > 0  # the average trails the raw weights
+    weights = {k: v for k, v in best["model"].items() if k in shipped}
+    assert len(weights) == len(shipped)
+    for k, v in weights.items():
+        torch.testing.assert_close(shipped[k].float(), v.float(), msg=k)
+    history = read_json(out / "export" / "eval_results.json")["history"]
+    assert all(set(h["raw_accuracy"]) == {"validation"} for h in history)  # the log shows what averaging buys
+
+
+def test_weight_average_update_and_swap_restore_the_training_weights():
+    from trainer.ema import WeightEMA
+
+    model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
+    ema = WeightEMA(model, decay=0.5)
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        model[0].weight.add_(1.0)
+    ema.update(model, step=100)  # decay 0.5: halfway between start and now
+    torch.testing.assert_close(ema.shadow["0.weight"], start["0.weight"] + 0.5)
+    trained = model[0].weight.detach().clone()
+    with ema.applied(model):
+        torch.testing.assert_close(model[0].weight, start["0.weight"] + 0.5)
+    torch.testing.assert_close(model[0].weight, trained)
+
+
+def test_micro_batches_give_the_full_batch_gradient(tmp_path):
+    from trainer.config import TrainConfig
+    from trainer.data import load_splits
+    from trainer.train import Trainer
+
+    data = write_bars(tmp_path / "bars", train_per_class=2, val_per_class=1)
+    grads = []
+    for accum in (1, 4):
+        cfg = TrainConfig(data=str(data), img_size=16, batch_size=8, grad_accum=accum, workers=0, drop_rate=0.0,
+                          output_dir=str(tmp_path / f"run{accum}"))
+        tr, val, _ = load_splits(cfg)
+        trainer = Trainer(cfg, tr, val)
+        trainer.model.eval()  # BatchNorm from running statistics: then micro-batches must sum to the batch exactly
+        x, y, _, mask = next(iter(trainer._loader(0)))
+        trainer.opt.zero_grad()
+        loss = trainer._backward(x, y, mask)
+        grads.append((loss.item(), [p.grad.clone() for p in trainer.model.parameters() if p.grad is not None]))
+    (loss1, g1), (loss4, g4) = grads
+    assert loss4 == pytest.approx(loss1, rel=1e-5)
+    for a, b in zip(g1, g4, strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6)
+
+
+def test_micro_batches_that_do_not_divide_the_batch_are_refused_in_one_line(tmp_path, capsys):
+    data = write_bars(tmp_path / "bars", train_per_class=2, val_per_class=1)
+    assert train("--data", str(data), "--img-size", "16", "--batch-size", "8", "--grad-accum", "3",
+                 "--output-dir", str(tmp_path / "run")) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert any("grad_accum=3" in line and "8 images a step" in line for line in err), err
+
+
 # ------------------------------------------------------------------------------------------ kill, resume, SIGTERM
 def trainer_command(data: Path, out: Path, epochs: int, workers: int = 0) -> list[str]:
     return [sys.executable, "-m", "trainer", "--data", str(data), "--img-size", "16", "--epochs", str(epochs),
@@ -226,9 +300,10 @@ def test_run_killed_mid_epoch_and_resumed_equals_an_uninterrupted_run(tmp_path):
     sample, not by process history) and was SIGKILLed after its first mid-epoch checkpoint."""
     data = write_bars(tmp_path / "bars", train_per_class=16, val_per_class=4)
     whole, cut = tmp_path / "whole", tmp_path / "cut"
-    ref = start(trainer_command(data, whole, epochs=2), tmp_path / "whole.log", tmp_path / "cache")
+    ema = ["--ema-decay", "0.9"]  # the weight average resumes exactly too
+    ref = start(trainer_command(data, whole, epochs=2) + ema, tmp_path / "whole.log", tmp_path / "cache")
     assert ref.wait(timeout=600) == 0, (tmp_path / "whole.log").read_text()[-3000:]
-    command = trainer_command(data, cut, epochs=2, workers=1)
+    command = trainer_command(data, cut, epochs=2, workers=1) + ema
     proc = start(command, tmp_path / "first.log", tmp_path / "cache")
     wait_for(cut / "checkpoints" / "last.safetensors", proc, tmp_path / "first.log")
     os.killpg(proc.pid, signal.SIGKILL)
@@ -240,9 +315,11 @@ def test_run_killed_mid_epoch_and_resumed_equals_an_uninterrupted_run(tmp_path):
 
     a = checkpoint.load(whole / "checkpoints" / "last.safetensors")
     b = checkpoint.load(cut / "checkpoints" / "last.safetensors")
-    for name, tensor in a["model"].items():
-        torch.testing.assert_close(b["model"][name], tensor, rtol=1e-5, atol=1e-6, msg=name)
+    for part in ("model", "ema"):
+        for name, tensor in a[part].items():
+            torch.testing.assert_close(b[part][name], tensor, rtol=1e-5, atol=1e-6, msg=f"{part} {name}")
     for h_whole, h_cut in zip(a["history"], b["history"], strict=True):
+        assert h_cut.pop("raw_accuracy") == pytest.approx(h_whole.pop("raw_accuracy"), rel=1e-5)
         reports_whole, reports_cut = h_whole.pop("reports"), h_cut.pop("reports")
         assert h_cut == pytest.approx(h_whole, rel=1e-5)
         assert reports_cut.keys() == reports_whole.keys()

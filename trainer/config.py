@@ -70,6 +70,8 @@ class TrainConfig:
     weight_decay: float = 0.05
     warmup_epochs: float = 1.0
     label_smoothing: float = 0.0
+    ema_decay: float = 0.0  # keep an exponential moving average of the weights (e.g. 0.998); validated and exported instead of the raw weights; 0 = off
+    grad_accum: int = 1  # split each step's batch into this many micro-batches (same step, less memory); batch_size stays the effective batch
     balance: str = "none"  # 'sampler' (class-balanced sampling), 'weights' (loss weights), or 'none'
     drop_rate: float = 0.3
     tta_flip: bool = info_default("tta_flip")  # serving averages each face with its mirror image
@@ -106,6 +108,8 @@ class TrainConfig:
             ("scale_min", 0 < self.scale_min <= 1, "a number in (0, 1]"),
             ("erase", 0 <= self.erase <= 1, "a probability in [0, 1]"),
             ("label_smoothing", 0 <= self.label_smoothing < 1, "a number in [0, 1)"),
+            ("ema_decay", self.ema_decay == 0 or 0.5 <= self.ema_decay < 1, "0 (off) or a number in [0.5, 1)"),
+            ("grad_accum", self.grad_accum >= 1, "an integer >= 1 that divides batch_size per process"),
             ("std", self.std > 0, "a number > 0"),
             ("ckpt_every", self.ckpt_every >= 1, "an integer >= 1"),
             ("select_metric", self.select_metric in ("macro_f1", "accuracy"), "macro_f1 or accuracy"),

@@ -32,13 +32,16 @@ def make_accelerator(device: torch.device, find_unused: bool = False):
     return Accelerator(cpu=device.type == "cpu", mixed_precision="no", kwargs_handlers=handlers)
 
 
-def check_batch(batch_size: int, world: int) -> None:
-    """The global batch must split evenly over the processes."""
-    if batch_size % world:
-        from .config import ConfigError
+def check_batch(batch_size: int, world: int, grad_accum: int = 1) -> None:
+    """The global batch must split evenly over the processes, and each process's share over the micro-batches."""
+    from .config import ConfigError
 
+    if batch_size % world:
         raise ConfigError(f"invalid batch_size={batch_size}: with {world} processes it must be a multiple of {world} "
                           "(each process takes batch_size / processes images a step)")
+    if (batch_size // world) % grad_accum:
+        raise ConfigError(f"invalid grad_accum={grad_accum}: each process's {batch_size // world} images a step must "
+                          f"split into {grad_accum} equal micro-batches")
 
 
 def shard(n: int, rank: int, world: int) -> np.ndarray:

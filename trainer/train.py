@@ -1,6 +1,7 @@
 """The training loop: AdamW, warmup + cosine, soft-label cross-entropy, checkpoints that a rerun resumes from."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import random
@@ -19,6 +20,7 @@ from . import checkpoint
 from .checkpoint import CheckpointError
 from .config import ConfigError, TrainConfig, default_workers
 from .data import FaceDataset, FaceSplit, ResumableSampler, sample_seed
+from .ema import WeightEMA
 from .distributed import any_process, check_batch, gather_rows, make_accelerator, mean_over_processes, shard
 from .evaluation import predict_logits, view_reports
 from .modeling import build_model, param_groups
@@ -122,7 +124,7 @@ class Trainer:
         # one process unless launched with several (accelerate launch / torchrun): then DDP, one shard each
         self.acc = make_accelerator(pick_device(cfg.device), find_unused=cfg.freeze_epochs > 0)
         self.device, self.rank, self.world = self.acc.device, self.acc.process_index, self.acc.num_processes
-        check_batch(cfg.batch_size, self.world)
+        check_batch(cfg.batch_size, self.world, cfg.grad_accum)
         if self.world > 1:
             log.info("%d processes (%s), %d images each per step", self.world, self.acc.distributed_type.value,
                      cfg.batch_size // self.world)
@@ -137,6 +139,7 @@ class Trainer:
         self.total_steps = self.steps_per_epoch * cfg.epochs
         self.opt = torch.optim.AdamW(param_groups(self.model, cfg), lr=cfg.lr, betas=(0.9, 0.999))
         self.ddp = self.acc.prepare(self.model)  # the model itself in one process; trains through DDP in several
+        self.ema = WeightEMA(self.model, cfg.ema_decay) if cfg.ema_decay else None
         warm = max(1, int(cfg.warmup_epochs * self.steps_per_epoch))
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (
             1 + math.cos(math.pi * min(1.0, s / self.total_steps))))
@@ -174,7 +177,7 @@ class Trainer:
         if not self.acc.is_main_process:
             return
         checkpoint.save(self.ckpt_dir / "last.safetensors", {
-            "model": self.model.state_dict(), "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
+            "model": self.model.state_dict(), **({"ema": self.ema.state_dict()} if self.ema else {}), "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
             "scaler": self.scaler.state_dict(), "rng": rng_state(), "step": self.step, "epoch": self.epoch,
             "best_f1": self.best_f1, "history": self.history, "elapsed": self.elapsed, "resume_key": self.resume_key(),
             "loss_sum": loss_sum},
@@ -194,6 +197,10 @@ class Trainer:
         try:
             self.model.load_state_dict(s["model"])
             self.opt.load_state_dict(s["optimizer"])
+            if self.ema:
+                if "ema" not in s:
+                    raise KeyError("the checkpoint has no weight average (it was trained with ema_decay 0)")
+                self.ema.load_state_dict(s["ema"])
         except (RuntimeError, ValueError, KeyError) as e:
             raise CheckpointError(f"cannot resume from {path}: its weights do not fit this model "
                                   f"({str(e).splitlines()[0][:120]}); use a new --output-dir") from None
@@ -264,15 +271,14 @@ class Trainer:
         for x, y, _, mask in bar:
             x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
             x = x.contiguous(memory_format=self.memory_format)
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-                loss = soft_cross_entropy(self.ddp(x), y, cfg.label_smoothing, self.class_weights,
-                                          mask.to(self.device))
             self.opt.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
+            loss = self._backward(x, y, mask.to(self.device))
             self.scaler.step(self.opt)
             self.scaler.update()
             self.sched.step()
             self.step += 1
+            if self.ema:
+                self.ema.update(self.model, self.step)
             self.loss_sum = self.loss_sum + loss.detach().float()  # a tensor: no device sync per step
             seen += len(x)
             if self.step % cfg.log_every == 0:
@@ -285,6 +291,18 @@ class Trainer:
         bar.close()
         log.info("epoch %d: %.0f images/s", self.epoch + 1, seen * self.world / max(time.perf_counter() - t0, 1e-9))
 
+    def _backward(self, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Gradients of the batch's mean loss, in `grad_accum` micro-batches (DDP syncs on the last one only)."""
+        n, cfg = self.cfg.grad_accum, self.cfg
+        total = torch.zeros((), device=x.device)
+        for i, (xs, ys, ms) in enumerate(zip(x.chunk(n), y.chunk(n), mask.chunk(n))):
+            sync = self.acc.no_sync(self.ddp) if i < n - 1 and self.world > 1 else contextlib.nullcontext()
+            with sync, torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+                loss = soft_cross_entropy(self.ddp(xs), ys, cfg.label_smoothing, self.class_weights, ms) / n
+            self.scaler.scale(loss).backward()
+            total = total + loss.detach()
+        return total
+
     def _stop(self) -> None:
         self.save_checkpoint()
         self.acc.wait_for_everyone()  # a launcher stops every process when one exits: let the main one finish writing
@@ -295,19 +313,31 @@ class Trainer:
         tqdm.write(f"{name}: checkpoint saved at step {self.step}; rerun the same command to resume", file=sys.stderr)
         raise Interrupted(128 + self._signal)
 
-    def _end_epoch(self) -> None:
+    def _validate(self) -> dict[str, dict]:
+        """Every validation split scored (each process its share of the rows), one report per split and view."""
         logits = {}
-        for name, split in self.vals.items():  # each process scores its share of every split; one report
+        for name, split in self.vals.items():
             rows = shard(len(split), self.rank, self.world)
             mine = split if self.world == 1 else split.subset(rows)
             part = predict_logits(self.model, mine, self.info, device=str(self.device))
             logits[name] = gather_rows(self.acc, rows, part, len(split))
-        reports = view_reports(logits, self.vals)
+        return view_reports(logits, self.vals)
+
+    def _end_epoch(self) -> None:
+        raw = None
+        if self.ema:  # the raw weights are scored too, so the log shows what the average buys
+            raw = {k: v["accuracy"] for k, v in self._validate().items()}
+            log.info("epoch %d raw weights: %s", self.epoch + 1, "  ".join(f"{k} {v:.4f}" for k, v in raw.items()))
+        averaged = self.ema.applied(self.model) if self.ema else contextlib.nullcontext()
+        with averaged:  # the weights validated are the ones best.safetensors keeps and the export ships
+            reports = self._validate()
+            best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
         first = next(iter(reports.values()))
         self.epoch += 1
         m = {"accuracy": first["accuracy"], "macro_f1": first["macro_f1"], "select": select_score(reports, self.cfg),
              "reports": reports, "epoch": self.epoch, "step": self.step, "lr": self.sched.get_last_lr()[0],
-             "train_loss": mean_over_processes(self.acc, self.loss_sum) / self.steps_per_epoch}
+             "train_loss": mean_over_processes(self.acc, self.loss_sum) / self.steps_per_epoch,
+             **({"raw_accuracy": raw} if raw else {})}
         self.loss_sum = 0.0
         self.history.append(m)
         log.info("epoch %d/%d  train loss %.4f  %s  select %.4f", self.epoch, self.cfg.epochs, m["train_loss"],
@@ -315,7 +345,7 @@ class Trainer:
         if m["select"] > self.best_f1:  # best_f1 holds the best selection score (macro-F1 of validation by default)
             self.best_f1 = m["select"]
             if self.acc.is_main_process:
-                checkpoint.save(self.ckpt_dir / "best.safetensors", {"model": self.model.state_dict(),
+                checkpoint.save(self.ckpt_dir / "best.safetensors", {"model": best_state,
                                                                      "epoch": self.epoch, "metrics": m},
                                 keep_previous=True)
         self.save_checkpoint()
