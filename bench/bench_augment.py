@@ -1,8 +1,11 @@
 """Each augmentation family's effect, measured once: short fine-tunes that leave one family out, scored on the posed
 validation split (and FER+ validation), against the run with every family.
 
-    python bench/bench_augment.py [--config trainer/configs/small_cnn_mixed.yaml] [--epochs 2]
-        [--max-train-samples 3000] [--max-val-samples 1000] [--out runs/bench_augment]
+    python bench/bench_augment.py [--config trainer/configs/small_cnn_mixed.yaml] [--init local-dir:DIR]
+        [--epochs 2] [--max-train-samples 3000] [--max-val-samples 1000] [--out runs/bench_augment]
+
+--init should be a model that has not seen the posed faces (e.g. the FER+-only small_cnn from git history): starting
+from one already trained on them with every family mutes the differences.
 
 Each run resumes if interrupted (rerun the command); finished runs are read back, not retrained. Prints a markdown
 table: accuracy on FER+ validation (the first --max-val-samples rows), on the posed split (all rows and the rows
@@ -25,7 +28,8 @@ def run(name: str, families: list[str], args) -> dict:
     out = Path(args.out) / name
     results = out / "export" / "eval_results.json"
     if not results.is_file():
-        code = trainer_main(["train", "--config", args.config, "--output-dir", str(out), "--epochs", str(args.epochs),
+        init = ["--init", args.init] if args.init else []
+        code = trainer_main(["train", "--config", args.config, *init, "--output-dir", str(out), "--epochs", str(args.epochs),
                              "--max-train-samples", str(args.max_train_samples), "--max-val-samples",
                              str(args.max_val_samples), "--augment", ",".join(families), "--neutral-bias", "none",
                              "--no-recalibrate-bn",
@@ -40,6 +44,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                 allow_abbrev=False)
     p.add_argument("--config", default="trainer/configs/small_cnn_mixed.yaml")
+    p.add_argument("--init", default=None, help="starting weights (default: the config's init)")
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--max-train-samples", type=int, default=3000)
     p.add_argument("--max-val-samples", type=int, default=1000)
@@ -49,7 +54,8 @@ def main() -> None:
     for fam in AUGMENT_FAMILIES:
         rows[f"without {fam}"] = run(f"no_{fam}", [f for f in AUGMENT_FAMILIES if f != fam], args)
     base = rows["all families"]
-    print(f"\n{args.epochs} epochs from {args.config}'s init, {args.max_train_samples} rows per source at most, "
+    start = args.init or f"{args.config}'s init"
+    print(f"\n{args.epochs} epochs from {start}, {args.max_train_samples} rows per source at most, "
           f"FER+ validation = its first {args.max_val_samples} rows\n")
     print("| augmentation | FER+ val | posed (all) | posed (raters agree) | Δ posed (agree) |")
     print("|---|---|---|---|---|")

@@ -244,6 +244,32 @@ class FaceDetector:
         return self._detectors[key]
 
 
+def crop_largest_faces(images, margin: float, align_eyes: bool = True, offset_y: float = 0.0,
+                       min_score: float = 0.5) -> tuple[list[Image.Image], np.ndarray]:
+    """Each photo's largest face, cropped as serving crops it; a photo without a face stays whole (RGB).
+
+    For scoring and training on photo data sets: one detector for the whole list. Returns the images and, per
+    photo, whether a face was found. `images` holds PIL images or `datasets` image dicts ({"bytes": ...}).
+    """
+    import io
+
+    detector = FaceDetector(min_score=min_score, max_faces=5)
+    out, found = [], []
+    try:
+        for img in images:
+            img = img if isinstance(img, Image.Image) else Image.open(io.BytesIO(img["bytes"]))
+            rgb = img.convert("RGB")
+            faces = detector.detect(rgb)
+            if faces:
+                face = max(faces, key=lambda f: f.box[2] * f.box[3])
+                rgb = crop_face(rgb, face, margin, align_eyes, offset_y)
+            out.append(rgb)
+            found.append(bool(faces))
+    finally:
+        detector.close()
+    return out, np.array(found, dtype=bool)
+
+
 def calibrated(view_score: float) -> float:
     """The canonical views' geometric mean -> the score users threshold: OPERATING_POINT becomes 0.5."""
     if view_score < OPERATING_POINT:

@@ -34,19 +34,11 @@ def load_eval_split(data: str, split: str, max_samples: int | None = None, photo
 
 
 def detect_and_crop(split: FaceSplit, info) -> tuple[FaceSplit, int]:
-    """Photos -> the largest detected face, framed as serving frames it; images without a face stay whole."""
-    from emotion.faces import FaceDetector, crop_face
+    """Photos -> the largest face found at serving's threshold, framed as serving frames it (or the whole photo)."""
+    from emotion.faces import crop_largest_faces
 
-    detector, found, crops = FaceDetector(), 0, []
-    for img in split.images:
-        rgb = img.convert("RGB")
-        faces = detector.detect(rgb)
-        if faces:
-            found += 1
-            face = max(faces, key=lambda f: f.box[2] * f.box[3])
-            rgb = crop_face(rgb, face, info.crop_margin, info.align_eyes, info.crop_offset_y)
-        crops.append(rgb)
-    return FaceSplit(crops, split.targets, split.labels, split.dup, views=split.views), found
+    crops, found = crop_largest_faces(split.images, info.crop_margin, info.align_eyes, info.crop_offset_y)
+    return FaceSplit(crops, split.targets, split.labels, split.dup, views=split.views), int(found.sum())
 
 
 def score(source: str, split: FaceSplit, detect_faces: bool = False) -> dict:

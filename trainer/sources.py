@@ -11,13 +11,11 @@ crops are exactly the serving crop.
 """
 from __future__ import annotations
 
-import io
 import logging
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from emotion.labels import LABEL2ID, LABELS, canonical
 
@@ -115,6 +113,8 @@ def decode_rows(ds, src: SourceConfig, crop: dict | None, train: bool):
 
     Photos keep `src.context` extra margin around the serving crop in train (for re-framing), none in validation.
     """
+    from emotion.faces import crop_largest_faces
+
     from .data import DataError, FaceSplit, label_ids
 
     if "image" not in ds.column_names or "label" not in ds.column_names:
@@ -128,33 +128,14 @@ def decode_rows(ds, src: SourceConfig, crop: dict | None, train: bool):
     images = list(ds["image"])
     context = src.context if (train and src.detect_faces) else 0.0
     if src.detect_faces:
-        images, found = detect_and_crop(images, crop["margin"] + context, crop["offset_y"])
+        # lenient threshold: every photo of a performer holds exactly one face, and the largest is taken
+        images, found = crop_largest_faces(images, crop["margin"] + context, True, crop["offset_y"], min_score=0.3)
         if not found.all():
             log.warning("source %s: no face found in %d of %d images; using the whole image for those",
                         src.name, int((~found).sum()), len(found))
     else:
         images = [img.convert("L") for img in images]
     return FaceSplit(images, targets, labels, dup, context=np.full(len(labels), context, np.float32), views=views)
-
-
-def detect_and_crop(images: list, margin: float, offset_y: float) -> tuple[list[Image.Image], np.ndarray]:
-    """The largest face of each photo, cropped as serving crops it (eyes levelled), at `margin`."""
-    from emotion.faces import FaceDetector, crop_face
-
-    detector = FaceDetector(min_score=0.3, max_faces=5)
-    out, found = [], []
-    for img in images:
-        img = img if isinstance(img, Image.Image) else Image.open(io.BytesIO(img["bytes"]))
-        img = img.convert("RGB")
-        faces = detector.detect(img)
-        if faces:
-            face = max(faces, key=lambda f: f.box[2] * f.box[3])
-            out.append(crop_face(img, face, margin, True, offset_y))
-        else:
-            out.append(img)
-        found.append(bool(faces))
-    detector.close()
-    return out, np.array(found)
 
 
 def report_name(index: int, src: SourceConfig, view: str | None = None) -> str:
