@@ -128,8 +128,8 @@ def decode_rows(ds, src: SourceConfig, crop: dict | None, train: bool):
     images = list(ds["image"])
     context = src.context if (train and src.detect_faces) else 0.0
     if src.detect_faces:
-        # lenient threshold: every photo of a performer holds exactly one face, and the largest is taken
-        images, found = crop_largest_faces(images, crop["margin"] + context, True, crop["offset_y"], min_score=0.3)
+        # serving's threshold, so the validation crops are the ones `trainer compare --photos` and users get
+        images, found = crop_largest_faces(images, crop["margin"] + context, True, crop["offset_y"])
         if not found.all():
             log.warning("source %s: no face found in %d of %d images; using the whole image for those",
                         src.name, int((~found).sum()), len(found))
