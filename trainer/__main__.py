@@ -7,6 +7,8 @@ import os
 import sys
 
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+if not sys.stderr.isatty():  # off a terminal, datasets' bars are carriage-return fragments in the log
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
 
 from emotion.errors import EmotionError  # noqa: E402
 
