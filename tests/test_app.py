@@ -455,3 +455,10 @@ def test_docs_page_references_only_local_assets_and_they_are_served(client):
     # the bundled Swagger UI 3 refuses "openapi: 3.1.0": it reads the same schema labelled 3.0.3
     spec, full = client.get("/docs-openapi.json").json(), client.get("/openapi.json").json()
     assert spec["openapi"] == "3.0.3" and full["openapi"].startswith("3.1") and spec["paths"] == full["paths"]
+
+
+def test_redoc_is_not_a_cdn_page_but_leads_to_the_offline_docs(client):
+    r = client.get("/redoc", follow_redirects=False)
+    assert r.status_code in (302, 307) and r.headers["location"] == "/docs", (r.status_code, r.text[:300])
+    page = client.get("/redoc")
+    assert page.status_code == 200 and "swagger-ui-bundle.js" in page.text and "cdn" not in page.text.lower()
