@@ -92,67 +92,78 @@ def face_charts(result: gr.JSON) -> None:
                          label=f"Face {i}: {render.caption(face)}{unsure}", elem_classes=["face-chart"])
 
 
-def build_ui(registry: ModelRegistry, pool: InferencePool) -> gr.Blocks:
-    """The Blocks app; models load on the first request, never here. Every handler runs on `pool`'s workers."""
+class Handlers:
+    """The UI's event handlers, over one model registry and inference pool.
 
-    def bounded(fn):
-        """Runs the handler on an inference worker once the pool admits it (else a busy message)."""
+    The inference handlers run on the pool's workers (`bounded`, applied in __init__). Gradio names the private
+    endpoints after the methods and reads the components' values from their parameters.
+    """
+
+    def __init__(self, registry: ModelRegistry, pool: InferencePool):
+        self.registry, self.pool = registry, pool
+        for name in ("predict_json", "draw", "live_frame", "predict_region"):
+            setattr(self, name, self.bounded(getattr(self, name)))
+
+    def bounded(self, fn):
+        """`fn` as a handler that runs on an inference worker once the pool admits it (else a busy message)."""
         @functools.wraps(fn)
         def run(*args):
-            with ui_errors(), pool.admit():
-                return pool.call(fn, *args)
+            with ui_errors(), self.pool.admit():
+                return self.pool.call(fn, *args)
         return run
 
-    @bounded
-    def predict_json(image, model, max_faces, min_detection_score) -> dict:
+    def predict_json(self, image, model, max_faces, min_detection_score) -> dict:
         options = parse_options({"model": model, "max_faces": max_faces, "min_detection_score": min_detection_score})
-        return predict_image(registry, image_source(image), options)
+        return predict_image(self.registry, image_source(image), options)
 
-    def predict(image, model, max_faces, min_detection_score, progress=gr.Progress()) -> dict:
+    def predict(self, image, model, max_faces, min_detection_score, progress=gr.Progress()) -> dict:
         """Every face in the image with its box, emotion, confidence, uncertain flag and 8 probabilities."""
-        if not registry.is_loaded(model or None):
+        if not self.registry.is_loaded(model or None):
             progress(0, desc="Loading the model (first request only)…")
-        return predict_json(image, model, max_faces, min_detection_score)
+        return self.predict_json(image, model, max_faces, min_detection_score)
 
-    def predict_if_image(image, model, max_faces, min_detection_score, progress=gr.Progress()):
-        return None if image is None else predict(image, model, max_faces, min_detection_score, progress)
+    def predict_if_image(self, image, model, max_faces, min_detection_score, progress=gr.Progress()):
+        return None if image is None else self.predict(image, model, max_faces, min_detection_score, progress)
 
-    @bounded
-    def draw(image, result):
+    def draw(self, image, result):
         return render.preview(load_image(image_source(image)), result["faces"])
 
-    def show(image, result):
+    def show(self, image, result):
         if not result or image is None:
             return None, "", gr.Button(visible=False)
-        return draw(image, result), render.summary(result), gr.Button(visible=not result["faces"])
+        return self.draw(image, result), render.summary(result), gr.Button(visible=not result["faces"])
 
-    @bounded
-    def live_frame(frame, model, max_faces, min_detection_score, tracker):
+    def live_frame(self, frame, model, max_faces, min_detection_score, tracker):
         if frame is None:
             return None, "", tracker
         img = load_image(image_source(frame))
         options = parse_options({"model": model, "max_faces": max_faces, "min_detection_score": min_detection_score})
         tracker = tracker or IouTracker()  # one per browser session: smooths each face along its track
-        result = smooth_live(predict_image(registry, img, options), tracker, time.monotonic())
+        result = smooth_live(predict_image(self.registry, img, options), tracker, time.monotonic())
         return render.preview(img, result["faces"]), render.summary(result, "No face in view."), tracker
 
-    @bounded
-    def predict_region(editor, model):
+    def predict_region(self, editor, model):
         if not editor or editor.get("background") is None:
             raise EmotionError("no image to crop: upload a photo here, or use “Crop the face yourself” on the "
                                "Photo tab")
         img = editor["background"]  # already decoded by SafeImageEditor: RGB, transparency on white
         box = strokes_box(editor.get("layers")) or (0, 0, img.width, img.height)
-        result = predict_image(registry, img, parse_options({"model": model}, {"box": box}))
+        result = predict_image(self.registry, img, parse_options({"model": model}, {"box": box}))
         return result, render.preview(img, result["faces"]), render.summary(result)
 
-    def to_editor(image):
-        with ui_errors():
-            if not isinstance(image, dict):
-                raise EmotionError(f"no photo to crop: {SEND_A_FILE}")
-            path = str(check_file_ref(image.get("path")))  # the editor shows this file: only an upload may be it
-        return {"background": path, "layers": [], "composite": path}, gr.Tabs(selected="crop")
 
+def to_editor(image):
+    """The Photo tab's upload into the Crop tab's editor, and that tab selected."""
+    with ui_errors():
+        if not isinstance(image, dict):
+            raise EmotionError(f"no photo to crop: {SEND_A_FILE}")
+        path = str(check_file_ref(image.get("path")))  # the editor shows this file: only an upload may be it
+    return {"background": path, "layers": [], "composite": path}, gr.Tabs(selected="crop")
+
+
+def build_ui(registry: ModelRegistry, pool: InferencePool) -> gr.Blocks:
+    """The Blocks app; models load on the first request, never here. Every handler runs on `pool`'s workers."""
+    h = Handlers(registry, pool)
     choices = [(f"{k} (default)" if k == registry.default else k, k) for k in registry.sources]
     with gr.Blocks(title="Emotion Detection", delete_cache=DELETE_CACHE) as demo:
         gr.Markdown(INTRO)
@@ -207,21 +218,21 @@ def build_ui(registry: ModelRegistry, pool: InferencePool) -> gr.Blocks:
         inputs = [photo, model, max_faces, min_score]
         shown = [annotated, status, offer_crop]
         # preprocess=False: our loader reads the upload, so a bad file gets the same message as over REST.
-        run.click(predict, inputs, result, api_name="predict", preprocess=False, concurrency_limit=2,
-                  concurrency_id="inference").success(show, [photo, result], shown, preprocess=False,
+        run.click(h.predict, inputs, result, api_name="predict", preprocess=False, concurrency_limit=2,
+                  concurrency_id="inference").success(h.show, [photo, result], shown, preprocess=False,
                                                       api_visibility="private", concurrency_limit=None)
-        gr.on([photo.change, model.change, max_faces.release, min_score.release], predict_if_image, inputs, result,
-              preprocess=False, api_visibility="private", concurrency_limit=2, concurrency_id="inference",
-              trigger_mode="always_last").success(show, [photo, result], shown, preprocess=False,
+        gr.on([photo.change, model.change, max_faces.release, min_score.release], h.predict_if_image, inputs,
+              result, preprocess=False, api_visibility="private", concurrency_limit=2, concurrency_id="inference",
+              trigger_mode="always_last").success(h.show, [photo, result], shown, preprocess=False,
                                                   api_visibility="private", concurrency_limit=None)
         offer_crop.click(to_editor, [photo], [editor, tabs], preprocess=False, api_visibility="private")
         # preprocess=False: Gradio would decode the frame itself, before our size check.
         tracker = gr.State(None)
-        cam.stream(live_frame, [cam, model, max_faces, min_score, tracker], [live, live_status, tracker],
+        cam.stream(h.live_frame, [cam, model, max_faces, min_score, tracker], [live, live_status, tracker],
                    stream_every=0.2, preprocess=False,
                    concurrency_limit=1, trigger_mode="always_last", time_limit=600, show_progress="hidden",
                    api_visibility="private")
-        crop_run.click(predict_region, [editor, model], [crop_result, crop_annotated, crop_status],
+        crop_run.click(h.predict_region, [editor, model], [crop_result, crop_annotated, crop_status],
                        api_name="predict_crop", api_visibility="undocumented", concurrency_limit=2,
                        concurrency_id="inference")
     demo.queue(max_size=64)
