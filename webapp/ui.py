@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 import time
+from collections import OrderedDict
 from contextlib import contextmanager
 from typing import Any
 
@@ -15,7 +17,7 @@ import gradio as gr
 from PIL import Image
 
 from emotion import EmotionError
-from emotion.images import load_image
+from emotion.images import MAX_PIXELS, load_image
 from emotion.video import IouTracker
 
 from . import render
@@ -23,7 +25,8 @@ from .components import SafeImageEditor
 from .files import EXAMPLES, SEND_A_FILE, check_file_ref, read_upload
 from .models import ModelRegistry
 from .pool import InferencePool
-from .service import INTERNAL_ERROR, MAX_FACES, decode_base64_image, parse_options, predict_image
+from .service import (INTERNAL_ERROR, MAX_FACES, decode_base64_image, parse_options, predict_image,
+                      predict_with_image)
 from .video import smooth_live
 
 log = logging.getLogger(__name__)
@@ -92,6 +95,47 @@ def face_charts(result: gr.JSON) -> None:
                          label=f"Face {i}: {render.caption(face)}{unsure}", elem_classes=["face-chart"])
 
 
+class Previews:
+    """The photos the predict step decoded, for the draw step that follows it: one decode per upload.
+
+    References, not copies, keyed by the upload's checked path; the oldest are dropped beyond `max_pixels` in all
+    (3 phone photos, or one of the largest we take), since an API call's photo is never drawn.
+    """
+
+    def __init__(self, max_pixels: int = MAX_PIXELS):
+        self.max_pixels, self.pixels = max_pixels, 0
+        self._items: OrderedDict[str, Image.Image] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _key(payload: Any) -> str | None:
+        path = payload.get("path") if isinstance(payload, dict) else None
+        return str(check_file_ref(path)) if path else None
+
+    def keep(self, payload: Any, image: Image.Image) -> None:
+        key = self._key(payload)
+        if key is None:  # a data URL: nothing to find it by
+            return
+        with self._lock:
+            self._drop(key)
+            self._items[key] = image
+            self.pixels += image.width * image.height
+            while self.pixels > self.max_pixels:
+                self._drop(next(iter(self._items)))
+
+    def take(self, payload: Any) -> Image.Image | None:
+        """The decoded photo of this upload, or None when it was not kept (then decode it again)."""
+        key = self._key(payload)
+        with self._lock:
+            return self._drop(key)
+
+    def _drop(self, key: str | None) -> Image.Image | None:
+        image = self._items.pop(key, None)
+        if image is not None:
+            self.pixels -= image.width * image.height
+        return image
+
+
 class Handlers:
     """The UI's event handlers, over one model registry and inference pool.
 
@@ -100,7 +144,7 @@ class Handlers:
     """
 
     def __init__(self, registry: ModelRegistry, pool: InferencePool):
-        self.registry, self.pool = registry, pool
+        self.registry, self.pool, self.previews = registry, pool, Previews()
         for name in ("predict_json", "draw", "live_frame", "predict_region"):
             setattr(self, name, self.bounded(getattr(self, name)))
 
@@ -114,7 +158,9 @@ class Handlers:
 
     def predict_json(self, image, model, max_faces, min_detection_score) -> dict:
         options = parse_options({"model": model, "max_faces": max_faces, "min_detection_score": min_detection_score})
-        return predict_image(self.registry, image_source(image), options)
+        result, img = predict_with_image(self.registry, image_source(image), options)
+        self.previews.keep(image, img)
+        return result
 
     def predict(self, image, model, max_faces, min_detection_score, progress=gr.Progress()) -> dict:
         """Every face in the image with its box, emotion, confidence, uncertain flag and 8 probabilities."""
@@ -126,7 +172,8 @@ class Handlers:
         return None if image is None else self.predict(image, model, max_faces, min_detection_score, progress)
 
     def draw(self, image, result):
-        return render.preview(load_image(image_source(image)), result["faces"])
+        img = self.previews.take(image) or load_image(image_source(image))  # decoded by predict_json, if kept
+        return render.preview(img, result["faces"])
 
     def show(self, image, result):
         if not result or image is None:
