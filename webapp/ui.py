@@ -215,8 +215,9 @@ def build_ui(registry: ModelRegistry, pool: InferencePool) -> gr.Blocks:
     with gr.Blocks(title="Emotion Detection", delete_cache=DELETE_CACHE) as demo:
         gr.Markdown(INTRO)
         with gr.Row(equal_height=True):
-            model = gr.Dropdown(choices, value=registry.default, label="Model", scale=2,
-                                info=None if choices else "No model configured: set EMOTION_MODEL")
+            # min_width: on a phone the model gets a line of its own, so its name is not cut
+            model = gr.Dropdown(choices, value=registry.default, label="Model", scale=2, min_width=320,
+                                elem_id="model", info=None if choices else "No model configured: set EMOTION_MODEL")
             max_faces = gr.Slider(1, MAX_FACES, value=20, step=1, label="Max faces")
             min_score = gr.Slider(0.05, 1.0, value=0.5, step=0.05, label="Min detection score")
         with gr.Tabs() as tabs:
