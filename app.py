@@ -34,7 +34,8 @@ def create_app() -> FastAPI:
     configure_torch_threads(pool.workers)
     app = FastAPI(title="Emotion Detection", version="1.0",
                   description="Faces in a photo -> calibrated probabilities over 8 emotions. "
-                              "The Gradio UI is at /, its own API under /gradio_api/.", docs_url=None)
+                              "The Gradio UI is at /, its own API under /gradio_api/.", docs_url=None,
+                  redoc_url=None)  # ReDoc only loads from a CDN: /redoc redirects to /docs (install_docs)
     install_error_handlers(app)
     app.include_router(build_router(registry, pool))
     app.include_router(build_video_router(registry, pool))

@@ -14,6 +14,8 @@ import sys
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+if not sys.stderr.isatty():  # off a terminal, datasets' bars are carriage-return fragments in the log
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp"}
@@ -108,9 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     failed = 0
     bar = None
     if any(Path(p).is_dir() for p in args.paths):
-        from tqdm import tqdm
+        from .progress import progress
 
-        files = bar = tqdm(files, desc="predicting", unit="img", file=sys.stderr)
+        files = bar = progress(files, desc="predicting", unit="img")
     for path in files:
         if path.suffix.lower() in VIDEO_SUFFIXES:
             failed += predict_video(predictor, path, args)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -233,11 +232,10 @@ def _write_shard(output: Path, shard: int, tables: list[pa.Table], summary: Summ
 
 
 def _progress_bar(total: int | None, done: set[int], shard_size: int, enabled: bool):
-    from tqdm import tqdm
+    from .progress import progress
 
     initial = sum(min(shard_size, total - k * shard_size) for k in done) if total else 0
-    return tqdm(total=total, initial=initial, desc="predicting", unit="img", file=sys.stderr,
-                disable=not enabled, mininterval=1.0 if sys.stderr.isatty() else 30.0)
+    return progress(total=total, initial=initial, desc="predicting", unit="img", disable=not enabled)
 
 
 # ---------------------------------------------------------------------------------------- 1 process or N processes

@@ -28,6 +28,9 @@ STRIP_PIXELS = 1 << 20  # transparency is composited this many pixels at a time,
 FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 SEND_INSTEAD = "send a JPEG, PNG, WebP, BMP, GIF or TIFF file"
 WHITE = (255, 255, 255)
+# Set in the `info` of an image this module decoded, to its size: handing that image back to `load_image` (the web
+# app decodes an upload, then the Predictor is given it) returns it as it is, instead of a second pass over it.
+LOADED = "emotion.loaded"
 
 
 def load_image(src: Any) -> Image.Image:
@@ -41,7 +44,8 @@ def load_image(src: Any) -> Image.Image:
             (HxW gray, HxWx3 RGB or HxWx4 RGBA; uint8, uint16, other integers or floats in [0, 1] or [0, 255]).
 
     Returns:
-        A fully decoded PIL image in mode "RGB".
+        A fully decoded PIL image in mode "RGB". Handed back to `load_image`, an image it decoded is returned as it
+        is: a caller may decode an upload once and pass the image on.
 
     Raises:
         ImageTooLargeError: the image has more than MAX_PIXELS pixels.
@@ -49,9 +53,11 @@ def load_image(src: Any) -> Image.Image:
         EmotionError: the path does not exist, or `src` is of a type we do not take.
     """
     if isinstance(src, Image.Image):
+        if src.mode == "RGB" and src.info.get(LOADED) == src.size:
+            return src  # decoded and checked by this function already
         return _finish(src, "the given PIL image")
     if isinstance(src, np.ndarray):
-        return _to_rgb(_from_array(src))
+        return _loaded(_to_rgb(_from_array(src)))
     if isinstance(src, (str, os.PathLike)):
         return _open_path(Path(src))
     if isinstance(src, (bytes, bytearray, memoryview)):
@@ -93,7 +99,12 @@ def _decode(fp: Any, name: str) -> Image.Image:
         raise ImageTooLargeError(_bomb_message(name, e)) from None
     except Exception as e:  # untrusted bytes: any decoder failure means "not an image we can read"
         raise UnsupportedImageError(f"could not read an image from {name}: {SEND_INSTEAD}") from e
-    return _finish(img, name)
+    return _loaded(_finish(img, name))
+
+
+def _loaded(img: Image.Image) -> Image.Image:
+    img.info[LOADED] = img.size
+    return img
 
 
 def _bomb_message(name: str, error: Exception) -> str:

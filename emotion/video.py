@@ -9,7 +9,6 @@ stays flat however long the video is; only the rows (a few hundred bytes per fac
 from __future__ import annotations
 
 import logging
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -253,7 +252,7 @@ def _summary(track: Track, labels: list[str]) -> dict[str, Any]:
 
 
 def _progress(path, every, fps, show: bool):
-    """A tqdm bar over the sampled frames (its total from the header, when it says), or None.
+    """A progress bar (or plain lines, off a terminal) over the sampled frames (its total from the header, when it says), or None.
 
     Opens the video first either way, so a file that is not a video fails before any bar is drawn."""
     container, stream = open_video(path)
@@ -261,9 +260,9 @@ def _progress(path, every, fps, show: bool):
     container.close()
     if not show:
         return None
-    from tqdm import tqdm
+    from .progress import progress
 
     total = None
     if seconds and rate:
         total = round(seconds * fps) if fps else round(seconds * rate / (every or 1))
-    return tqdm(total=total, desc=f"analysing {Path(path).name}", unit="frame", file=sys.stderr)
+    return progress(total=total, desc=f"analysing {Path(path).name}", unit="frame")

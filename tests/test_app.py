@@ -277,6 +277,41 @@ def test_gradio_crop_classifies_the_painted_region_without_detection(client, ast
     assert len(faces) == 1 and faces[0]["box"] == CROP and faces[0]["detection_score"] is None
 
 
+def test_an_upload_is_decoded_once_per_rest_request_and_per_ui_photo_event(client, astronaut_png, tiny_model,
+                                                                           monkeypatch):
+    import emotion.images
+
+    passes, real = [], emotion.images._finish  # the size check, pixel decode, rotation and RGB conversion
+
+    def counted(image, name):
+        passes.append(name)
+        return real(image, name)
+
+    monkeypatch.setattr(emotion.images, "_finish", counted)
+    assert client.post("/api/predict", **upload(astronaut_png)).status_code == 200
+    assert len(passes) == 1, passes
+    passes.clear()
+    ref = gradio_upload(client, "a.png", astronaut_png)  # the Photo tab: predict, then draw on the same upload
+    event, data = gradio_call(client, "predict", [ref, tiny_model.name, 20, 0.5])
+    assert event == "complete"
+    status, text = queue_event(client, "show", [ref, data[0]])
+    assert status == 200 and "/gradio_api/file=" in text and "1 face" in text, text
+    assert len(passes) == 1, passes
+
+
+def test_photos_kept_for_drawing_are_bounded_in_pixels_and_refuse_forged_paths(client, canaries):
+    from webapp.ui import Previews
+
+    previews, image = Previews(max_pixels=3 * 64 * 64), Image.new("RGB", (64, 64))
+    refs = [gradio_upload(client, f"{i}.png", png_bytes(np.full((8, 8, 3), i, np.uint8))) for i in range(5)]
+    for ref in refs:
+        previews.keep(ref, image)
+    assert previews.pixels == 3 * 64 * 64  # the two oldest were dropped
+    assert previews.take(refs[0]) is None and previews.take(refs[4]) is image and previews.pixels == 2 * 64 * 64
+    with pytest.raises(Exception, match="not uploaded to this server"):
+        previews.take(forged(canaries["image"], True))
+
+
 # ---------------------------------------------------------------------------------------------------------- drawing
 def test_strokes_box_bounds_everything_painted():
     layer = Image.new("RGBA", (100, 80), (0, 0, 0, 0))
@@ -455,3 +490,10 @@ def test_docs_page_references_only_local_assets_and_they_are_served(client):
     # the bundled Swagger UI 3 refuses "openapi: 3.1.0": it reads the same schema labelled 3.0.3
     spec, full = client.get("/docs-openapi.json").json(), client.get("/openapi.json").json()
     assert spec["openapi"] == "3.0.3" and full["openapi"].startswith("3.1") and spec["paths"] == full["paths"]
+
+
+def test_redoc_is_not_a_cdn_page_but_leads_to_the_offline_docs(client):
+    r = client.get("/redoc", follow_redirects=False)
+    assert r.status_code in (302, 307) and r.headers["location"] == "/docs", (r.status_code, r.text[:300])
+    page = client.get("/redoc")
+    assert page.status_code == 200 and "swagger-ui-bundle.js" in page.text and "cdn" not in page.text.lower()

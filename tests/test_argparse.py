@@ -36,3 +36,26 @@ def test_no_parser_allows_abbreviations(module):
 
     for parser in parsers(importlib.import_module(module).build_parser()):
         assert parser.allow_abbrev is False, parser.prog
+
+
+def test_every_trainer_option_has_a_description():
+    """`python -m trainer train --help` describes every option (generated from TrainConfig's field comments)."""
+    from trainer.__main__ import build_parser
+
+    for parser in parsers(build_parser()):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                continue
+            assert action.help and action.help.strip() and not action.help.startswith("[default"), \
+                f"{parser.prog} {'/'.join(action.option_strings) or action.dest} has no description"
+
+
+def test_train_help_shows_the_config_comment_and_default(capsys):
+    from trainer.__main__ import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    assert e.value.code == 0
+    assert "--epochs EPOCHS passes over the training data [default: 30]" in text
+    assert "--ema-decay EMA_DECAY keep an exponential moving average of the weights" in text

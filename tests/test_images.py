@@ -192,3 +192,15 @@ def test_a_transparent_photo_decodes_without_full_size_rgba_copies():
     assert out.returncode == 0, out.stderr[-2000:]
     full_copy = 4000 * 5000 * 4  # Pillow keeps RGB and RGBA alike in 4 bytes per pixel
     assert int(out.stdout) < 2.5 * full_copy, f"peak {int(out.stdout) / 2**20:.0f} MB over the baseline"
+
+
+def test_an_image_load_image_decoded_is_passed_on_as_it_is_and_a_changed_one_is_not(astronaut, monkeypatch):
+    buf = io.BytesIO()
+    astronaut.save(buf, format="PNG")
+    img = load_image(buf.getvalue())
+    passes = []
+    real = images._finish
+    monkeypatch.setattr(images, "_finish", lambda im, name: passes.append(name) or real(im, name))
+    assert load_image(img) is img and load_image(img.copy()).size == img.size and passes == []
+    assert load_image(img.convert("RGBA")).mode == "RGB" and load_image(img.crop((0, 0, 10, 10))).size == (10, 10)
+    assert len(passes) == 2  # another mode, another size: checked and converted again

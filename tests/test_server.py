@@ -139,6 +139,27 @@ def test_browser_shows_the_emotion_of_the_one_face(server, astronaut_file, tmp_p
 
 
 # ---------------------------------------------------------------------------------------------------- hostile callers
+def test_on_a_phone_the_model_name_is_not_cut_and_nothing_overflows(server):
+    if not CHROMIUM.exists():
+        pytest.skip(f"no browser at {CHROMIUM}: install Debian's chromium (apt-get install -y chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+            page.goto(server, wait_until="domcontentloaded")
+            field = page.locator("#model input").first
+            field.wait_for(timeout=30_000)
+            shown = field.evaluate("e => ({value: e.value, scroll: e.scrollWidth, client: e.clientWidth})")
+            page_width = page.evaluate("() => document.documentElement.scrollWidth")
+        finally:
+            browser.close()
+    assert shown["value"].endswith("(default)"), shown
+    assert shown["scroll"] <= shown["client"], f"the model name {shown['value']!r} is cut: {shown}"
+    assert page_width <= 390
+
+
 def peak_rss(proc: subprocess.Popen) -> int:
     """The server's peak resident memory so far (VmHWM), in bytes."""
     for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines():

@@ -7,6 +7,8 @@ import os
 import sys
 
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+if not sys.stderr.isatty():  # off a terminal, datasets' bars are carriage-return fragments in the log
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
 
 from emotion.errors import EmotionError  # noqa: E402
 
@@ -16,38 +18,42 @@ from .distributed import launched_rank  # noqa: E402
 from .modeling import InitError  # noqa: E402
 
 COMMANDS = ("train", "evaluate", "compare", "push")
+DATA_HELP = "Hub dataset id, a folder of parquet shards, or an image folder [default: ../shared/data/ferplus]"
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m trainer", description=__doc__, allow_abbrev=False)
     sub = p.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="train, evaluate, calibrate and export a model (rerun to resume)",
-                       allow_abbrev=False)
+                       description="Train, evaluate, calibrate and export a model; rerun the same command to resume. "
+                       "The defaults shown are TrainConfig's (trainer/config.py): a --config file overrides them, "
+                       "and options override both.", allow_abbrev=False)
     add_config_args(t)
     t.add_argument("--push-to-hub", metavar="ORG/NAME", help="upload the export to this Hub repo when done")
-    t.add_argument("--private", action="store_true")
-    t.add_argument("--revision")
+    t.add_argument("--private", action="store_true", help="with --push-to-hub: create the Hub repo private")
+    t.add_argument("--revision", help="with --push-to-hub: the branch to upload to (default: main)")
     e = sub.add_parser("evaluate", help="evaluate an exported model on a data set", allow_abbrev=False)
     e.add_argument("--model", required=True, help="local-dir:/path or hf-hub:org/name[@rev]")
-    e.add_argument("--data", default="../shared/data/ferplus")
-    e.add_argument("--split", default="validation")
-    e.add_argument("--max-samples", type=int)
+    e.add_argument("--data", default="../shared/data/ferplus", help=DATA_HELP)
+    e.add_argument("--split", default="validation", help="the split to score [default: validation]")
+    e.add_argument("--max-samples", type=int, help="score only this many rows (quick checks)")
     e.add_argument("--json", help="also write the metrics to this file")
     e.add_argument("--detect-faces", action="store_true",
                    help="the images are photos: detect and crop the largest face first, as serving does")
     c = sub.add_parser("compare", help="one table of several exported models side by side", allow_abbrev=False)
-    c.add_argument("--models", nargs="+", required=True)
-    c.add_argument("--data", default="../shared/data/ferplus")
-    c.add_argument("--split", default="validation")
-    c.add_argument("--max-samples", type=int)
+    c.add_argument("--models", nargs="+", required=True,
+                   help="exported models: local-dir:/path, hf-hub:org/name[@rev] or a shipped model's name")
+    c.add_argument("--data", default="../shared/data/ferplus", help=DATA_HELP)
+    c.add_argument("--split", default="validation", help="the split to score [default: validation]")
+    c.add_argument("--max-samples", type=int, help="score only this many rows (quick checks)")
     c.add_argument("--out", help="write the markdown table here too")
     c.add_argument("--photos", help="also score a photo data set through the serving detector (all rows and the "
                                     "rows whose raters agree), e.g. ../shared/data/taiwanese_performers")
     u = sub.add_parser("push", help="upload an export folder to the Hugging Face Hub", allow_abbrev=False)
-    u.add_argument("export_dir")
-    u.add_argument("--repo-id", required=True)
-    u.add_argument("--private", action="store_true")
-    u.add_argument("--revision")
+    u.add_argument("export_dir", help="the export folder a training run wrote (OUTPUT_DIR/export)")
+    u.add_argument("--repo-id", required=True, help="the Hub model repo, org/name")
+    u.add_argument("--private", action="store_true", help="create the repo private")
+    u.add_argument("--revision", help="the branch to upload to (default: main)")
     u.add_argument("--dry-run", action="store_true", help="list what would be uploaded; no network")
     return p
 

@@ -3,9 +3,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import inspect
+import io
 import math
 import os
 import re
+import tokenize
 import types
 import typing
 from dataclasses import dataclass, field
@@ -40,53 +43,53 @@ class TrainConfig:
     select_on: dict[str, float] | None = None  # best epoch by this mix of reports, e.g. {validation: 0.5, posed_clean: 0.5}
     select_metric: str = "macro_f1"  # the metric select_on mixes: 'macro_f1' or 'accuracy'
     select_floor: dict[str, float] | None = None  # reports whose select_metric must stay at or above a floor
-    train_split: str = "train"
-    val_split: str = "validation"
+    train_split: str = "train"  # the split trained on
+    val_split: str = "validation"  # the split scored after each epoch (best epoch, temperature, bias)
     val_fraction: float = 0.1  # cut from train (seeded, stratified) when the data set has no validation split
     soft_labels: bool = True  # use vote distributions when the data set has a `votes` column (FER+)
-    max_train_samples: int | None = None  # for quick runs and tests
-    max_val_samples: int | None = None
+    max_train_samples: int | None = None  # cap on training rows (drawn with seed), for quick runs and tests
+    max_val_samples: int | None = None  # cap on validation rows, for quick runs and tests
     # input
-    img_size: int = 48
+    img_size: int = 48  # the model's input height and width in pixels (faces are resized to it)
     channels: int = 1  # 1 = grayscale; 3 = gray replicated to RGB (ImageNet backbones)
     mean: float = 0.5  # per-channel normalisation (the same value for every channel: the faces are grayscale)
-    std: float = 0.5
+    std: float = 0.5  # per-channel normalisation divisor, paired with mean
     # serving facts written to config.json; their defaults are ModelInfo's (emotion/info.py), defined once there
     crop_margin: float = info_default("crop_margin")  # margin around the detector's box
     crop_offset_y: float = info_default("crop_offset_y")  # crop centre shift (negative = up)
     # augmentation (training only): families from trainer/augment.py
-    augment: list[str] = field(default_factory=lambda: ["framing", "geometry", "light", "occlusion"])
+    augment: list[str] = field(default_factory=lambda: ["framing", "geometry", "light", "occlusion"])  # families used
     scale_min: float = 0.8  # random resized crop scale range (min, 1)
-    rotate: float = 10.0  # degrees
-    hflip: bool = True
+    rotate: float = 10.0  # geometry: random rotation range, in degrees either way
+    hflip: bool = True  # geometry: mirror faces at random
     jitter: float = 0.3  # brightness/contrast jitter strength
     erase: float = 0.25  # occlusion: probability of erasing a patch
     # optimisation
-    epochs: int = 30
-    batch_size: int = 64
-    lr: float = 2e-3
+    epochs: int = 30  # passes over the training data
+    batch_size: int = 64  # images per optimiser step, summed over processes
+    lr: float = 2e-3  # peak AdamW learning rate (after warmup; cosine decay to the end)
     backbone_lr_mult: float = 1.0  # transfer: the backbone's LR is lr * this (the head keeps lr)
     freeze_epochs: int = 0  # transfer: train only the head for this many epochs first
-    weight_decay: float = 0.05
-    warmup_epochs: float = 1.0
-    label_smoothing: float = 0.0
+    weight_decay: float = 0.05  # AdamW decoupled weight decay (not applied to norms and biases)
+    warmup_epochs: float = 1.0  # linear LR warmup, in epochs (fractions allowed)
+    label_smoothing: float = 0.0  # mass moved from the targets to a uniform distribution
     ema_decay: float = 0.0  # keep an exponential moving average of the weights (e.g. 0.998); validated and exported instead of the raw weights; 0 = off
     grad_accum: int = 1  # split each step's batch into this many micro-batches (same step, less memory); batch_size stays the effective batch
     balance: str = "none"  # 'sampler' (class-balanced sampling), 'weights' (loss weights), or 'none'
-    drop_rate: float = 0.3
+    drop_rate: float = 0.3  # dropout before the classifier
     tta_flip: bool = info_default("tta_flip")  # serving averages each face with its mirror image
-    uncertain_threshold: float = info_default("uncertain_threshold")
+    uncertain_threshold: float = info_default("uncertain_threshold")  # serving flags a face whose top probability is below this
     recalibrate_bn: bool = False  # after training: BatchNorm statistics from un-augmented training faces
     interpolate: str = "none"  # 'fit': average the tuned weights with init's (WiSE-FT), weight chosen on select_on
     neutral_bias: str = "none"  # 'fit': a logit bias on neutral chosen on the select_on mix, written to config.json; 'none'
     # run
-    output_dir: str = "runs/small_cnn"
-    seed: int = 42
+    output_dir: str = "runs/small_cnn"  # checkpoints, logs and export/ go here; rerunning resumes from it
+    seed: int = 42  # seeds the split, sampling, augmentation and initialisation
     workers: int = -1  # DataLoader workers; -1 = sized to the machine
-    device: str = "auto"
+    device: str = "auto"  # 'cpu', 'cuda', 'mps' or 'auto' = the first available of cuda, mps, cpu
     precision: str = "auto"  # 'bf16' (autocast; weights stay float32), 'fp32', or 'auto' = bf16 where the device runs it natively
     ckpt_every: int = 200  # steps between checkpoints (one is also written at each epoch end)
-    log_every: int = 20
+    log_every: int = 20  # steps between updates of the loss/lr shown with the progress
     export_dtype: str = "float16"  # weights in the export: 'float16' halves the size; 'float32'
     extra: dict[str, Any] = field(default_factory=dict)  # free-form notes carried into eval_results.json
 
@@ -229,22 +232,49 @@ def coerce(name: str, value: Any, tp: Any) -> Any:
         raise ConfigError(f"invalid {name}={value!r}: expected {_describe(tp)}") from None
 
 
+def field_comments(cls: type) -> dict[str, str]:
+    """The trailing `# ...` comment of each field in `cls`'s source, by field name.
+
+    The comments beside the fields are the fields' documentation (read like nanoGPT's config); `--help` is generated
+    from them, so a new field documents itself on the command line by having one. {} when the source is not shipped.
+    """
+    try:
+        source = inspect.getsource(cls)
+    except (OSError, TypeError):
+        return {}
+    comments, line = {}, []
+    for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+        if tok.type in (tokenize.NEWLINE, tokenize.NL):
+            line = []
+        elif tok.type == tokenize.COMMENT and len(line) >= 2 and line[0].type == tokenize.NAME and line[1].string == ":":
+            comments[line[0].string] = tok.string.lstrip("#").strip()
+        elif tok.type not in (tokenize.INDENT, tokenize.DEDENT):
+            line.append(tok)
+    return comments
+
+
 def add_config_args(parser: argparse.ArgumentParser) -> None:
-    """One `--field value` option per TrainConfig field (`--flag/--no-flag` for booleans), all defaulting to None."""
+    """One `--field value` option per TrainConfig field (`--flag/--no-flag` for booleans), all defaulting to None
+    (so that a --config file can set what the command line does not); the help is the field's comment."""
     parser.add_argument("--config", help="YAML file with defaults, e.g. trainer/configs/small_cnn.yaml")
+    comments = field_comments(TrainConfig)
     for f in dataclasses.fields(TrainConfig):
         if f.name in ("extra", "sources", "select_on", "select_floor"):  # structured: YAML only
             continue
         opt = "--" + f.name.replace("_", "-")
+        default = f.default_factory() if callable(f.default_factory) else f.default
+        shown = ",".join(default) if isinstance(default, list) else default
+        help = f"{comments.get(f.name, '')} [default: {shown}]".replace("%", "%%")  # argparse %-formats help
         if f.name == "augment":
             parser.add_argument(opt, dest=f.name, default=None, metavar="FAMILY,...",
                                 type=lambda v: [x for x in v.split(",") if x],
-                                help=f"comma-separated augmentation families from {', '.join(AUGMENT_FAMILIES)}")
+                                help=f"comma-separated augmentation families from {', '.join(AUGMENT_FAMILIES)}"
+                                     f" [default: {shown}]")
         elif str(f.type) == "bool":
-            parser.add_argument(opt, dest=f.name, action=argparse.BooleanOptionalAction, default=None)
+            parser.add_argument(opt, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help)
         else:
             # no argparse type: the value goes through the same coercion as YAML, with the same one-line error
-            parser.add_argument(opt, dest=f.name, default=None, metavar=f.name.upper())
+            parser.add_argument(opt, dest=f.name, default=None, metavar=f.name.upper(), help=help)
 
 
 def resolve_config(args: argparse.Namespace) -> TrainConfig:

@@ -15,6 +15,7 @@ import torch
 from tqdm import tqdm
 
 from emotion.labels import LABELS
+from emotion.progress import line_due, progress
 
 from . import checkpoint
 from .checkpoint import CheckpointError
@@ -264,9 +265,8 @@ class Trainer:
         cfg, start = self.cfg, self.step - self.epoch * self.steps_per_epoch
         self._set_frozen()
         self.model.train()
-        bar = tqdm(self._loader(start), total=self.steps_per_epoch, initial=start, desc=f"epoch {self.epoch + 1}/"
-                   f"{cfg.epochs}", leave=False, mininterval=1 if sys.stderr.isatty() else 60, file=sys.stderr,
-                   disable=not self.acc.is_main_process)
+        bar = progress(self._loader(start), total=self.steps_per_epoch, initial=start, unit="step", leave=False,
+                       desc=f"epoch {self.epoch + 1}/{cfg.epochs}", disable=not self.acc.is_main_process)
         t0, seen = time.perf_counter(), 0
         for x, y, _, mask in bar:
             x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
@@ -281,7 +281,7 @@ class Trainer:
                 self.ema.update(self.model, self.step)
             self.loss_sum = self.loss_sum + loss.detach().float()  # a tensor: no device sync per step
             seen += len(x)
-            if self.step % cfg.log_every == 0:
+            if self.step % cfg.log_every == 0 or line_due(bar):
                 bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{self.sched.get_last_lr()[0]:.2e}",
                                 img_s=f"{seen / (time.perf_counter() - t0):.0f}")
             if any_process(self.acc, self._signal is not None):

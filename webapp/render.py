@@ -10,6 +10,9 @@ COLOURS = {"anger": "#e53935", "contempt": "#8e24aa", "disgust": "#43a047", "fea
            "happy": "#fbc02d", "neutral": "#78909c", "sad": "#1e88e5", "surprise": "#fb8c00"}
 OTHER = "#9e9e9e"
 PREVIEW_MAX_SIDE = 1600  # the UI's images are at most ~500 px tall; a 40 MP photo need not be re-encoded whole
+# Chips are sized for the smallest display: a 390 px phone shows the image ~320 px wide, where a font of 1/27 of the
+# image's longer side is still 12 px. A chip much wider than its face (a crowd) keeps only the face's number.
+FONT_FRACTION = 1 / 27
 NO_FACE = ("**No face found.** Try a larger or more frontal face, lower the minimum detection score, or "
            "draw the crop yourself in the **Crop a face** tab.")
 
@@ -28,9 +31,9 @@ def annotate(image: Image.Image, faces: list[dict[str, Any]]) -> Image.Image:
     """A copy of `image` with a box and a numbered caption chip per face ("2 happy 87%" is the "Face 2" card)."""
     out = image.convert("RGB")  # always a copy: convert() on an RGB image copies too
     draw = ImageDraw.Draw(out)
-    side = min(out.size)
-    line = max(2, round(side / 250))
-    font = ImageFont.load_default(size=max(12, round(side / 32)))
+    side = max(out.size)
+    line = max(2, round(side / 300))
+    font = ImageFont.load_default(size=max(12, round(side * FONT_FRACTION)))
     for number, face in enumerate(faces, 1):
         b = face["box"]
         x0, y0, x1, y1 = b["x"], b["y"], b["x"] + b["w"] - 1, b["y"] + b["h"] - 1
@@ -38,6 +41,9 @@ def annotate(image: Image.Image, faces: list[dict[str, Any]]) -> Image.Image:
         draw.rectangle((x0, y0, x1, y1), outline=fill, width=line)
         text = f"{number} {caption(face)}"
         left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+        if right - left > 2 * b["w"]:  # a crowd of small faces: the number, read on its card
+            text = str(number)
+            left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
         pad = max(2, line)
         chip_h = bottom - top + 2 * pad
         # Above the box; below it when it touches the top edge; inside it when it fills the image.

@@ -11,6 +11,7 @@ import os
 import time
 from typing import Any, Mapping
 
+from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from emotion import EmotionError, ImageTooLargeError
@@ -124,6 +125,13 @@ def decode_base64_image(text: Any) -> bytes:
 
 def predict_image(registry: ModelRegistry, image: Any, options: PredictOptions) -> dict[str, Any]:
     """Detect and classify every face (or only the crop box) in `image` -> the API's JSON answer."""
+    return predict_with_image(registry, image, options)[0]
+
+
+def predict_with_image(registry: ModelRegistry, image: Any,
+                       options: PredictOptions) -> tuple[dict[str, Any], Image.Image]:
+    """`predict_image`'s answer and the image decoded for it, which the UI draws on: one decode per upload (the
+    Predictor takes the decoded image as it is)."""
     if isinstance(image, (bytes, bytearray)):
         if not image:
             raise EmotionError(f"the image is empty (0 bytes): {SEND_INSTEAD}")
@@ -141,4 +149,4 @@ def predict_image(registry: ModelRegistry, image: Any, options: PredictOptions) 
     result["timings_ms"]["decode"] = round((t1 - t0) * 1000, 2)
     result["timings_ms"]["total"] = round((time.perf_counter() - t0) * 1000, 2)
     result["model"] = registry.describe(key)
-    return result
+    return result, img

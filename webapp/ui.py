@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 import time
+from collections import OrderedDict
 from contextlib import contextmanager
 from typing import Any
 
@@ -15,7 +17,7 @@ import gradio as gr
 from PIL import Image
 
 from emotion import EmotionError
-from emotion.images import load_image
+from emotion.images import MAX_PIXELS, load_image
 from emotion.video import IouTracker
 
 from . import render
@@ -23,7 +25,8 @@ from .components import SafeImageEditor
 from .files import EXAMPLES, SEND_A_FILE, check_file_ref, read_upload
 from .models import ModelRegistry
 from .pool import InferencePool
-from .service import INTERNAL_ERROR, MAX_FACES, decode_base64_image, parse_options, predict_image
+from .service import (INTERNAL_ERROR, MAX_FACES, decode_base64_image, parse_options, predict_image,
+                      predict_with_image)
 from .video import smooth_live
 
 log = logging.getLogger(__name__)
@@ -92,73 +95,129 @@ def face_charts(result: gr.JSON) -> None:
                          label=f"Face {i}: {render.caption(face)}{unsure}", elem_classes=["face-chart"])
 
 
-def build_ui(registry: ModelRegistry, pool: InferencePool) -> gr.Blocks:
-    """The Blocks app; models load on the first request, never here. Every handler runs on `pool`'s workers."""
+class Previews:
+    """The photos the predict step decoded, for the draw step that follows it: one decode per upload.
 
-    def bounded(fn):
-        """Runs the handler on an inference worker once the pool admits it (else a busy message)."""
+    References, not copies, keyed by the upload's checked path; the oldest are dropped beyond `max_pixels` in all
+    (3 phone photos, or one of the largest we take), since an API call's photo is never drawn.
+    """
+
+    def __init__(self, max_pixels: int = MAX_PIXELS):
+        self.max_pixels, self.pixels = max_pixels, 0
+        self._items: OrderedDict[str, Image.Image] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _key(payload: Any) -> str | None:
+        path = payload.get("path") if isinstance(payload, dict) else None
+        return str(check_file_ref(path)) if path else None
+
+    def keep(self, payload: Any, image: Image.Image) -> None:
+        key = self._key(payload)
+        if key is None:  # a data URL: nothing to find it by
+            return
+        with self._lock:
+            self._drop(key)
+            self._items[key] = image
+            self.pixels += image.width * image.height
+            while self.pixels > self.max_pixels:
+                self._drop(next(iter(self._items)))
+
+    def take(self, payload: Any) -> Image.Image | None:
+        """The decoded photo of this upload, or None when it was not kept (then decode it again)."""
+        key = self._key(payload)
+        with self._lock:
+            return self._drop(key)
+
+    def _drop(self, key: str | None) -> Image.Image | None:
+        image = self._items.pop(key, None)
+        if image is not None:
+            self.pixels -= image.width * image.height
+        return image
+
+
+class Handlers:
+    """The UI's event handlers, over one model registry and inference pool.
+
+    The inference handlers run on the pool's workers (`bounded`, applied in __init__). Gradio names the private
+    endpoints after the methods and reads the components' values from their parameters.
+    """
+
+    def __init__(self, registry: ModelRegistry, pool: InferencePool):
+        self.registry, self.pool, self.previews = registry, pool, Previews()
+        for name in ("predict_json", "draw", "live_frame", "predict_region"):
+            setattr(self, name, self.bounded(getattr(self, name)))
+
+    def bounded(self, fn):
+        """`fn` as a handler that runs on an inference worker once the pool admits it (else a busy message)."""
         @functools.wraps(fn)
         def run(*args):
-            with ui_errors(), pool.admit():
-                return pool.call(fn, *args)
+            with ui_errors(), self.pool.admit():
+                return self.pool.call(fn, *args)
         return run
 
-    @bounded
-    def predict_json(image, model, max_faces, min_detection_score) -> dict:
+    def predict_json(self, image, model, max_faces, min_detection_score) -> dict:
         options = parse_options({"model": model, "max_faces": max_faces, "min_detection_score": min_detection_score})
-        return predict_image(registry, image_source(image), options)
+        result, img = predict_with_image(self.registry, image_source(image), options)
+        self.previews.keep(image, img)
+        return result
 
-    def predict(image, model, max_faces, min_detection_score, progress=gr.Progress()) -> dict:
+    def predict(self, image, model, max_faces, min_detection_score, progress=gr.Progress()) -> dict:
         """Every face in the image with its box, emotion, confidence, uncertain flag and 8 probabilities."""
-        if not registry.is_loaded(model or None):
+        if not self.registry.is_loaded(model or None):
             progress(0, desc="Loading the model (first request only)…")
-        return predict_json(image, model, max_faces, min_detection_score)
+        return self.predict_json(image, model, max_faces, min_detection_score)
 
-    def predict_if_image(image, model, max_faces, min_detection_score, progress=gr.Progress()):
-        return None if image is None else predict(image, model, max_faces, min_detection_score, progress)
+    def predict_if_image(self, image, model, max_faces, min_detection_score, progress=gr.Progress()):
+        return None if image is None else self.predict(image, model, max_faces, min_detection_score, progress)
 
-    @bounded
-    def draw(image, result):
-        return render.preview(load_image(image_source(image)), result["faces"])
+    def draw(self, image, result):
+        img = self.previews.take(image) or load_image(image_source(image))  # decoded by predict_json, if kept
+        return render.preview(img, result["faces"])
 
-    def show(image, result):
+    def show(self, image, result):
         if not result or image is None:
             return None, "", gr.Button(visible=False)
-        return draw(image, result), render.summary(result), gr.Button(visible=not result["faces"])
+        return self.draw(image, result), render.summary(result), gr.Button(visible=not result["faces"])
 
-    @bounded
-    def live_frame(frame, model, max_faces, min_detection_score, tracker):
+    def live_frame(self, frame, model, max_faces, min_detection_score, tracker):
         if frame is None:
             return None, "", tracker
         img = load_image(image_source(frame))
         options = parse_options({"model": model, "max_faces": max_faces, "min_detection_score": min_detection_score})
         tracker = tracker or IouTracker()  # one per browser session: smooths each face along its track
-        result = smooth_live(predict_image(registry, img, options), tracker, time.monotonic())
+        result = smooth_live(predict_image(self.registry, img, options), tracker, time.monotonic())
         return render.preview(img, result["faces"]), render.summary(result, "No face in view."), tracker
 
-    @bounded
-    def predict_region(editor, model):
+    def predict_region(self, editor, model):
         if not editor or editor.get("background") is None:
             raise EmotionError("no image to crop: upload a photo here, or use “Crop the face yourself” on the "
                                "Photo tab")
         img = editor["background"]  # already decoded by SafeImageEditor: RGB, transparency on white
         box = strokes_box(editor.get("layers")) or (0, 0, img.width, img.height)
-        result = predict_image(registry, img, parse_options({"model": model}, {"box": box}))
+        result = predict_image(self.registry, img, parse_options({"model": model}, {"box": box}))
         return result, render.preview(img, result["faces"]), render.summary(result)
 
-    def to_editor(image):
-        with ui_errors():
-            if not isinstance(image, dict):
-                raise EmotionError(f"no photo to crop: {SEND_A_FILE}")
-            path = str(check_file_ref(image.get("path")))  # the editor shows this file: only an upload may be it
-        return {"background": path, "layers": [], "composite": path}, gr.Tabs(selected="crop")
 
+def to_editor(image):
+    """The Photo tab's upload into the Crop tab's editor, and that tab selected."""
+    with ui_errors():
+        if not isinstance(image, dict):
+            raise EmotionError(f"no photo to crop: {SEND_A_FILE}")
+        path = str(check_file_ref(image.get("path")))  # the editor shows this file: only an upload may be it
+    return {"background": path, "layers": [], "composite": path}, gr.Tabs(selected="crop")
+
+
+def build_ui(registry: ModelRegistry, pool: InferencePool) -> gr.Blocks:
+    """The Blocks app; models load on the first request, never here. Every handler runs on `pool`'s workers."""
+    h = Handlers(registry, pool)
     choices = [(f"{k} (default)" if k == registry.default else k, k) for k in registry.sources]
     with gr.Blocks(title="Emotion Detection", delete_cache=DELETE_CACHE) as demo:
         gr.Markdown(INTRO)
         with gr.Row(equal_height=True):
-            model = gr.Dropdown(choices, value=registry.default, label="Model", scale=2,
-                                info=None if choices else "No model configured: set EMOTION_MODEL")
+            # min_width: on a phone the model gets a line of its own, so its name is not cut
+            model = gr.Dropdown(choices, value=registry.default, label="Model", scale=2, min_width=320,
+                                elem_id="model", info=None if choices else "No model configured: set EMOTION_MODEL")
             max_faces = gr.Slider(1, MAX_FACES, value=20, step=1, label="Max faces")
             min_score = gr.Slider(0.05, 1.0, value=0.5, step=0.05, label="Min detection score")
         with gr.Tabs() as tabs:
@@ -207,21 +266,21 @@ def build_ui(registry: ModelRegistry, pool: InferencePool) -> gr.Blocks:
         inputs = [photo, model, max_faces, min_score]
         shown = [annotated, status, offer_crop]
         # preprocess=False: our loader reads the upload, so a bad file gets the same message as over REST.
-        run.click(predict, inputs, result, api_name="predict", preprocess=False, concurrency_limit=2,
-                  concurrency_id="inference").success(show, [photo, result], shown, preprocess=False,
+        run.click(h.predict, inputs, result, api_name="predict", preprocess=False, concurrency_limit=2,
+                  concurrency_id="inference").success(h.show, [photo, result], shown, preprocess=False,
                                                       api_visibility="private", concurrency_limit=None)
-        gr.on([photo.change, model.change, max_faces.release, min_score.release], predict_if_image, inputs, result,
-              preprocess=False, api_visibility="private", concurrency_limit=2, concurrency_id="inference",
-              trigger_mode="always_last").success(show, [photo, result], shown, preprocess=False,
+        gr.on([photo.change, model.change, max_faces.release, min_score.release], h.predict_if_image, inputs,
+              result, preprocess=False, api_visibility="private", concurrency_limit=2, concurrency_id="inference",
+              trigger_mode="always_last").success(h.show, [photo, result], shown, preprocess=False,
                                                   api_visibility="private", concurrency_limit=None)
         offer_crop.click(to_editor, [photo], [editor, tabs], preprocess=False, api_visibility="private")
         # preprocess=False: Gradio would decode the frame itself, before our size check.
         tracker = gr.State(None)
-        cam.stream(live_frame, [cam, model, max_faces, min_score, tracker], [live, live_status, tracker],
+        cam.stream(h.live_frame, [cam, model, max_faces, min_score, tracker], [live, live_status, tracker],
                    stream_every=0.2, preprocess=False,
                    concurrency_limit=1, trigger_mode="always_last", time_limit=600, show_progress="hidden",
                    api_visibility="private")
-        crop_run.click(predict_region, [editor, model], [crop_result, crop_annotated, crop_status],
+        crop_run.click(h.predict_region, [editor, model], [crop_result, crop_annotated, crop_status],
                        api_name="predict_crop", api_visibility="undocumented", concurrency_limit=2,
                        concurrency_id="inference")
     demo.queue(max_size=64)
