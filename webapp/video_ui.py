@@ -204,10 +204,10 @@ def build_video_tab(registry: ModelRegistry, bounded: Callable, model: gr.Dropdo
                 status = gr.Markdown("Upload a video, then press *Analyse the video*.", label="Summary",
                                      elem_id="video-summary")
                 plot = gr.LinePlot(x="time_s", y="probability", color="face", x_title="time (s)",
-                                   y_title="probability", y_lim=[0, 1], tooltip="all", height=320,
+                                   y_title="probability", y_lim=[0, 1], tooltip="all",
                                    label="Each face's most likely emotions over time", show_label=True)
-        gallery = gr.Gallery(label="Key frames: where each face is most confident", columns=4, height=300,
-                             format="jpeg", interactive=False)
+        gallery = gr.Gallery(label="Key frames: where each face is most confident", columns=4, height="auto",
+                             object_fit="contain", preview=False, format="jpeg", interactive=False)
         table = gr.Dataframe(label="Per face (mean probabilities over the track)", interactive=False, wrap=True)
         csv = gr.File(label="Every face in every sampled frame (CSV)", interactive=False)
     # preprocess=False: the handler reads the upload itself (files.read_upload), never a path Gradio passes on.
