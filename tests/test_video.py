@@ -219,10 +219,14 @@ def test_video_tab_errors_say_what_to_fix(client, clip, tiny_model, tmp_path, mo
 def test_video_tab_runs_on_the_bounded_pool_and_reads_only_uploads(client, clip, tiny_model, tmp_path, monkeypatch):
     import webapp.video
     from emotion import EmotionError
-    from test_app import gradio_call, gradio_upload
+    from test_app import gradio_call, gradio_upload, queue_event
     from webapp.video_ui import read_video_upload
 
     ref = gradio_upload(client, "clip.mp4", clip.read_bytes())
+    # the worker reports progress to the page (it runs in the event's context): "frame n of 15"
+    status, text = queue_event(client, "predict_video", [ref, tiny_model.name, "fps", 5, 20, 0.5])
+    assert status == 200 and '"process_completed"' in text and '"success":true' in text.replace(" ", "")
+    assert re.search(r'"index":\d+,"length":15,"unit":"frames"', text.replace(" ", "")), text
     with webapp.video._one_at_a_time:  # a REST video is being analysed
         event, data = gradio_call(client, "predict_video", [ref, tiny_model.name, "fps", 5, 20, 0.5])
     assert event == "error" and "another video is being analysed" in data["error"]
