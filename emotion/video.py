@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -156,6 +156,30 @@ def sampled_frames(path: str | Path, every: int | None = None, fps: float | None
         container.close()
 
 
+def frames_at(path: str | Path, indices: Iterable[int]) -> Iterator[tuple[int, Any]]:
+    """(index, PIL image) for the frames at these indices (numbered as `sampled_frames` numbers them), in order;
+    decodes no further than the last one, and converts only those (one image alive at a time if the caller
+    drops each)."""
+    import av
+
+    wanted = set(indices)
+    if not wanted:
+        return
+    last = max(wanted)
+    container, stream = open_video(path)
+    try:
+        for index, frame in enumerate(container.decode(stream)):
+            if index in wanted:
+                yield index, frame.to_image()
+            if index >= last:
+                break
+    except av.error.FFmpegError as e:
+        raise VideoError(f"the video is damaged or truncated ({type(e).__name__}: {e}): re-encode or re-export "
+                         "it") from None
+    finally:
+        container.close()
+
+
 @dataclass
 class VideoPrediction:
     """`rows`: one per face per sampled frame; `tracks`: one summary per track; `interrupted`: Ctrl-C stopped it."""
@@ -212,8 +236,11 @@ def iter_video(predictor, path: str | Path, every: int | None = None, fps: float
 
 
 def predict_video(predictor, path: str | Path, every: int | None = None, fps: float | None = None,
-                  progress: bool = True, max_seconds: float | None = None, **detect_options) -> VideoPrediction:
-    """Every face in a video, tracked and smoothed: see the module docstring. Ctrl-C returns what is done."""
+                  progress: bool = True, max_seconds: float | None = None,
+                  on_frame: Callable[[int], None] | None = None, **detect_options) -> VideoPrediction:
+    """Every face in a video, tracked and smoothed: see the module docstring. Ctrl-C returns what is done.
+
+    `on_frame(n)` is called after each sampled frame with the number done so far (a UI's progress bar)."""
     tracker = IouTracker()
     rows, frames, interrupted = [], 0, False
     bar = _progress(path, every, fps, progress)
@@ -223,6 +250,8 @@ def predict_video(predictor, path: str | Path, every: int | None = None, fps: fl
                 frames = item
                 if bar is not None:
                     bar.update(1)
+                if on_frame is not None:
+                    on_frame(frames)
             else:
                 rows.append(item)
     except KeyboardInterrupt:

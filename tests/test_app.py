@@ -375,6 +375,7 @@ EVENTS = {  # every UI event that takes a file, with the data it expects around 
     "predict_crop": lambda ref, model: [{"background": ref, "layers": [], "composite": None}, model],
     "live_frame": lambda ref, model: [ref, model, 20, 0.5],
     "to_editor": lambda ref, model: [ref],
+    "predict_video": lambda ref, model: [ref, model, "fps", 5, 20, 0.5],
 }
 
 

@@ -1,6 +1,7 @@
 """Videos: faces followed along tracks with stable ids and the right time stamps; bad files are clear errors."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -150,3 +151,93 @@ def test_webcam_labels_are_smoothed_along_tracks():
     smooth_live(frame(1.0), tracker, 0.0)
     second = smooth_live(frame(0.0), tracker, 0.2)["faces"][0]  # one frame of "sad" does not flip the label
     assert second["track"] == 1 and second["emotion"] == "happy" and second["probabilities"]["happy"] == 0.6
+
+
+# ------------------------------------------------------------------------------------------------------ the Video tab
+def test_video_tab_gives_the_timeline_key_frames_table_and_csv(client, clip, predictor, tiny_model):
+    import pandas as pd
+    from gradio.utils import get_upload_folder
+
+    from test_app import gradio_call, gradio_upload
+
+    info = client.get("/gradio_api/info").json()["named_endpoints"]["/predict_video"]
+    assert [p["parameter_name"] for p in info["parameters"]] == ["video", "model", "sampling", "rate", "max_faces",
+                                                                 "min_detection_score"]
+    ref = gradio_upload(client, "clip.mp4", clip.read_bytes())
+    event, data = gradio_call(client, "predict_video", [ref, tiny_model.name, "fps", 5, 20, 0.5])
+    assert event == "complete", data
+    summary, plot, gallery, table, csv = data
+    assert "**2 faces**" in summary and "15 sampled frames" in summary
+    # the timeline: each face's two most likely emotions, at the times the face was seen (A 0-1.8 s, B 1-2.8 s)
+    points = pd.DataFrame(plot["data"], columns=plot["columns"])
+    assert set(points.face.str.split(":").str[0]) == {"Face 1", "Face 2"} and points.face.nunique() == 4
+    times = {face: sorted(group.time_s) for face, group in points.groupby(points.face.str.split(":").str[0])}
+    assert times["Face 1"] == pytest.approx(sorted([i / 5 for i in range(10)] * 2))
+    assert times["Face 2"] == pytest.approx(sorted([1 + i / 5 for i in range(10)] * 2))
+    # the CSV is the per-frame table predict_video returns for the same sampling
+    expected = predictor.predict_video(clip, fps=5, progress=False, max_faces=20, min_score=0.5).to_pandas()
+    got = pd.read_csv(csv["path"])
+    assert list(got.columns) == list(expected.columns) and len(got) == len(expected) == 20
+    assert got[["time_s", "frame", "track", "x", "y", "w", "h", "emotion"]].equals(
+        expected[["time_s", "frame", "track", "x", "y", "w", "h", "emotion"]])
+    assert got[predictor.labels].to_numpy() == pytest.approx(expected[predictor.labels].to_numpy(), abs=1e-4)
+    # written into Gradio's cache (deleted on its schedule like every output), under a name that is ours
+    assert Path(csv["path"]).resolve().is_relative_to(Path(get_upload_folder()).resolve())
+    assert Path(csv["path"]).name == "video_emotions.csv"
+    faces = pd.DataFrame(table["data"], columns=table["headers"])
+    assert faces.face.tolist() == [1, 2] and faces.from_s.tolist() == [0.0, 1.0] and faces.to_s.tolist() == [1.8, 2.8]
+    assert [g["caption"].split(" most")[0] for g in gallery] == ["Face 1", "Face 2"]
+
+
+def test_video_tab_errors_say_what_to_fix(client, clip, tiny_model, tmp_path, monkeypatch):
+    import io
+
+    import webapp.video
+    from test_app import gradio_call, gradio_upload
+
+    png = io.BytesIO()
+    Image.new("RGB", (64, 64)).save(png, format="PNG")
+    video_ref = gradio_upload(client, "clip.mp4", clip.read_bytes())
+    cases = [
+        ([gradio_upload(client, "photo.mp4", png.getvalue()), "fps", 5], "still image"),
+        ([gradio_upload(client, "notes.txt", b"not a video\n" * 100), "fps", 5], "send a video|MP4"),
+        ([gradio_upload(client, "cut.mp4", clip.read_bytes()[:300]), "fps", 5], "send|re-encode"),
+        ([None, "fps", 5], "no video: upload"),
+        ([video_ref, "fps", 0], "fps"),
+        ([video_ref, "every", 2.5], "every"),
+        ([video_ref, "sometimes", 5], "sampling must be"),
+    ]
+    for (ref, sampling, rate), words in cases:
+        event, data = gradio_call(client, "predict_video", [ref, tiny_model.name, sampling, rate, 20, 0.5])
+        assert event == "error" and re.search(words, data["error"]), (words, data)
+        assert "Traceback" not in str(data)
+    monkeypatch.setattr(webapp.video, "MAX_VIDEO_SECONDS", 1.0)
+    event, data = gradio_call(client, "predict_video", [video_ref, tiny_model.name, "fps", 5, 20, 0.5])
+    assert event == "error" and "limit of 1 s" in data["error"]
+
+
+def test_video_tab_runs_on_the_bounded_pool_and_reads_only_uploads(client, clip, tiny_model, tmp_path, monkeypatch):
+    import webapp.video
+    from emotion import EmotionError
+    from test_app import gradio_call, gradio_upload, queue_event
+    from webapp.video_ui import read_video_upload
+
+    ref = gradio_upload(client, "clip.mp4", clip.read_bytes())
+    # the worker reports progress to the page (it runs in the event's context): "frame n of 15"
+    status, text = queue_event(client, "predict_video", [ref, tiny_model.name, "fps", 5, 20, 0.5])
+    assert status == 200 and '"process_completed"' in text and '"success":true' in text.replace(" ", "")
+    assert re.search(r'"index":\d+,"length":15,"unit":"frames"', text.replace(" ", "")), text
+    with webapp.video._one_at_a_time:  # a REST video is being analysed
+        event, data = gradio_call(client, "predict_video", [ref, tiny_model.name, "fps", 5, 20, 0.5])
+    assert event == "error" and "another video is being analysed" in data["error"]
+    monkeypatch.setattr(client.app.state.pool, "capacity", 0)
+    event, data = gradio_call(client, "predict_video", [ref, tiny_model.name, "fps", 5, 20, 0.5])
+    assert event == "error" and "busy" in data["error"]
+    outside = tmp_path / "secret.mp4"
+    outside.write_bytes(clip.read_bytes())
+    for payload in ({"path": str(outside)}, str(outside), {"url": f"file://{outside}"}):
+        with pytest.raises(EmotionError, match="upload"):
+            read_video_upload(payload)
+    monkeypatch.setattr(webapp.video, "MAX_VIDEO_BYTES", 1000)
+    with pytest.raises(EmotionError, match="over this page's limit"):
+        read_video_upload(ref)

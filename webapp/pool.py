@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import ctypes
 import logging
 import os
@@ -81,8 +82,10 @@ class InferencePool:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
     def call(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """`fn(*args)` on a worker thread, waited for from another thread (a Gradio handler)."""
-        return self._executor.submit(fn, *args).result()
+        """`fn(*args)` on a worker thread, waited for from another thread (a Gradio handler).
+
+        It runs in a copy of the caller's context, where Gradio keeps the event (so gr.Progress works there)."""
+        return self._executor.submit(contextvars.copy_context().run, fn, *args).result()
 
     def shutdown(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)

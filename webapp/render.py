@@ -28,7 +28,9 @@ def caption(face: dict[str, Any]) -> str:
 
 
 def annotate(image: Image.Image, faces: list[dict[str, Any]]) -> Image.Image:
-    """A copy of `image` with a box and a numbered caption chip per face ("2 happy 87%" is the "Face 2" card)."""
+    """A copy of `image` with a box and a numbered caption chip per face ("2 happy 87%" is the "Face 2" card).
+
+    A face's `number` is its number on the chip when given, else its place in `faces` (from 1)."""
     out = image.convert("RGB")  # always a copy: convert() on an RGB image copies too
     draw = ImageDraw.Draw(out)
     side = max(out.size)
@@ -39,7 +41,7 @@ def annotate(image: Image.Image, faces: list[dict[str, Any]]) -> Image.Image:
         x0, y0, x1, y1 = b["x"], b["y"], b["x"] + b["w"] - 1, b["y"] + b["h"] - 1
         fill = colour(face["emotion"])
         draw.rectangle((x0, y0, x1, y1), outline=fill, width=line)
-        text = f"{number} {caption(face)}"
+        text = f"{face.get('number', number)} {caption(face)}"  # a video's faces carry their track's number
         left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
         if right - left > 2 * b["w"]:  # a crowd of small faces: the number, read on its card
             text = str(number)

@@ -1,4 +1,5 @@
-"""The Gradio Blocks UI: a photo tab, a live webcam tab and a crop tab, over the same JSON the REST API returns.
+"""The Gradio Blocks UI: a photo tab, a live webcam tab, a crop tab and a video tab (`video_ui`), over the same JSON
+the REST API returns.
 
 The photo tab's first step is the named endpoint `predict` (what `gradio_client` calls); drawing the boxes and the
 charts is a second, private step, so API callers get exactly the JSON.
@@ -28,6 +29,7 @@ from .pool import InferencePool
 from .service import (INTERNAL_ERROR, MAX_FACES, decode_base64_image, parse_options, predict_image,
                       predict_with_image)
 from .video import smooth_live
+from .video_ui import build_video_tab
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +38,8 @@ MAX_CHARTS = 12  # per-face charts drawn; the JSON always has every face
 INTRO = """# Emotion Detection
 Finds every face in a photo and estimates its expression over 8 emotions (anger, contempt, disgust, fear, happy,
 neutral, sad, surprise). When no emotion clearly wins, the face is marked *uncertain* and its caption gets a **?**.
-REST: `POST /api/predict` ([docs](/docs)) · Python: `gradio_client`, endpoint `/predict`."""
+REST: `POST /api/predict`, `POST /api/predict_video` ([docs](/docs)) · Python: `gradio_client`, endpoints `/predict`,
+`/predict_video`."""
 
 
 @contextmanager
@@ -262,6 +265,7 @@ def build_ui(registry: ModelRegistry, pool: InferencePool) -> gr.Blocks:
                         face_charts(crop_result)
                         with gr.Accordion("JSON (as returned by the API)", open=False):
                             crop_result.render()
+            build_video_tab(registry, bounded, model, max_faces, min_score)
 
         inputs = [photo, model, max_faces, min_score]
         shown = [annotated, status, offer_crop]

@@ -11,14 +11,15 @@ import logging
 import os
 import tempfile
 import threading
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from emotion import EmotionError, ImageTooLargeError
-from emotion.video import VideoError, duration_s, open_video, predict_video
+from emotion.video import VideoError, VideoPrediction, duration_s, open_video, predict_video
 
 from .models import ModelRegistry
 from .pool import InferencePool, ServerBusyError
@@ -28,6 +29,7 @@ log = logging.getLogger(__name__)
 
 MAX_VIDEO_BYTES = int(os.environ.get("EMOTION_MAX_VIDEO_BYTES", 50 * 1024 * 1024))
 MAX_VIDEO_SECONDS = float(os.environ.get("EMOTION_MAX_VIDEO_SECONDS", 120))
+DEFAULT_FPS = 5.0  # sampled when the caller says neither every nor fps: a 2-minute clip is 600 analysed frames
 HOW_TO_SEND = ('send the video as multipart/form-data field "file" (curl -F file=@clip.mp4) or as a raw video/* '
                'body; options every, fps, max_faces, min_detection_score as query parameters or form fields')
 _one_at_a_time = threading.Semaphore(1)  # a video is many photos: one at a time keeps the CPU for /api/predict
@@ -51,7 +53,7 @@ def build_video_router(registry: ModelRegistry, pool: InferencePool) -> APIRoute
         """Every face in the video, tracked: `rows` (time_s, track, box, 8 probabilities, emotion) and `tracks`."""
         with pool.admit():  # a place in the bounded inference pool, or 503 with Retry-After
             data, fields = await _read_video(request)
-            options = _options(dict(request.query_params), fields)
+            options = video_options(dict(request.query_params), fields)
             return await _analyse_on(pool, registry, data, options)
 
     return router
@@ -68,33 +70,54 @@ async def _analyse_on(pool: InferencePool, registry: ModelRegistry, data: bytes,
 
 
 def analyse(registry: ModelRegistry, data: bytes, options: VideoOptions) -> dict[str, Any]:
-    """Writes the upload to a private temp file (FFmpeg needs a seekable file), checks it, and analyses it."""
-    key, predictor = registry.get(options.model)
-    with tempfile.NamedTemporaryFile(suffix=".video") as tmp:
-        tmp.write(data)
-        tmp.flush()
-        container, stream = open_video(tmp.name)
-        seconds = duration_s(container, stream)
-        container.close()
-        if seconds is not None and seconds > MAX_VIDEO_SECONDS:
-            raise ImageTooLargeError(f"the video lasts {seconds:.0f} s, above the limit of {MAX_VIDEO_SECONDS:.0f} "
-                                     "s: cut it or send a shorter clip")
-        fps = options.fps if options.every is None else None
-        if fps is None and options.every is None:
-            fps = 5.0  # a default that keeps a 2-minute clip to 600 analysed frames
-        detect = {k: v for k, v in {"max_faces": options.max_faces, "min_score": options.min_detection_score}.items()
-                  if v is not None}
-        if not _one_at_a_time.acquire(blocking=False):  # never park a worker behind another video
-            raise ServerBusyError("another video is being analysed: retry in a minute")
-        try:
-            result = predict_video(predictor, tmp.name, options.every, fps, progress=False,
-                                   max_seconds=MAX_VIDEO_SECONDS, **detect)
-        finally:
-            _one_at_a_time.release()
+    """The REST answer for an uploaded video: rows, tracks and the model that made them."""
+    with video_file(data) as path:
+        key, result = run_video(registry, path, options)
     return {**result.to_dict(), "model": registry.describe(key)}
 
 
-def _options(*sources: dict[str, Any]) -> VideoOptions:
+@contextmanager
+def video_file(data: bytes) -> Iterator[str]:
+    """The bytes in a private temp file (FFmpeg needs a seekable file), deleted afterwards."""
+    if len(data) > MAX_VIDEO_BYTES:
+        raise _too_large()
+    with tempfile.NamedTemporaryFile(suffix=".video") as tmp:
+        tmp.write(data)
+        tmp.flush()
+        yield tmp.name
+
+
+def run_video(registry: ModelRegistry, path: str, options: VideoOptions,
+              on_frame: Callable[[int, int | None], None] | None = None) -> tuple[str, VideoPrediction]:
+    """Checks the duration from the header, then analyses the video if no other video is being analysed.
+
+    Returns the model's id and the prediction; `on_frame(done, estimated_total)` follows the sampled frames."""
+    key, predictor = registry.get(options.model)
+    container, stream = open_video(path)
+    seconds, rate = duration_s(container, stream), float(stream.average_rate or 0)
+    container.close()
+    if seconds is not None and seconds > MAX_VIDEO_SECONDS:
+        raise ImageTooLargeError(f"the video lasts {seconds:.0f} s, above the limit of {MAX_VIDEO_SECONDS:.0f} "
+                                 "s: cut it or send a shorter clip")
+    fps = options.fps if options.every is None else None
+    if fps is None and options.every is None:
+        fps = DEFAULT_FPS
+    total = None
+    if seconds and (fps or rate):
+        total = round(seconds * fps) if fps else round(seconds * rate / options.every)
+    detect = {k: v for k, v in {"max_faces": options.max_faces, "min_score": options.min_detection_score}.items()
+              if v is not None}
+    if not _one_at_a_time.acquire(blocking=False):  # never park a worker behind another video
+        raise ServerBusyError("another video is being analysed: retry in a minute")
+    try:
+        return key, predict_video(predictor, path, options.every, fps, progress=False, max_seconds=MAX_VIDEO_SECONDS,
+                                  on_frame=None if on_frame is None else lambda n: on_frame(n, total), **detect)
+    finally:
+        _one_at_a_time.release()
+
+
+def video_options(*sources: dict[str, Any]) -> VideoOptions:
+    """Merged option mappings (empty values ignored), validated; OptionsError (422) names every bound."""
     merged = {k: v for src in sources for k, v in src.items() if v not in (None, "")}
     try:
         return VideoOptions.model_validate(merged)
