@@ -235,3 +235,25 @@ def test_batchnorm_statistics_are_re_estimated_on_unaugmented_faces():
         z = model.features[0](x)
     torch.testing.assert_close(bn.running_mean, z.mean((0, 2, 3)), rtol=1e-4, atol=1e-5)
     assert not model.training and bn.momentum == 0.1
+
+
+def test_the_neutral_bias_takes_the_smallest_change_when_a_larger_one_gains_only_noise():
+    from trainer.config import TrainConfig
+    from trainer.data import FaceSplit
+    from trainer.posthoc import fit_neutral_bias
+
+    n, neutral, happy = 1000, LABELS.index("neutral"), LABELS.index("happy")
+    logits = np.zeros((n, len(LABELS)), np.float32)
+    labels = np.full(n, happy)
+    logits[:, happy] = 5.0  # happy rows: right whatever the bias
+    # neutral faces scored just under happy: 50 are read as neutral from a bias of +0.3, one more only at +0.5
+    labels[:51] = neutral
+    logits[:51, happy] = 0.25
+    logits[50, happy] = 0.45
+    split = FaceSplit([None] * n, np.eye(len(LABELS), dtype=np.float32)[labels], labels)
+    cfg = TrainConfig(select_metric="accuracy")
+    fit = fit_neutral_bias({"validation": logits}, {"validation": split}, list(LABELS), cfg, quiet=True)
+    scores = {row["bias"]: row["select"] for row in fit["grid"]}
+    assert scores[0.5] - scores[0.3] == pytest.approx(1 / n)  # the top of the grid, by one face in a thousand
+    assert scores[0.2] < scores[0.3] - 0.04
+    assert fit["chosen"] == 0.3

@@ -44,7 +44,7 @@ def annotate(image: Image.Image, faces: list[dict[str, Any]]) -> Image.Image:
         text = f"{face.get('number', number)} {caption(face)}"  # a video's faces carry their track's number
         left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
         if right - left > 2 * b["w"]:  # a crowd of small faces: the number, read on its card
-            text = str(number)
+            text = str(face.get("number", number))
             left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
         pad = max(2, line)
         chip_h = bottom - top + 2 * pad

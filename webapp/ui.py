@@ -265,7 +265,7 @@ def build_ui(registry: ModelRegistry, pool: InferencePool) -> gr.Blocks:
                         face_charts(crop_result)
                         with gr.Accordion("JSON (as returned by the API)", open=False):
                             crop_result.render()
-            build_video_tab(registry, bounded, model, max_faces, min_score)
+            build_video_tab(registry, h.bounded, model, max_faces, min_score)
 
         inputs = [photo, model, max_faces, min_score]
         shown = [annotated, status, offer_crop]
