@@ -25,6 +25,11 @@ TRACK_IOU = 0.3  # a face continues a track when its box overlaps the track's la
 MAX_MISSED = 5  # sampled frames a track may go unseen (a blink, a turned head) before it ends
 EMA = 0.4  # weight of the newest frame in the smoothed probabilities (0.4: ~2 frames of memory)
 BATCH_FRAMES = 8  # sampled frames whose faces are classified in one forward pass
+# A full search (with the group-photo tiles: ~1.4 s on a 720p frame here) runs on the first sampled frame and then
+# once per this many seconds of video; the frames between run the whole-frame passes and look again around the
+# previous frame's faces (FaceDetector.follow), so a small face found by the tiles stays on its track and a new
+# near face is found at once; a new small face waits for the next full search.
+FULL_SEARCH_SECONDS = 1.0
 
 
 class VideoError(UnsupportedImageError):
@@ -224,8 +229,13 @@ def iter_video(predictor, path: str | Path, every: int | None = None, fps: float
         crops.clear()
         return rows
 
+    last_full, previous = None, []
     for index, time, image in sampled_frames(path, every, fps, max_seconds):
-        faces = predictor.detector.detect(image, **detect_options)
+        if last_full is None or time - last_full >= FULL_SEARCH_SECONDS - 1e-6:
+            faces, last_full = predictor.detector.detect(image, **detect_options), time
+        else:
+            faces = predictor.detector.follow(image, [f.box for f in previous], **detect_options).faces
+        previous = faces
         crops += [crop_face(image, f, info.crop_margin, info.align_eyes, info.crop_offset_y) for f in faces]
         pending.append((index, time, faces))
         done += 1

@@ -67,6 +67,29 @@ def test_a_portrait_is_not_tiled(astronaut, monkeypatch):
     det.close()
 
 
+def test_following_small_faces_finds_them_again_without_the_tiles(head, monkeypatch):
+    """A video's frames between full searches: faces only the tiles found are looked for around their last box."""
+    det = FaceDetector()
+    frame = grid(head, 3, 1, 40, (1280, 720))  # three 40 px faces: too small for the whole-frame passes
+    calls = []
+    original = det._run
+    monkeypatch.setattr(det, "_run", lambda model, image, *a: calls.append(image.size) or original(model, image, *a))
+    found = det.find(frame)
+    full_calls = len(calls)
+    assert len(found.faces) == 3
+    calls.clear()
+    moved = Image.new("RGB", frame.size, (128, 128, 128))
+    moved.paste(frame, (6, 4))  # the next frame: everyone moved a little
+    followed = det.follow(moved, [f.box for f in found.faces])
+    assert len(followed.faces) == 3
+    for before, after in zip(found.faces, followed.faces):
+        assert after.box[0] - before.box[0] == pytest.approx(6, abs=3)
+        assert after.score == pytest.approx(before.score, abs=0.1)  # the same calibrated score
+    assert len(calls) <= 2 + 2 * 3 < full_calls / 3  # two whole-frame passes and two views a face
+    assert det.follow(moved, []).faces == []  # and without the previous boxes, no tiles: not found
+    det.close()
+
+
 def test_max_faces_cut_is_reported_with_the_total(tiny_model, head, tmp_path):
     predictor = Predictor.from_pretrained(f"local-dir:{tiny_model}")
     photo = grid(head, 4, 3, 80, (800, 600))

@@ -67,6 +67,17 @@ def test_two_faces_give_two_tracks_with_stable_ids_and_times(predictor, clip):
         assert r["emotion"] == max(predictor.labels, key=lambda lab: r[lab])
 
 
+def test_a_full_search_runs_once_a_second_and_the_frames_between_follow_the_faces(predictor, clip, monkeypatch):
+    det, searched, followed = predictor.detector, [], []
+    find, follow = det.find, det.follow
+    monkeypatch.setattr(det, "find", lambda image, *a, **k: searched.append(1) or find(image, *a, **k))
+    monkeypatch.setattr(det, "follow", lambda image, boxes, *a, **k: followed.append(len(boxes)) or
+                        follow(image, boxes, *a, **k))
+    result = predictor.predict_video(clip, progress=False)  # 30 frames at 10 fps
+    assert len(searched) == 3 and len(followed) == 27  # full searches at 0, 1 and 2 s
+    assert [t["frames"] for t in result.tracks] == [20, 20]
+
+
 def test_sampling_every_nth_frame_and_by_fps(clip):
     assert [i for i, _, _ in sampled_frames(clip, every=10)] == [0, 10, 20]
     assert [round(t, 2) for _, t, _ in sampled_frames(clip, fps=2)] == [0.0, 0.5, 1.0, 1.5, 2.0, 2.5]
