@@ -5,7 +5,10 @@ The clip is generated: 1280x720 at 25 fps, two heads from scikit-image's astrona
 a gray background, H.264. "fps" is sampled frames analysed per wall-clock second; "x real time" is video seconds
 per wall-clock second.
 
-    python bench/bench_video.py [--seconds 4] [--model local-dir:...]
+    python bench/bench_video.py [--seconds 4] [--model local-dir:...] [--threads 1]
+
+The last row sets emotion.video.FULL_SEARCH_SECONDS to 0 (the tiled search on every sampled frame), the cost
+before a full search ran only once a second.
 """
 from __future__ import annotations
 
@@ -70,8 +73,14 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seconds", type=float, default=4.0)
     p.add_argument("--model", default=None)
+    p.add_argument("--threads", type=int, default=1, help="torch threads (serving runs 1 per worker)")
     args = p.parse_args()
-    from trainer.run import cpu_name
+    import torch
+
+    from emotion import video
+    from emotion.bench import cpu_name
+
+    torch.set_num_threads(args.threads)
 
     print(f"machine: {cpu_name()}; clip 1280x720, 25 fps, {args.seconds:g} s, 2 faces\n")
     print("| step | frames | wall s | fps | x real time |")
@@ -85,10 +94,15 @@ def main() -> None:
             s = time.perf_counter() - t
             print(f"| {name} | {n} | {s:.2f} | {n / s:.1f} | {args.seconds / s:.2f} |")
         predictor = Predictor.from_pretrained(args.model)
-        for name, options in (("predict_video, every frame", {}), ("predict_video, 5 fps sampling", {"fps": 5})):
+        runs = (("predict_video, every frame", {}, None), ("predict_video, 5 fps sampling", {"fps": 5}, None),
+                ("predict_video, 5 fps, full search on every frame", {"fps": 5}, 0.0))
+        for name, options, full_every in runs:
+            saved = video.FULL_SEARCH_SECONDS
+            video.FULL_SEARCH_SECONDS = saved if full_every is None else full_every
             t = time.perf_counter()
             result = predictor.predict_video(clip, progress=False, **options)
             s = time.perf_counter() - t
+            video.FULL_SEARCH_SECONDS = saved
             print(f"| {name} ({len(result.tracks)} tracks) | {result.frames} | {s:.2f} | {result.frames / s:.2f} | "
                   f"{args.seconds / s:.2f} |")
 
