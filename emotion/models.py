@@ -113,4 +113,4 @@ def load_model(source: str | os.PathLike) -> tuple[nn.Module, ModelInfo, Path]:
     model = create_model(info.architecture, num_classes=info.num_classes, in_chans=info.channels, **args)
     state = {k: v.float() for k, v in load_file(str(weights)).items()}  # weights may be stored in half precision
     model.load_state_dict(state, strict=True)
-    return model.eval(), info, folder
+    return model.eval().to(memory_format=torch.channels_last), info, folder  # see predict.face_logits

@@ -58,7 +58,8 @@ def test_local_dir_round_trip_gives_the_in_memory_models_probabilities(tmp_path,
     expected = face_probs(Predictor(model, info, detector=detector).predict(astronaut))
     got = face_probs(loaded.predict(astronaut))
     assert expected.shape == (1, 8)
-    np.testing.assert_array_equal(got, expected)
+    # the loaded copy keeps its weights channels_last (faster CPU convolutions): equal up to float rounding
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-7)
 
 
 def fill_hub_cache(cache, tiny_model, repo="org/name", tags=("main",)):
