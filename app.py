@@ -50,6 +50,18 @@ def create_app() -> FastAPI:
     return app
 
 
+def warm_up(app: FastAPI) -> bool:
+    """Load the default model before serving, so the Space turns ready (its port opens) with it in memory and the
+    first visitor does not wait for it; a model that cannot load is one error line at startup, and /api/health
+    answers 503 with the same reason."""
+    try:
+        app.state.registry.get(None)
+    except EmotionError as e:
+        logging.getLogger("app").error("the default model cannot load: %s (/api/health answers 503 until fixed)", e)
+        return False
+    return True
+
+
 try:
     app = create_app()
 except EmotionError as e:  # a misconfigured EMOTION_MODEL(S): one line naming the fix, not a traceback
@@ -61,4 +73,5 @@ if __name__ == "__main__":
     from webapp.server import run
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    warm_up(app)
     run(app)  # $HOST:$PORT, with read deadlines for slow clients

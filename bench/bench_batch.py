@@ -81,7 +81,7 @@ def main() -> None:
 
     from emotion.batch import Options, run
     from emotion.batch_sources import open_source
-    from trainer.run import cpu_name
+    from emotion.bench import cpu_name
 
     print(f"# {cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__}, python {platform.python_version()}, "
           f"load average {os.getloadavg()[0]:.1f} at start")

@@ -166,7 +166,7 @@ def main() -> None:
     p.add_argument("--min-score", type=float, default=0.5)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
-    from trainer.run import cpu_name
+    from emotion.bench import cpu_name
 
     rng = np.random.default_rng(args.seed)
     detector = FaceDetector()

@@ -207,6 +207,12 @@ def test_a_missing_model_is_503_naming_the_fix(monkeypatch, astronaut_png, model
     assert r.status_code == 503 and words in r.json()["error"]
     health = c.get("/api/health")  # the default cannot load: health says so (it said "ok" before)
     assert health.status_code == 503 and words in health.json()["error"]
+    assert app_module.warm_up(c.app) is False  # and startup says so in one line instead of serving silently
+
+
+def test_startup_loads_the_default_model_before_serving(client):
+    registry = client.app.state.registry
+    assert app_module.warm_up(client.app) and registry.is_loaded(registry.default)
 
 
 # ---------------------------------------------------------------------------------------------------- model registry

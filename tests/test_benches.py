@@ -1,0 +1,31 @@
+"""The benchmarks are documented entry points: every name they import (also inside functions) must exist."""
+import ast
+import importlib
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+OPTIONAL = {"ray", "cv2", "onnxruntime"}  # extras a bench uses only when installed
+
+
+@pytest.mark.parametrize("script", sorted(p.name for p in (ROOT / "bench").glob("*.py")))
+def test_every_name_a_bench_imports_exists(script):
+    tree = ast.parse((ROOT / "bench" / script).read_text())
+    missing = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            if node.module.split(".")[0] in OPTIONAL:
+                continue
+            module = importlib.import_module(node.module)
+            missing += [f"{node.module}.{a.name}" for a in node.names
+                        if not hasattr(module, a.name) and not _is_submodule(node.module, a.name)]
+    assert not missing, f"{script} imports names that do not exist: {missing}"
+
+
+def _is_submodule(module: str, name: str) -> bool:
+    try:
+        importlib.import_module(f"{module}.{name}")
+    except ImportError:
+        return False
+    return True
