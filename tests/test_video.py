@@ -164,6 +164,22 @@ def test_webcam_labels_are_smoothed_along_tracks():
     assert second["track"] == 1 and second["emotion"] == "happy" and second["probabilities"]["happy"] == 0.6
 
 
+
+def test_webcam_uncertain_flag_follows_the_smoothed_confidence():
+    from emotion.video import IouTracker
+    from webapp.video import smooth_live
+
+    def frame(happy: float) -> dict:
+        return {"faces": [{"box": {"x": 10, "y": 10, "w": 50, "h": 50}, "emotion": "", "uncertain": max(happy, 1 - happy) < 0.7,
+                           "probabilities": {"happy": happy, "sad": 1 - happy}}]}
+
+    tracker = IouTracker(ema=0.4)
+    smooth_live(frame(1.0), tracker, 0.0, uncertain_below=0.7)
+    second = smooth_live(frame(0.0), tracker, 0.2, uncertain_below=0.7)["faces"][0]
+    # the frame alone was sure of "sad" (not uncertain); the label shown is "happy" at 0.6: that is uncertain
+    assert second["emotion"] == "happy" and second["uncertain"] is True
+
+
 # ------------------------------------------------------------------------------------------------------ the Video tab
 def test_video_tab_gives_the_timeline_key_frames_table_and_csv(client, clip, predictor, tiny_model):
     import pandas as pd

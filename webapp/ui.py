@@ -189,7 +189,8 @@ class Handlers:
         img = load_image(image_source(frame))
         options = parse_options({"model": model, "max_faces": max_faces, "min_detection_score": min_detection_score})
         tracker = tracker or IouTracker()  # one per browser session: smooths each face along its track
-        result = smooth_live(predict_image(self.registry, img, options), tracker, time.monotonic())
+        threshold = self.registry.get(options.model)[1].info.uncertain_threshold
+        result = smooth_live(predict_image(self.registry, img, options), tracker, time.monotonic(), threshold)
         return render.preview(img, result["faces"]), render.summary(result, "No face in view."), tracker
 
     def predict_region(self, editor, model):

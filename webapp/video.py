@@ -168,9 +168,11 @@ def _too_large() -> ImageTooLargeError:
                               "smaller clip")
 
 
-def smooth_live(result: dict[str, Any], tracker, now: float) -> dict[str, Any]:
+def smooth_live(result: dict[str, Any], tracker, now: float, uncertain_below: float | None = None) -> dict[str, Any]:
     """The webcam's answer with each face's probabilities smoothed along its track (`IouTracker`), so labels do
-    not flicker between frames; `tracker` lives in the browser session's state."""
+    not flicker between frames; `tracker` lives in the browser session's state. With `uncertain_below` (the
+    model's threshold) each face's `uncertain` flag is recomputed from the smoothed confidence, so the flag and
+    the label shown beside it describe the same probabilities."""
     import numpy as np
 
     faces = result.get("faces") or []
@@ -184,4 +186,6 @@ def smooth_live(result: dict[str, Any], tracker, now: float) -> dict[str, Any]:
         top = int(track.probs.argmax())
         face.update(track=track.id, emotion=labels[top], confidence=float(track.probs[top]),
                     probabilities={lab: float(p) for lab, p in zip(labels, track.probs)})
+        if uncertain_below is not None:
+            face["uncertain"] = bool(track.probs[top] < uncertain_below)
     return result
