@@ -113,8 +113,9 @@ class ParquetSource:
 
         self.files = sorted(self.root.rglob("*.parquet"))
         self.counts = [pq.ParquetFile(f).metadata.num_rows for f in self.files]
-        self.image_column = find_image_column(pq.read_schema(self.files[0]), self.image_column)
-        if self.id_column and self.id_column not in pq.read_schema(self.files[0]).names:
+        schema = pq.read_schema(self.files[0])
+        self.image_column = find_image_column(schema, self.image_column)
+        if self.id_column and self.id_column not in schema.names:
             raise EmotionError(f"no column '{self.id_column}' in {self.files[0].name}: fix --id-column")
 
     @property

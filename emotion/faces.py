@@ -127,17 +127,18 @@ class FaceDetector:
             `Detections`: the highest-scoring `max_faces` faces sorted left to right (by box x), in pixels of
             `image`, and the number of faces found in all. An image without faces gives no faces and total 0.
         """
-        min_score, max_faces, range = _check_options(  # noqa: A001
-            self.min_score if min_score is None else min_score,
-            self.max_faces if max_faces is None else max_faces,
-            self.range if range is None else range)
+        min_score, max_faces, range = self._options(min_score, max_faces, range)  # noqa: A001
         if not isinstance(image, Image.Image):
             raise EmotionError(f"detect() takes a PIL image, not {type(image).__name__}: "
                                "read files with emotion.images.load_image first")
         rgb = image if image.mode == "RGB" else image.convert("RGB")
-        found = [f for f in self._search(rgb, range, min_score) if f.score >= min_score]
-        kept = sorted(found, key=lambda f: -f.score)[:max_faces]
-        return Detections(sorted(kept, key=lambda f: (f.box[0], f.box[1])), len(found))
+        return _kept(self._search(rgb, range, min_score), min_score, max_faces)
+
+    def _options(self, min_score, max_faces, range):  # noqa: A002
+        """This call's options, the detector's own where a call gives None; checked."""
+        return _check_options(self.min_score if min_score is None else min_score,
+                              self.max_faces if max_faces is None else max_faces,
+                              self.range if range is None else range)
 
     def close(self) -> None:
         """Frees the MediaPipe detectors; the next `detect` loads them again."""
@@ -173,17 +174,11 @@ class FaceDetector:
         around each of `boxes` (the faces of the previous frame, (x, y, w, h)) for faces only tiles can see; no
         tiles. Scores are the same calibrated scores as `find`'s; on a 720p frame it costs a few detector calls
         instead of a tiled search's dozens."""
-        min_score, max_faces, range = _check_options(  # noqa: A001
-            self.min_score if min_score is None else min_score,
-            self.max_faces if max_faces is None else max_faces,
-            self.range if range is None else range)
+        min_score, max_faces, range = self._options(min_score, max_faces, range)  # noqa: A001
         rgb = image if image.mode == "RGB" else image.convert("RGB")
         floor = min(min_score, CANDIDATE_SCORE)
-        found = self._whole(rgb, range, floor)
         hints = [Face(box=tuple(int(v) for v in b), score=1.0, keypoints=()) for b in boxes]
-        found = [f for f in self._confirm(rgb, hints, found, floor) if f.score >= min_score]
-        kept = sorted(found, key=lambda f: -f.score)[:max_faces]
-        return Detections(sorted(kept, key=lambda f: (f.box[0], f.box[1])), len(found))
+        return _kept(self._confirm(rgb, hints, self._whole(rgb, range, floor), floor), min_score, max_faces)
 
     def _tiled(self, rgb: Image.Image, floor: float) -> list[Face]:
         """Full-range candidates from overlapping square tiles, one scale per octave of face size."""
@@ -341,6 +336,13 @@ def _check_options(min_score, max_faces, range):  # noqa: A002
     if isinstance(max_faces, bool) or not isinstance(max_faces, int) or max_faces < 1:
         raise EmotionError(f"max_faces must be a whole number >= 1, not {max_faces!r}")
     return float(min_score), max_faces, range
+
+
+def _kept(faces: list[Face], min_score: float, max_faces: int) -> Detections:
+    """The faces scoring at least `min_score`: the best `max_faces` of them, left to right, and how many in all."""
+    found = [f for f in faces if f.score >= min_score]
+    kept = sorted(found, key=lambda f: -f.score)[:max_faces]
+    return Detections(sorted(kept, key=lambda f: (f.box[0], f.box[1])), len(found))
 
 
 def _shrunk(rgb: Image.Image, max_side: int) -> tuple[Image.Image, float]:

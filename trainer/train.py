@@ -331,7 +331,6 @@ class Trainer:
         averaged = self.ema.applied(self.model) if self.ema else contextlib.nullcontext()
         with averaged:  # the weights validated are the ones best.safetensors keeps and the export ships
             reports = self._validate()
-            best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
         first = next(iter(reports.values()))
         self.epoch += 1
         m = {"accuracy": first["accuracy"], "macro_f1": first["macro_f1"], "select": select_score(reports, self.cfg),
@@ -345,7 +344,8 @@ class Trainer:
         if m["select"] > self.best_f1:  # best_f1 holds the best selection score (macro-F1 of validation by default)
             self.best_f1 = m["select"]
             if self.acc.is_main_process:
-                checkpoint.save(self.ckpt_dir / "best.safetensors", {"model": best_state,
+                weights = self.ema.state_dict() if self.ema else self.model.state_dict()
+                checkpoint.save(self.ckpt_dir / "best.safetensors", {"model": weights,
                                                                      "epoch": self.epoch, "metrics": m},
                                 keep_previous=True)
         self.save_checkpoint()
