@@ -57,14 +57,37 @@ def test_photos_without_a_face_give_no_face(detector, name):
 
 
 def test_a_portrait_is_not_tiled(astronaut, monkeypatch):
-    """The astronaut alone costs the two whole-photo passes and two views of her face, no tiles."""
+    """The astronaut alone costs one whole-photo pass (full range sees the portrait, so the short-range pass is
+    skipped) and two views of her face, no tiles: the single-face latency issue 12 bounds."""
     det = FaceDetector()
     calls = []
     original = det._run
-    monkeypatch.setattr(det, "_run", lambda model, image, *a: calls.append(image.size) or original(model, image, *a))
+    monkeypatch.setattr(det, "_run", lambda model, image, *a: calls.append((model, image.size))
+                        or original(model, image, *a))
     assert len(det.detect(Image.fromarray(astronaut))) == 1
-    assert len(calls) == 4
+    assert calls == [("full", (512, 512)), ("short", (128, 128)), ("short", (128, 128))]
     det.close()
+
+
+@pytest.mark.parametrize("fraction", [0.4, 0.6, 0.9])
+def test_a_close_up_is_found_whichever_pass_sees_it(detector, astronaut, fraction):
+    """Full range (run first) scores a face that fills the frame low or not at all; the short-range pass still
+    runs then, so a selfie's close-up is found."""
+    x, y, w, h = ASTRONAUT_FACE
+    side = w / fraction
+    cx, cy = x + w / 2, y + h / 2
+    crop = Image.fromarray(astronaut).crop((round(cx - side / 2), round(cy - side / 2), round(cx + side / 2),
+                                            round(cy + side / 2))).resize((480, 480))
+    assert len(detector.detect(crop)) == 1
+
+
+def test_a_big_face_with_a_smaller_one_beside_it_is_not_taken_for_a_portrait(detector, head):
+    """One face near the camera and one at ~10% of the side: both found (the portrait shortcut needs every face
+    big)."""
+    canvas = Image.new("RGB", (1000, 700), (128, 128, 128))
+    canvas.paste(head.resize((400, 400)), (60, 150))
+    canvas.paste(head.resize((140, 140)), (700, 300))  # its face ~100 px: 10% of the long side
+    assert len(detector.detect(canvas)) == 2
 
 
 def test_following_small_faces_finds_them_again_without_the_tiles(head, monkeypatch):
