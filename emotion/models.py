@@ -74,7 +74,7 @@ def _small_cnn_cfg(**kwargs) -> dict:
     return {
         "num_classes": 8, "input_size": (1, 48, 48), "pool_size": None, "crop_pct": 1.0, "crop_mode": "center",
         "interpolation": "bilinear", "mean": (0.5,), "std": (0.5,), "first_conv": "features.0", "classifier": "fc",
-        "license": "mit", **kwargs,
+        **kwargs,
     }
 
 

@@ -21,8 +21,9 @@ PLACEHOLDER_REPO = "<your-org>/<model-name>"  # only ever used inside code examp
 PLACEHOLDER_SPACE = "<your-org>/<space-name>"
 GENERATED_MARK = "<!-- Rendered by model_card/render.py"  # opens template.md's body: tells generated cards apart
 PROJECT_ARCHITECTURES = ("small_cnn",)  # registered with timm by emotion.models, unknown to plain timm/transformers
-LICENCE_NOTE_OTHER = ("not an open licence. The weights were trained on FER2013 images, which have no open "
-                      "licence, for research use; check that your use is allowed.")
+LICENCE_NOTE_OTHER = ("not an open licence: the weights learnt from {covers}, released for research use only, and "
+                      "carry those terms; check that your use is allowed. (The project's code is Apache-2.0.)")
+LICENCE_NOTE_UNKNOWN = "none declared (`other`): check the training data's terms before reusing these weights."
 
 
 # --------------------------------------------------------------------------- context (what the template sees)
@@ -95,8 +96,10 @@ def _context(export_dir: Path, config: dict, results: dict, repo_id: str | None,
     posed_data = any("taiwanese" in str(s.get("path", "")).lower() for s in sources)
     covers = " and ".join(x for x, on in (("the FER2013 training images", fer_data),
                                           ("the posed performers' photos", posed_data)) if on)
-    licence_note = LICENCE_NOTE_OTHER if license == "other" else (
-        f"`{license}`." + (f" It does not cover {covers} (see above)." if covers else ""))
+    if license == "other":
+        licence_note = LICENCE_NOTE_OTHER.format(covers=covers) if covers else LICENCE_NOTE_UNKNOWN
+    else:
+        licence_note = f"`{license}`." + (f" It does not cover {covers} (see above)." if covers else "")
     return {
         **_usage(config, repo_id, space_id),
         "title": f"Facial expression recognition: {repo_id or results.get('model_name') or config.get('architecture')}",

@@ -138,6 +138,16 @@ def test_exported_config_carries_the_models_facts(small_cnn_export):
     assert (small_cnn_export / "model.safetensors").is_file()
 
 
+def test_weights_trained_on_fer2013_declare_no_open_licence(small_cnn_export):
+    """FER2013's images have no open licence (research use): the export and its card must not call the weights MIT."""
+    from huggingface_hub import ModelCard
+
+    assert read_json(small_cnn_export / "config.json")["pretrained_cfg"].get("license", "other") == "other"
+    card = ModelCard.load(small_cnn_export / "README.md")
+    assert card.data.license == "other"
+    assert "research use" in card.text.split("**Licence of these weights**")[1].split("\n")[0]
+
+
 def test_evaluating_and_benchmarking_do_not_import_the_training_loop():
     code = "import sys, trainer.compare, emotion.bench; print(sorted(m for m in sys.modules if m in ('trainer.run', 'trainer.train')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

@@ -16,14 +16,15 @@ log = logging.getLogger(__name__)
 
 # pretrained_cfg keys that describe timm's ImageNet checkpoint, not this model; dropped so nothing fetches them
 _STALE_KEYS = ("url", "hf_hub_id", "hf_hub_filename", "tag", "file", "state_dict", "source", "test_input_size",
-               "test_crop_pct", "pool_size", "test_pool_size", "paper_ids", "paper_name", "origin_url", "notes")
+               "test_crop_pct", "pool_size", "test_pool_size", "paper_ids", "paper_name", "origin_url", "notes",
+               "license")  # timm's weights' licence; ours learnt from research-use images (the card says "other")
 
 
 def hub_config(model: torch.nn.Module, info: ModelInfo) -> dict:
     """config.json in timm's Hub format. `model_args` holds only in_chans: TimmWrapper builds the model from it (not
     from pretrained_cfg) and rejects num_classes there."""
     pcfg = {k: v for k, v in dict(getattr(model, "pretrained_cfg", {}) or {}).items() if k not in _STALE_KEYS}
-    pcfg.update(architecture=info.architecture, label_names=list(info.labels), license="mit")
+    pcfg.update(architecture=info.architecture, label_names=list(info.labels))
     return info.to_config(pretrained_cfg=pcfg, num_features=int(getattr(model, "num_features", 0)) or None,
                           model_args={"in_chans": info.channels})
 
