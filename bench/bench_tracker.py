@@ -117,9 +117,9 @@ def crossing(rng) -> list[np.ndarray]:
 
 
 def dropout(rng) -> list[np.ndarray]:
-    return [_boxes(_bounce(rng.uniform(100, 1100), rng.uniform(1, 2) * side * rng.choice([-1, 1]), side),
-                   np.full(N, y), side)
-            for side, y in ((rng.uniform(90, 140), 180.0), (rng.uniform(90, 140), 360.0), (rng.uniform(90, 140), 540.0))]
+    sides = [(rng.uniform(90, 140), y) for y in (180.0, 360.0, 540.0)]
+    return [_boxes(_bounce(rng.uniform(100, 1100), rng.uniform(1, 2) * side * rng.choice([-1, 1]), side), y, side)
+            for side, y in sides]
 
 
 def fast(rng) -> list[np.ndarray]:
@@ -129,7 +129,8 @@ def fast(rng) -> list[np.ndarray]:
 
 SCENES: dict[str, Callable] = {"interview": interview, "group": group, "walkers": walkers, "crossing": crossing,
                                "dropout": dropout, "fast": fast}
-BURSTS = {"dropout": (1 / 50, 0.1, 0.6), "group": (1 / 100, 0.1, 0.6)}  # per face: chance a burst starts in a frame, its length in s (min, max)
+# Bursts of detector misses, per face: the chance one starts in a frame, and its length in seconds (min, max).
+BURSTS = {"dropout": (1 / 50, 0.1, 0.6), "group": (1 / 100, 0.1, 0.6)}
 
 
 def visible(paths: list[np.ndarray]) -> np.ndarray:
