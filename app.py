@@ -23,7 +23,7 @@ from webapp.files import EXAMPLES  # noqa: E402
 from webapp.guard import GradioRequestGuard  # noqa: E402
 from webapp.models import ModelRegistry  # noqa: E402
 from webapp.pool import InferencePool, configure_torch_threads  # noqa: E402
-from webapp.service import MAX_UPLOAD_BYTES  # noqa: E402
+from webapp.service import MAX_FILE_BYTES  # noqa: E402
 from webapp.ui import build_ui  # noqa: E402
 from webapp.video import build_video_router  # noqa: E402
 
@@ -42,7 +42,8 @@ def create_app() -> FastAPI:
     install_docs(app)  # /docs from local assets (works offline)
     app.add_middleware(GradioRequestGuard)  # checks bodies and file references before Gradio parses them
     demo = build_ui(registry, pool)
-    app = gr.mount_gradio_app(app, demo, path="/", max_file_size=MAX_UPLOAD_BYTES, allowed_paths=[str(EXAMPLES)])
+    # max_file_size: the largest file any tab takes (a video); photos are held to their own limit when read
+    app = gr.mount_gradio_app(app, demo, path="/", max_file_size=MAX_FILE_BYTES, allowed_paths=[str(EXAMPLES)])
     # mount_gradio_app never sets this, and until it is set Gradio skips its own check that an event's files
     # were uploaded to this server (launch() sets it). Our guard checks them first; this keeps Gradio's on too.
     demo.has_launched = True

@@ -9,21 +9,16 @@ stays flat however long the video is; only the rows (a few hundred bytes per fac
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-import numpy as np
-
-from .boxes import iou
-from .errors import EmotionError, ImageTooLargeError, UnsupportedImageError
 from .crops import crop_face
+from .errors import EmotionError, ImageTooLargeError, UnsupportedImageError
+from .tracking import FaceTracker, IouTracker, Track  # noqa: F401  (re-exported: callers import them from here)
 
 log = logging.getLogger(__name__)
 
-TRACK_IOU = 0.3  # a face continues a track when its box overlaps the track's last box by more than this
-MAX_MISSED = 5  # sampled frames a track may go unseen (a blink, a turned head) before it ends
-EMA = 0.4  # weight of the newest frame in the smoothed probabilities (0.4: ~2 frames of memory)
 BATCH_FRAMES = 8  # sampled frames whose faces are classified in one forward pass
 # A full search (with the group-photo tiles: ~1.4 s on a 720p frame here) runs on the first sampled frame and then
 # once per this many seconds of video; the frames between run the whole-frame passes and look again around the
@@ -34,67 +29,6 @@ FULL_SEARCH_SECONDS = 1.0
 
 class VideoError(UnsupportedImageError):
     """The file is not a video we can decode (status 415, like an unreadable image)."""
-
-
-@dataclass
-class Track:
-    id: int
-    box: tuple[int, int, int, int]
-    probs: np.ndarray
-    missed: int = 0
-    first: float = 0.0
-    last: float = 0.0
-    frames: int = 0
-    total: np.ndarray = field(default=None)  # sum of the smoothed probabilities, for the summary
-
-
-class IouTracker:
-    """Greedy IoU matching of each frame's boxes to the open tracks; probabilities smoothed by an EMA per track.
-
-    Args:
-        threshold: the IoU above which a box continues a track.
-        max_missed: sampled frames a track survives without a match.
-        ema: weight of the newest probabilities (1 = no smoothing).
-    """
-
-    def __init__(self, threshold: float = TRACK_IOU, max_missed: int = MAX_MISSED, ema: float = EMA):
-        self.threshold, self.max_missed, self.ema = threshold, max_missed, ema
-        self.open: list[Track] = []
-        self.closed: list[Track] = []
-        self._next = 1
-
-    def update(self, time: float, boxes: list[tuple[int, int, int, int]], probs: np.ndarray) -> list[Track]:
-        """Assigns this frame's faces to tracks; returns the track of each face, in the order given."""
-        pairs = sorted(((iou(b, t.box), i, j) for i, b in enumerate(boxes) for j, t in enumerate(self.open)),
-                       reverse=True)
-        assigned: dict[int, Track] = {}
-        used: set[int] = set()
-        for overlap, i, j in pairs:
-            if overlap <= self.threshold:
-                break
-            if i not in assigned and j not in used:
-                assigned[i], _ = self.open[j], used.add(j)
-        for i, box in enumerate(boxes):
-            track = assigned.get(i)
-            if track is None:
-                track = Track(self._next, box, probs[i].copy(), first=time, total=np.zeros_like(probs[i]))
-                self._next += 1
-                self.open.append(track)
-            else:
-                track.probs = self.ema * probs[i] + (1 - self.ema) * track.probs
-            track.box, track.missed, track.last = box, 0, time
-            track.frames += 1
-            track.total += track.probs
-            assigned[i] = track
-        for track in self.open:
-            if track not in assigned.values():
-                track.missed += 1
-        self.closed += [t for t in self.open if t.missed > self.max_missed]
-        self.open = [t for t in self.open if t.missed <= self.max_missed]
-        return [assigned[i] for i in range(len(boxes))]
-
-    def tracks(self) -> list[Track]:
-        return sorted(self.closed + self.open, key=lambda t: t.id)
 
 
 def open_video(path: str | Path):
@@ -208,11 +142,11 @@ class VideoPrediction:
 
 
 def iter_video(predictor, path: str | Path, every: int | None = None, fps: float | None = None,
-               tracker: IouTracker | None = None, max_seconds: float | None = None, **detect_options
+               tracker: FaceTracker | None = None, max_seconds: float | None = None, **detect_options
                ) -> Iterator[dict[str, Any] | int]:
     """The rows of `predict_video` as they are made, in time order; an int is yielded after each sampled frame
     (the number of frames done), for progress. Stops cleanly when the caller stops iterating."""
-    tracker = tracker or IouTracker()
+    tracker = tracker or FaceTracker()
     info, labels = predictor.info, predictor.labels
     pending: list[tuple[int, float, list]] = []  # sampled frames waiting for classification: (index, time, faces)
     crops: list = []
@@ -251,7 +185,7 @@ def predict_video(predictor, path: str | Path, every: int | None = None, fps: fl
     """Every face in a video, tracked and smoothed: see the module docstring. Ctrl-C returns what is done.
 
     `on_frame(n)` is called after each sampled frame with the number done so far (a UI's progress bar)."""
-    tracker = IouTracker()
+    tracker = FaceTracker()
     rows, frames, interrupted = [], 0, False
     bar = _progress(path, every, fps, progress)
     try:

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-OPTIONAL = {"ray", "cv2", "onnxruntime"}  # extras a bench uses only when installed
+OPTIONAL = {"ray", "cv2", "onnxruntime", "norfair"}  # extras a bench uses only when installed (not in requirements)
 
 
 @pytest.mark.parametrize("script", sorted(p.name for p in (ROOT / "bench").glob("*.py")))

@@ -10,7 +10,7 @@ from PIL import Image
 from skimage import data
 
 from emotion import Predictor
-from emotion.video import IouTracker, VideoError, sampled_frames
+from emotion.video import FaceTracker, VideoError, sampled_frames
 
 from conftest import ASTRONAUT_FACE
 
@@ -84,10 +84,52 @@ def test_sampling_every_nth_frame_and_by_fps(clip):
 
 
 def test_probabilities_are_smoothed_along_a_track():
-    tracker = IouTracker(ema=0.5)
+    tracker = FaceTracker(ema=0.5)
     first = tracker.update(0.0, [(0, 0, 10, 10)], np.array([[1.0, 0.0]]))[0]
     again = tracker.update(0.1, [(1, 0, 10, 10)], np.array([[0.0, 1.0]]))[0]
     assert again.id == first.id and again.probs == pytest.approx([0.5, 0.5])
+
+
+def _follow(frames: list[list[tuple[int, int, int, int]]], fps: float) -> list[list[int]]:
+    """The track ids a FaceTracker gives each frame's boxes (one frame per 1/fps s)."""
+    tracker = FaceTracker()
+    return [[t.id for t in tracker.update(i / fps, boxes, np.full((len(boxes), 2), 0.5))]
+            for i, boxes in enumerate(frames)]
+
+
+def test_a_face_moving_far_between_samples_keeps_its_track():
+    # 5 fps sampling, a 100 px face walking 3 of its widths a second: 60 px between samples (IoU 0.25 with the last
+    # box, which a plain IoU > 0.3 match lost every frame)
+    ids = _follow([[(100 + 60 * i, 200, 100, 100)] for i in range(12)], fps=5)
+    assert ids == [[1]] * 12
+
+
+def test_a_face_the_detector_misses_for_a_third_of_a_second_keeps_its_track():
+    # 25 fps, moving 4 px a frame; frames 10-17 (0.32 s) without a detection: a blink, a turned head
+    frames = [[] if 10 <= i < 18 else [(100 + 4 * i, 200, 100, 100)] for i in range(40)]
+    ids = _follow(frames, fps=25)
+    assert {i for frame in ids for i in frame} == {1}
+
+
+def test_two_faces_crossing_keep_their_tracks():
+    # A (120 px, in front) walks right, B (100 px) walks left at 6 px a frame; B is hidden behind A's head while
+    # their centres are closer than 110 px (18 frames, 0.72 s), then comes out on the other side
+    frames = []
+    for i in range(70):
+        ax, bx = 100 + 6 * i, 760 - 6 * i
+        a, b = (ax, 200, 120, 120), (bx + 10, 215, 100, 100)
+        frames.append([a] if abs((ax + 60) - (bx + 60)) < 110 else [a, b])
+    ids = _follow(frames, fps=25)
+    assert all(frame[0] == 1 for frame in ids)  # A
+    assert {frame[1] for frame in ids if len(frame) == 2} == {2}  # B, before and after
+
+
+def test_a_new_face_coming_out_behind_a_hidden_one_gets_its_own_track():
+    # A stands still and is hidden (frames 10-19); a different face appears 90 px (0.9 of a side) from where A was:
+    # a track the detector lost is taken up again only close to where it was heading
+    frames = [[(300, 200, 100, 100)] if i < 10 else [] if i < 20 else [(390, 200, 100, 100)] for i in range(30)]
+    ids = _follow(frames, fps=25)
+    assert ids[9] == [1] and ids[20:] == [[2]] * 10
 
 
 def test_corrupt_and_non_video_files_are_clear_errors(tmp_path, clip):
@@ -151,14 +193,14 @@ def test_rest_refuses_bad_videos_and_options_with_json_4xx(client, clip, monkeyp
 
 
 def test_webcam_labels_are_smoothed_along_tracks():
-    from emotion.video import IouTracker
+    from emotion.video import FaceTracker
     from webapp.video import smooth_live
 
     def frame(happy: float) -> dict:
         return {"faces": [{"box": {"x": 10, "y": 10, "w": 50, "h": 50}, "emotion": "",
                            "probabilities": {"happy": happy, "sad": 1 - happy}}]}
 
-    tracker = IouTracker(ema=0.4)
+    tracker = FaceTracker(ema=0.4)
     smooth_live(frame(1.0), tracker, 0.0)
     second = smooth_live(frame(0.0), tracker, 0.2)["faces"][0]  # one frame of "sad" does not flip the label
     assert second["track"] == 1 and second["emotion"] == "happy" and second["probabilities"]["happy"] == 0.6
@@ -166,14 +208,14 @@ def test_webcam_labels_are_smoothed_along_tracks():
 
 
 def test_webcam_uncertain_flag_follows_the_smoothed_confidence():
-    from emotion.video import IouTracker
+    from emotion.video import FaceTracker
     from webapp.video import smooth_live
 
     def frame(happy: float) -> dict:
         return {"faces": [{"box": {"x": 10, "y": 10, "w": 50, "h": 50}, "emotion": "", "uncertain": max(happy, 1 - happy) < 0.7,
                            "probabilities": {"happy": happy, "sad": 1 - happy}}]}
 
-    tracker = IouTracker(ema=0.4)
+    tracker = FaceTracker(ema=0.4)
     smooth_live(frame(1.0), tracker, 0.0, uncertain_below=0.7)
     second = smooth_live(frame(0.0), tracker, 0.2, uncertain_below=0.7)["faces"][0]
     # the frame alone was sure of "sad" (not uncertain); the label shown is "happy" at 0.6: that is uncertain
@@ -247,7 +289,7 @@ def test_video_tab_runs_on_the_bounded_pool_and_reads_only_uploads(client, clip,
     import webapp.video
     from emotion import EmotionError
     from test_app import gradio_call, gradio_upload, queue_event
-    from webapp.video_ui import read_video_upload
+    from webapp.video_ui import video_upload
 
     ref = gradio_upload(client, "clip.mp4", clip.read_bytes())
     # the worker reports progress to the page (it runs in the event's context): "frame n of 15"
@@ -263,8 +305,42 @@ def test_video_tab_runs_on_the_bounded_pool_and_reads_only_uploads(client, clip,
     outside = tmp_path / "secret.mp4"
     outside.write_bytes(clip.read_bytes())
     for payload in ({"path": str(outside)}, str(outside), {"url": f"file://{outside}"}):
-        with pytest.raises(EmotionError, match="upload"):
-            read_video_upload(payload)
+        with pytest.raises(EmotionError, match="upload"), video_upload(payload):
+            pass
     monkeypatch.setattr(webapp.video, "MAX_VIDEO_BYTES", 1000)
-    with pytest.raises(EmotionError, match="over this page's limit"):
-        read_video_upload(ref)
+    with pytest.raises(EmotionError, match="video is over the limit of"), video_upload(ref):
+        pass
+
+
+def _padded(clip: Path, size: int) -> bytes:
+    """The clip grown to `size` bytes by an MP4 "free" box at its end (players skip it): a big valid video."""
+    import struct
+
+    data = clip.read_bytes()
+    pad = size - len(data)
+    return data + struct.pack(">I", pad) + b"free" + bytes(pad - 8)
+
+
+def test_the_video_tab_takes_videos_as_large_as_the_rest_route(client, clip, tiny_model):
+    from test_app import gradio_call, gradio_upload
+    from webapp.service import MAX_UPLOAD_BYTES, megabytes
+    from webapp.video import MAX_VIDEO_BYTES
+
+    assert client.get("/config").json()["max_file_size"] == MAX_VIDEO_BYTES > MAX_UPLOAD_BYTES  # the page's limit
+    big = _padded(clip, MAX_UPLOAD_BYTES + 2**20)  # over a photo's limit, under a video's
+    event, data = gradio_call(client, "predict_video", [gradio_upload(client, "big.mp4", big), tiny_model.name, "fps",
+                                                        5, 20, 0.5])
+    assert event == "complete", data
+    assert "**2 faces**" in data[0] and "15 sampled frames" in data[0]
+    ui = client.get("/config").text
+    assert f"Clips up to {megabytes(MAX_VIDEO_BYTES)}" in ui
+    assert f"Upload a photo (up to {megabytes(MAX_UPLOAD_BYTES)})" in ui
+
+
+def test_a_photo_over_its_limit_is_refused_by_size_though_the_page_takes_videos_that_large(client, tiny_model):
+    from test_app import gradio_call, gradio_upload
+    from webapp.service import MAX_UPLOAD_BYTES, megabytes
+
+    big = b"\x89PNG\r\n\x1a\n" + bytes(MAX_UPLOAD_BYTES)  # never opened: refused by its size
+    event, data = gradio_call(client, "predict", [gradio_upload(client, "big.png", big), tiny_model.name, 20, 0.5])
+    assert event == "error" and f"above the limit of {megabytes(MAX_UPLOAD_BYTES)}" in data["error"], data

@@ -3,7 +3,8 @@
 Gradio (6.x, mounted with `gr.mount_gradio_app`) hashes and copies any file an event refers to, on the event loop,
 and its body parsers accept 1,000 files per upload and any JSON. So before Gradio sees a POST:
 - a JSON body must parse (deep nesting, bad UTF-8: 400) and every file reference in it must be an upload of this
-  server (`files.check_file_ref`: 400 otherwise, without opening the file);
+  server no larger than the page's upload limit (`files.check_file_ref`: 400/413 otherwise, without opening the
+  file; each handler then holds its own kind to its own limit, a photo to MAX_UPLOAD_BYTES);
 - a multipart body may hold at most MAX_PARTS parts and UPLOAD_BODY_LIMIT bytes (413).
 Every refusal is `{"error": ...}` like the REST API's.
 """
@@ -19,14 +20,14 @@ from starlette.responses import JSONResponse
 from emotion import EmotionError
 
 from .files import check_file_ref, file_refs
-from .service import MAX_UPLOAD_BYTES, megabytes
+from .service import MAX_FILE_BYTES, MAX_UPLOAD_BYTES, megabytes
 
 log = logging.getLogger(__name__)
 
 GRADIO_PREFIX = "/gradio_api/"
 MAX_UPLOAD_FILES = 4  # per request: the UI and gradio_client send one file per upload
 MAX_PARTS = 16  # files plus the few text fields of an image-editor blob upload
-UPLOAD_BODY_LIMIT = MAX_UPLOAD_FILES * MAX_UPLOAD_BYTES + 64 * 1024
+UPLOAD_BODY_LIMIT = max(MAX_UPLOAD_FILES * MAX_UPLOAD_BYTES, MAX_FILE_BYTES) + 64 * 1024
 JSON_BODY_LIMIT = MAX_UPLOAD_BYTES * 4 // 3 + 64 * 1024  # an event may carry one image as a data URL
 
 
@@ -84,9 +85,9 @@ class GradioRequestGuard:
                            else None)
                 if problem:
                     state["responded"] = True
-                    await JSONResponse({"error": f"{problem}: send at most {MAX_UPLOAD_FILES} files of up to "
-                                                 f"{megabytes(MAX_UPLOAD_BYTES)} per request"}, 413)(scope, receive,
-                                                                                                      send)
+                    await JSONResponse({"error": f"{problem}: send at most {MAX_UPLOAD_FILES} files and "
+                                                 f"{megabytes(UPLOAD_BODY_LIMIT - 64 * 1024)} per request"}, 413)(
+                        scope, receive, send)
                     return {"type": "http.disconnect"}
             return message
 
@@ -130,7 +131,7 @@ def _check_json(body: bytes) -> None:
         raise _Refused(400, f"the request body is {what}: send the JSON that Gradio's client sends") from None
     try:
         for path in file_refs(payload):
-            check_file_ref(path)
+            check_file_ref(path, MAX_FILE_BYTES)
     except EmotionError as e:
         raise _Refused(e.status, str(e)) from None
 

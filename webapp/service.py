@@ -19,7 +19,12 @@ from emotion.images import SEND_INSTEAD, load_image
 
 from .models import ModelRegistry
 
-MAX_UPLOAD_BYTES = int(os.environ.get("EMOTION_MAX_UPLOAD_BYTES", 20 * 1024 * 1024))  # checked before decoding
+MAX_UPLOAD_BYTES = int(os.environ.get("EMOTION_MAX_UPLOAD_BYTES", 20 * 1024 * 1024))  # a photo; checked before decoding
+MAX_VIDEO_BYTES = int(os.environ.get("EMOTION_MAX_VIDEO_BYTES", 50 * 1024 * 1024))  # a video, over REST and in the UI
+# The page's upload limit (Gradio's max_file_size, one value for every upload component) is the largest file any
+# tab takes; each handler then holds its own kind to its own limit (a photo over MAX_UPLOAD_BYTES is refused by its
+# size, before it is opened).
+MAX_FILE_BYTES = max(MAX_UPLOAD_BYTES, MAX_VIDEO_BYTES)
 MAX_FACES = 100
 BOX_KEYS = ("x", "y", "w", "h")
 INTERNAL_ERROR = "internal error (logged on the server): retry, or report it with the time of the request"

@@ -19,15 +19,15 @@ from PIL import Image
 
 from emotion import EmotionError
 from emotion.images import MAX_PIXELS, load_image
-from emotion.video import IouTracker
+from emotion.video import FaceTracker
 
 from . import render
 from .components import SafeImageEditor
 from .files import EXAMPLES, SEND_A_FILE, check_file_ref, read_upload
 from .models import ModelRegistry
 from .pool import InferencePool
-from .service import (INTERNAL_ERROR, MAX_FACES, decode_base64_image, parse_options, predict_image,
-                      predict_with_image)
+from .service import (INTERNAL_ERROR, MAX_FACES, MAX_UPLOAD_BYTES, decode_base64_image, megabytes, parse_options,
+                      predict_image, predict_with_image)
 from .video import smooth_live
 from .video_ui import build_video_tab
 
@@ -188,7 +188,7 @@ class Handlers:
             return None, "", tracker
         img = load_image(image_source(frame))
         options = parse_options({"model": model, "max_faces": max_faces, "min_detection_score": min_detection_score})
-        tracker = tracker or IouTracker()  # one per browser session: smooths each face along its track
+        tracker = tracker or FaceTracker()  # one per browser session: smooths each face along its track
         threshold = self.registry.get(options.model)[1].info.uncertain_threshold
         result = smooth_live(predict_image(self.registry, img, options), tracker, time.monotonic(), threshold)
         return render.preview(img, result["faces"]), render.summary(result, "No face in view."), tracker
@@ -235,8 +235,8 @@ def build_ui(registry: ModelRegistry, pool: InferencePool) -> gr.Blocks:
                                     label="Example (NASA, public domain)")
                     with gr.Column():
                         annotated = gr.Image(label="Faces", interactive=False, height=420, elem_id="annotated")
-                        status = gr.Markdown("Upload a photo, paste one, or take a webcam snapshot.",
-                                             elem_id="summary")
+                        status = gr.Markdown(f"Upload a photo (up to {megabytes(MAX_UPLOAD_BYTES)}), paste one, or "
+                                             "take a webcam snapshot.", elem_id="summary")
                         offer_crop = gr.Button("Crop the face yourself", visible=False, variant="secondary")
                         result = gr.JSON(show_label=False, elem_id="result-json", render=False)
                         face_charts(result)  # the charts above the JSON they are drawn from

@@ -23,11 +23,10 @@ from emotion.video import VideoError, VideoPrediction, duration_s, open_video, p
 
 from .models import ModelRegistry
 from .pool import InferencePool, ServerBusyError
-from .service import INTERNAL_ERROR, MAX_FACES, OptionsError, megabytes
+from .service import INTERNAL_ERROR, MAX_FACES, MAX_VIDEO_BYTES, OptionsError, megabytes
 
 log = logging.getLogger(__name__)
 
-MAX_VIDEO_BYTES = int(os.environ.get("EMOTION_MAX_VIDEO_BYTES", 50 * 1024 * 1024))
 MAX_VIDEO_SECONDS = float(os.environ.get("EMOTION_MAX_VIDEO_SECONDS", 120))
 DEFAULT_FPS = 5.0  # sampled when the caller says neither every nor fps: a 2-minute clip is 600 analysed frames
 HOW_TO_SEND = ('send the video as multipart/form-data field "file" (curl -F file=@clip.mp4) or as a raw video/* '
@@ -169,7 +168,7 @@ def _too_large() -> ImageTooLargeError:
 
 
 def smooth_live(result: dict[str, Any], tracker, now: float, uncertain_below: float | None = None) -> dict[str, Any]:
-    """The webcam's answer with each face's probabilities smoothed along its track (`IouTracker`), so labels do
+    """The webcam's answer with each face's probabilities smoothed along its track (`FaceTracker`), so labels do
     not flicker between frames; `tracker` lives in the browser session's state. With `uncertain_below` (the
     model's threshold) each face's `uncertain` flag is recomputed from the smoothed confidence, so the flag and
     the label shown beside it describe the same probabilities."""

@@ -3,15 +3,17 @@ whole per-frame table as CSV.
 
 The event is the named endpoint `predict_video` (what `gradio_client` calls). It takes the same options and runs
 the same checks as `POST /api/predict_video` (`video.run_video`: duration limit, one video at a time) on the same
-bounded inference pool; the upload is read only through `files.read_upload` (an upload of this server, size-checked)
-and copied to a private temp file before FFmpeg sees it.
+bounded inference pool, and takes videos as large as it does (the page's upload limit is the largest file any tab
+takes); the upload is read only through `files.copy_upload` (an upload of this server, size-checked), a chunk at a
+time into a private temp file that FFmpeg then reads.
 """
 from __future__ import annotations
 
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import gradio as gr
 import pandas as pd
@@ -21,9 +23,9 @@ from emotion import EmotionError, ImageTooLargeError
 from emotion.video import VideoPrediction, frames_at
 
 from . import render, video
-from .files import read_upload
+from .files import copy_upload
 from .models import ModelRegistry
-from .service import MAX_UPLOAD_BYTES, OptionsError, megabytes
+from .service import MAX_FILE_BYTES, OptionsError, megabytes
 
 SAMPLING = [("N frames per second", "fps"), ("every Nth frame", "every")]
 PLOT_TRACKS = 8  # faces drawn on the timeline and as key frames (the longest-seen); the table and CSV have all
@@ -35,27 +37,28 @@ SEND_A_VIDEO = 'upload the video (gradio_client: handle_file("clip.mp4")); serve
 
 
 def ui_limit_bytes() -> int:
-    """The largest video the tab takes: Gradio's upload limit or the video limit, whichever is lower."""
-    return min(MAX_UPLOAD_BYTES, video.MAX_VIDEO_BYTES)
+    """The largest video the tab takes: the video limit (the REST route's), within the page's upload limit."""
+    return min(MAX_FILE_BYTES, video.MAX_VIDEO_BYTES)
 
 
-def read_video_upload(payload: Any) -> bytes:
-    """An un-preprocessed gr.Video value -> the bytes of a video this server received; anything else is refused."""
+@contextmanager
+def video_upload(payload: Any) -> Iterator[str]:
+    """An un-preprocessed gr.Video value -> the path of a private copy of a video this server received (deleted
+    afterwards); anything else is refused."""
     if payload is None:
         raise EmotionError("no video: upload a clip (MP4, WebM, MOV, AVI or MKV) first")
     if not isinstance(payload, dict) or not payload.get("path"):
         raise EmotionError(f"the video must be an uploaded file: {SEND_A_VIDEO}")
-    try:
-        data = read_upload(payload["path"])
-    except ImageTooLargeError:
-        data = None
-    if data is None or len(data) > ui_limit_bytes():
-        raise ImageTooLargeError(f"the video is over this page's limit of {megabytes(ui_limit_bytes())}: send a "
-                                 f"shorter or smaller clip, or POST it to /api/predict_video (up to "
-                                 f"{megabytes(video.MAX_VIDEO_BYTES)})")
-    if not data:
-        raise EmotionError("the uploaded video is empty (0 bytes): upload the clip again")
-    return data
+    with tempfile.NamedTemporaryFile(suffix=".video") as tmp:
+        try:
+            size = copy_upload(payload["path"], tmp, ui_limit_bytes())
+        except ImageTooLargeError:
+            raise ImageTooLargeError(f"the video is over the limit of {megabytes(ui_limit_bytes())}: send a "
+                                     "shorter or smaller clip") from None
+        if not size:
+            raise EmotionError("the uploaded video is empty (0 bytes): upload the clip again")
+        tmp.flush()
+        yield tmp.name
 
 
 def parse_video_options(model: Any, sampling: Any, rate: Any, max_faces: Any, min_score: Any) -> video.VideoOptions:
@@ -161,9 +164,8 @@ def progress_reporter(progress: Any) -> Callable[[int, int | None], None]:
 
 def analyse_upload(registry: ModelRegistry, payload: Any, options: video.VideoOptions, progress: Any) -> tuple:
     """The tab's outputs for one upload: summary, timeline, key frames, table per face, CSV path."""
-    data = read_video_upload(payload)
     t0 = time.perf_counter()
-    with video.video_file(data) as path:
+    with video_upload(payload) as path:
         key, result = video.run_video(registry, path, options, progress_reporter(progress))
         progress(None, desc="Drawing the key frames")
         threshold = registry.get(key)[1].info.uncertain_threshold
