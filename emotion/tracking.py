@@ -53,12 +53,15 @@ class FaceTracker:
         max_unseen_s: seconds a track survives without a match (in time, so the same at any sampling rate).
         ema: weight of the newest probabilities (1 = no smoothing).
         velocity_gain: weight of the newest measured velocity (0 = no motion prediction).
+        keep_closed: keep at most this many ended tracks (the newest) for `tracks()`; None = all (a video's
+            summary needs them), 0 = none (the webcam: a session that runs for hours must not grow).
     """
 
     def __init__(self, max_shift: float = MAX_SHIFT, reacquire_shift: float = REACQUIRE_SHIFT,
-                 max_unseen_s: float = MAX_UNSEEN_S, ema: float = EMA, velocity_gain: float = VELOCITY_GAIN):
+                 max_unseen_s: float = MAX_UNSEEN_S, ema: float = EMA, velocity_gain: float = VELOCITY_GAIN,
+                 keep_closed: int | None = None):
         self.max_shift, self.reacquire_shift, self.max_unseen_s = max_shift, reacquire_shift, max_unseen_s
-        self.ema, self.gain = ema, velocity_gain
+        self.ema, self.gain, self.keep_closed = ema, velocity_gain, keep_closed
         self.open: list[Track] = []
         self.closed: list[Track] = []
         self._next = 1
@@ -87,6 +90,8 @@ class FaceTracker:
             if track.last != time:
                 track.missed += 1
         self.closed += [t for t in self.open if time - t.last > self.max_unseen_s]
+        if self.keep_closed is not None:
+            self.closed = self.closed[len(self.closed) - self.keep_closed:] if self.keep_closed else []
         self.open = [t for t in self.open if time - t.last <= self.max_unseen_s]
         return [assigned[i] for i in range(len(boxes))]
 

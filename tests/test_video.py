@@ -1,6 +1,8 @@
 """Videos: faces followed along tracks with stable ids and the right time stamps; bad files are clear errors."""
 from __future__ import annotations
 
+import base64
+import io
 import re
 from pathlib import Path
 
@@ -205,6 +207,28 @@ def test_webcam_labels_are_smoothed_along_tracks():
     second = smooth_live(frame(0.0), tracker, 0.2)["faces"][0]  # one frame of "sad" does not flip the label
     assert second["track"] == 1 and second["emotion"] == "happy" and second["probabilities"]["happy"] == 0.6
 
+
+
+def test_a_webcam_session_keeps_no_ended_tracks(tiny_model, astronaut, monkeypatch):
+    """Faces that come and go for hours must not grow the session's state: the webcam's tracker drops ended tracks
+    (a video keeps them for its summary)."""
+    import webapp.ui
+    from webapp.models import ModelRegistry
+    from webapp.pool import InferencePool
+
+    clock = iter(range(0, 1000, 2))  # 2 s between frames: every face has left (tracks end after 1 s unseen)
+    monkeypatch.setattr(webapp.ui.time, "monotonic", lambda: float(next(clock)))
+    handlers = webapp.ui.Handlers(ModelRegistry({"tiny": f"local-dir:{tiny_model}"}, "tiny"), InferencePool())
+    def data_url(pixels: np.ndarray) -> dict:  # what the browser sends for a webcam frame
+        buf = io.BytesIO()
+        Image.fromarray(pixels).save(buf, "PNG")
+        return {"url": "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()}
+
+    tracker, frames = None, (data_url(astronaut), data_url(np.full_like(astronaut, 128)))
+    for _ in range(6):
+        for frame in frames:
+            _, _, tracker = handlers.live_frame(frame, "tiny", 20, 0.5, tracker)
+    assert tracker.tracks() == []  # six faces came and left; nothing is kept
 
 
 def test_webcam_uncertain_flag_follows_the_smoothed_confidence():

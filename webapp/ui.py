@@ -188,7 +188,8 @@ class Handlers:
             return None, "", tracker
         img = load_image(image_source(frame))
         options = parse_options({"model": model, "max_faces": max_faces, "min_detection_score": min_detection_score})
-        tracker = tracker or FaceTracker()  # one per browser session: smooths each face along its track
+        # One per browser session: smooths each face along its track; ended tracks are dropped (no summary here).
+        tracker = tracker or FaceTracker(keep_closed=0)
         threshold = self.registry.get(options.model)[1].info.uncertain_threshold
         result = smooth_live(predict_image(self.registry, img, options), tracker, time.monotonic(), threshold)
         return render.preview(img, result["faces"]), render.summary(result, "No face in view."), tracker
