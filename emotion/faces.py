@@ -3,17 +3,17 @@
 BlazeFace shrinks whatever it is given to 128 px (short range) or 192 px (full range), so on its own it misses any
 face under ~7% of the photo's long side, and its score for the same face moves with scale and position. The search:
 
-1. full range on the whole photo (faces from ~8% of the long side up to near the frame's size); a portrait (one or
-   two faces, each at least SHORT_MIN_FRACTION of the long side) stops here: seeing no face between 8% and 15% of
-   the side, we do not expect tiny ones either;
-2. short range on the whole photo (big, near faces the full range scored low or missed); a portrait stops here;
+1. short range on the whole photo (big, near faces);
+2. full range on the whole photo (faces down to ~8% of the long side); a portrait (one or two faces, each at least
+   SHORT_MIN_FRACTION of the long side) stops here: seeing no face between 8% and 15% of the side, we do not
+   expect tiny ones either;
 3. full range on overlapping square tiles, one scale per octave of face size, down to `min_face` px (where the
    photo is large enough to hold faces the whole-photo pass cannot see);
 4. every candidate is re-scored on two canonical views (square crops in which the face fills 30% and 50%, through
    the short-range model), so a score means the same wherever and at whatever size the face was found, and one
    threshold (`min_score`) applies everywhere; duplicates from overlapping tiles are merged by NMS.
 
-A portrait costs a full-range run and two short-range views per face; a group photo or a photo
+A portrait costs a short- and a full-range run and two short-range views per face; a group photo or a photo
 without faces costs the tiles too.
 The crops the classifier sees live in `crops.py` (re-exported here).
 """
@@ -153,27 +153,19 @@ class FaceDetector:
         is decided on the faces that re-score at `min_score` or more.
         """
         floor = min(min_score, CANDIDATE_SCORE)
-        found = self._whole(rgb, range, floor, min_score)
+        found = self._whole(rgb, range, floor)
         if range == "short" or (range == "auto" and _portrait(found, min_score, max(rgb.size))):
             return found
         return self._confirm(rgb, self._tiled(rgb, floor), found, floor)
 
-    def _whole(self, rgb: Image.Image, range: str, floor: float, min_score: float) -> list[Face]:  # noqa: A002
-        """Steps 1-2: the full- and short-range passes over the whole photo (as `range` asks), re-scored.
-
-        Full range runs first: it finds faces from ~8% of the side up to ones filling most of the photo (scores
-        fall as a face nears the frame, but stay above CANDIDATE_SCORE), so where it already sees a portrait the
-        short-range pass is skipped (one detector call of four on a portrait; ~6 ms here). Anything else, and any
-        photo whose faces the full range misses (a face filling the frame), gets the short-range pass too.
-        """
+    def _whole(self, rgb: Image.Image, range: str, floor: float) -> list[Face]:  # noqa: A002
+        """Steps 1-2: the short- and full-range passes over the whole photo (as `range` asks), re-scored."""
         small, scale = _shrunk(rgb, DETECT_MAX_SIDE)
         found: list[Face] = []
-        if range != "short":
-            found = self._confirm(rgb, self._run("full", small, scale, floor), found, floor)
-            if range == "auto" and _portrait(found, min_score, max(rgb.size)):
-                return found
         if range != "full":
             found = self._confirm(rgb, self._run("short", small, scale, floor), found, floor)
+        if range != "short":
+            found = self._confirm(rgb, self._run("full", small, scale, floor), found, floor)
         return found
 
     def follow(self, image: Image.Image, boxes, min_score: float | None = None, max_faces: int | None = None,
@@ -186,8 +178,7 @@ class FaceDetector:
         rgb = image if image.mode == "RGB" else image.convert("RGB")
         floor = min(min_score, CANDIDATE_SCORE)
         hints = [Face(box=tuple(int(v) for v in b), score=1.0, keypoints=()) for b in boxes]
-        found = self._whole(rgb, range, floor, min_score)
-        return _kept(self._confirm(rgb, hints, found, floor), min_score, max_faces)
+        return _kept(self._confirm(rgb, hints, self._whole(rgb, range, floor), floor), min_score, max_faces)
 
     def _tiled(self, rgb: Image.Image, floor: float) -> list[Face]:
         """Full-range candidates from overlapping square tiles, one scale per octave of face size."""

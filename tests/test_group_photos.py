@@ -57,22 +57,21 @@ def test_photos_without_a_face_give_no_face(detector, name):
 
 
 def test_a_portrait_is_not_tiled(astronaut, monkeypatch):
-    """The astronaut alone costs one whole-photo pass (full range sees the portrait, so the short-range pass is
-    skipped) and two views of her face, no tiles: the single-face latency issue 12 bounds."""
+    """The astronaut alone costs the two whole-photo passes and two views of her face, no tiles: the single-face
+    latency issue 12 bounds."""
     det = FaceDetector()
     calls = []
     original = det._run
     monkeypatch.setattr(det, "_run", lambda model, image, *a: calls.append((model, image.size))
                         or original(model, image, *a))
     assert len(det.detect(Image.fromarray(astronaut))) == 1
-    assert calls == [("full", (512, 512)), ("short", (128, 128)), ("short", (128, 128))]
+    assert calls == [("short", (512, 512)), ("short", (128, 128)), ("short", (128, 128)), ("full", (512, 512))]
     det.close()
 
 
 @pytest.mark.parametrize("fraction", [0.4, 0.6, 0.9])
 def test_a_close_up_is_found_whichever_pass_sees_it(detector, astronaut, fraction):
-    """Full range (run first) scores a face that fills the frame low or not at all; the short-range pass still
-    runs then, so a selfie's close-up is found."""
+    """A selfie's close-up (the face filling up to 90% of the photo) is found and nothing else is."""
     x, y, w, h = ASTRONAUT_FACE
     side = w / fraction
     cx, cy = x + w / 2, y + h / 2
