@@ -13,7 +13,7 @@ from emotion.sources import DEFAULT_FILE
 
 SLICE = 600  # the first 600 rows of FER+ validation
 # model folder -> minimum accuracy on SLICE (measured figure minus ~3 points; see README "Models")
-BARS = {"small_cnn": 0.81, "efficientnet_lite0": 0.76, "resnet50": 0.77}  # measured 0.832, 0.790, 0.795
+BARS = {"small_cnn": 0.81, "efficientnet_lite0": 0.73, "resnet50": 0.79}  # measured 0.835, 0.758, 0.823
 # The default model on the posed performers' validation photos, through the serving detector, rows whose raters
 # agree with the pose (issue #11's acceptance set): measured 0.811 when shipped.
 POSED_BAR = 0.78
