@@ -106,6 +106,19 @@ def test_options_come_from_query_form_or_json_and_no_face_is_200_empty(client, a
     assert r.json()["faces"] == []
 
 
+def test_range_short_skips_the_search_for_small_faces_and_a_bad_range_is_422(client, astronaut):
+    """A face ~3% of a big photo's side: the default search finds it, range=short (selfies: the fast path) does
+    not look for it; anything but auto/short/full is refused naming the choices."""
+    canvas = Image.new("RGB", (1600, 1000), (128, 128, 128))
+    canvas.paste(Image.fromarray(astronaut).resize((260, 260)), (700, 400))  # her face ~50 px: 3% of the side
+    buf = io.BytesIO()
+    canvas.save(buf, "PNG")
+    found = {r: client.post("/api/predict", params={"range": r}, **upload(buf.getvalue())) for r in ("auto", "short")}
+    assert [len(found[r].json()["faces"]) for r in ("auto", "short")] == [1, 0], {r: v.text for r, v in found.items()}
+    bad = client.post("/api/predict", params={"range": "sideways"}, **upload(buf.getvalue()))
+    assert bad.status_code == 422 and "range" in bad.json()["error"] and "short" in bad.json()["error"], bad.text
+
+
 @pytest.mark.parametrize("how", ["form", "query", "json-keys", "json-box"])
 def test_crop_box_returns_one_face_whose_box_is_the_crop(client, astronaut_png, how):
     as_text = {k: str(v) for k, v in CROP.items()}

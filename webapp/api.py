@@ -102,7 +102,7 @@ def build_router(registry: ModelRegistry, pool: InferencePool) -> APIRouter:
     async def predict(request: Request) -> Any:
         """Every face in the photo with its box, emotion, confidence, uncertain flag and all 8 probabilities.
 
-        Options (model, max_faces, min_detection_score, crop box x/y/w/h) come as query parameters, form fields
+        Options (model, max_faces, min_detection_score, range, crop box x/y/w/h) come as query parameters, form fields
         or JSON keys. With a crop box there is no detection: the one face returned is the box itself.
         """
         with pool.admit():  # 503 before the body is read when WORKERS + QUEUE requests are in progress

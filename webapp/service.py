@@ -9,7 +9,7 @@ import base64
 import binascii
 import os
 import time
-from typing import Any, Mapping
+from typing import Any, Literal, Mapping
 
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -29,7 +29,7 @@ MAX_FACES = 100
 BOX_KEYS = ("x", "y", "w", "h")
 INTERNAL_ERROR = "internal error (logged on the server): retry, or report it with the time of the request"
 OPTIONS_HELP = (f"options: model (see GET /api/models), max_faces (1..{MAX_FACES}), min_detection_score (0..1), "
-                "and a crop box x, y, w, h in pixels (all four, or none)")
+                "range (auto, short or full), and a crop box x, y, w, h in pixels (all four, or none)")
 
 
 class OptionsError(EmotionError):
@@ -44,6 +44,10 @@ class PredictOptions(BaseModel):
     model: str | None = Field(None, description="a model id or source from GET /api/models; default if omitted")
     max_faces: int | None = Field(None, ge=1, le=MAX_FACES, description="keep at most this many faces")
     min_detection_score: float | None = Field(None, ge=0, le=1, description="drop detections scoring below this")
+    range: Literal["auto", "short", "full"] | None = Field(  # noqa: A003
+        None, description="face search: 'auto' (default: near, far and small faces), 'short' (faces at least ~15% "
+                          "of the photo's long side: selfies, portraits; fastest on big photos), 'full' (no "
+                          "short-range pass)")
     x: int | None = Field(None, ge=0, description="crop box left edge (pixels); skips detection")
     y: int | None = Field(None, ge=0, description="crop box top edge (pixels)")
     w: int | None = Field(None, gt=0, description="crop box width (pixels)")
@@ -147,10 +151,12 @@ def predict_with_image(registry: ModelRegistry, image: Any,
     t1 = time.perf_counter()
     if options.box is not None:
         face = predictor.predict_crop(img, options.box)
-        result = {"faces": [face.to_dict()], "faces_total": 1, "truncated": False, "image_size": {"width": img.width, "height": img.height},
+        result = {"faces": [face.to_dict()], "faces_total": 1, "truncated": False,
+                  "image_size": {"width": img.width, "height": img.height},
                   "timings_ms": {"detect": 0.0, "classify": round((time.perf_counter() - t1) * 1000, 2)}}
     else:
-        result = predictor.predict(img, max_faces=options.max_faces, min_score=options.min_detection_score).to_dict()
+        result = predictor.predict(img, max_faces=options.max_faces, min_score=options.min_detection_score,
+                                   range=options.range).to_dict()
     result["timings_ms"]["decode"] = round((t1 - t0) * 1000, 2)
     result["timings_ms"]["total"] = round((time.perf_counter() - t0) * 1000, 2)
     result["model"] = registry.describe(key)
