@@ -91,7 +91,7 @@ class FaceTracker:
                 track.missed += 1
         self.closed += [t for t in self.open if time - t.last > self.max_unseen_s]
         if self.keep_closed is not None:
-            self.closed = self.closed[len(self.closed) - self.keep_closed:] if self.keep_closed else []
+            self.closed = self.closed[-self.keep_closed:] if self.keep_closed else []
         self.open = [t for t in self.open if time - t.last <= self.max_unseen_s]
         return [assigned[i] for i in range(len(boxes))]
 

@@ -79,7 +79,7 @@ def analyse(registry: ModelRegistry, data: bytes, options: VideoOptions) -> dict
 def video_file(data: bytes) -> Iterator[str]:
     """The bytes in a private temp file (FFmpeg needs a seekable file), deleted afterwards."""
     if len(data) > MAX_VIDEO_BYTES:
-        raise _too_large()
+        raise too_large()
     with tempfile.NamedTemporaryFile(suffix=".video") as tmp:
         tmp.write(data)
         tmp.flush()
@@ -131,12 +131,12 @@ async def _read_video(request: Request) -> tuple[bytes, dict[str, Any]]:
     limit = MAX_VIDEO_BYTES + 64 * 1024
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
-        raise _too_large()
+        raise too_large()
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise _too_large()
+            raise too_large()
         chunks.append(chunk)
     body = b"".join(chunks)
     if not body:
@@ -162,7 +162,8 @@ async def _read_video(request: Request) -> tuple[bytes, dict[str, Any]]:
     raise VideoError(f"unsupported Content-Type {ctype or '(none)'!r}: {HOW_TO_SEND}")
 
 
-def _too_large() -> ImageTooLargeError:
+def too_large() -> ImageTooLargeError:
+    """The refusal of a video over MAX_VIDEO_BYTES (REST and the Video tab say the same)."""
     return ImageTooLargeError(f"the video is over the limit of {megabytes(MAX_VIDEO_BYTES)}: send a shorter or "
                               "smaller clip")
 

@@ -25,7 +25,7 @@ from emotion.video import VideoPrediction, frames_at
 from . import render, video
 from .files import copy_upload
 from .models import ModelRegistry
-from .service import MAX_FILE_BYTES, OptionsError, megabytes
+from .service import OptionsError, megabytes
 
 SAMPLING = [("N frames per second", "fps"), ("every Nth frame", "every")]
 PLOT_TRACKS = 8  # faces drawn on the timeline and as key frames (the longest-seen); the table and CSV have all
@@ -34,11 +34,6 @@ PLOT_POINTS = 600  # per line at most: a 2-minute clip at 30 fps is thinned to 5
 SUMMARY_LINES = 12
 CSV_NAME = "video_emotions.csv"
 SEND_A_VIDEO = 'upload the video (gradio_client: handle_file("clip.mp4")); server paths are not accepted'
-
-
-def ui_limit_bytes() -> int:
-    """The largest video the tab takes: the video limit (the REST route's), within the page's upload limit."""
-    return min(MAX_FILE_BYTES, video.MAX_VIDEO_BYTES)
 
 
 @contextmanager
@@ -51,10 +46,9 @@ def video_upload(payload: Any) -> Iterator[str]:
         raise EmotionError(f"the video must be an uploaded file: {SEND_A_VIDEO}")
     with tempfile.NamedTemporaryFile(suffix=".video") as tmp:
         try:
-            size = copy_upload(payload["path"], tmp, ui_limit_bytes())
+            size = copy_upload(payload["path"], tmp, video.MAX_VIDEO_BYTES)  # the REST route's limit
         except ImageTooLargeError:
-            raise ImageTooLargeError(f"the video is over the limit of {megabytes(ui_limit_bytes())}: send a "
-                                     "shorter or smaller clip") from None
+            raise video.too_large() from None
         if not size:
             raise EmotionError("the uploaded video is empty (0 bytes): upload the clip again")
         tmp.flush()
@@ -192,7 +186,7 @@ def build_video_tab(registry: ModelRegistry, bounded: Callable, model: gr.Dropdo
 
     with gr.Tab("Video", id="video"):
         gr.Markdown(f"Each sampled frame is analysed and every face is followed from frame to frame (Face 1, Face "
-                    f"2, …), its probabilities smoothed along the way. Clips up to {megabytes(ui_limit_bytes())} "
+                    f"2, …), its probabilities smoothed along the way. Clips up to {megabytes(video.MAX_VIDEO_BYTES)} "
                     f"and {video.MAX_VIDEO_SECONDS:.0f} s; one video is analysed at a time.")
         with gr.Row():
             with gr.Column():
