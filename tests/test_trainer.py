@@ -588,6 +588,11 @@ def test_compare_writes_one_row_per_model_and_scores_photos_through_the_detector
     main_table, fer_recall, posed_recall = table_path.read_text().split("Recall per class")
     assert len([line for line in main_table.splitlines() if line.startswith("| tiny_model")]) == 2
     assert "macro-F1" in main_table and "posed, raters agree" in main_table
+    # the photos' faces are also scored as other tools cut them: a tight 48 px crop and a loose unaligned one
+    head = next(line for line in main_table.splitlines() if line.startswith("| model")).split(" | ")
+    first = next(line for line in main_table.splitlines() if line.startswith("| tiny_model")).split(" | ")
+    for name in ("posed, tight crops", "posed, loose crops"):
+        assert first[head.index(name)].endswith("%")
     assert "posed photos whose raters agree" in posed_recall
     # the rater-disagreeing anger row is left out of the clean view: anger has no support there
     row = next(line for line in posed_recall.splitlines() if line.startswith("| tiny_model")).split(" | ")

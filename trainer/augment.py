@@ -21,11 +21,13 @@ from PIL import Image, ImageFilter
 FAMILIES = ("framing", "geometry", "light", "degrade", "gray", "occlusion")
 
 
-def reframe(img: Image.Image, context: float, rng: np.random.Generator | None, scale_min: float) -> Image.Image:
+def reframe(img: Image.Image, context: float, rng: np.random.Generator | None, scale_min: float,
+            scale_max: float = 1.2, shift: float = 0.06) -> Image.Image:
     """The serving crop out of an image holding `context` extra margin per side, randomly re-framed when `rng`.
 
-    Without `rng` this is the exact serving crop. With it, the side varies from `scale_min` (tight) to 1.2x (loose)
-    of the serving crop and the centre moves by up to 6% of it: the detector's box jitters by about that much.
+    Without `rng` this is the exact serving crop. With it, the side varies from `scale_min` (tight, in area) to
+    `scale_max` (loose, in side) of the serving crop and the centre moves by up to `shift` of it: the detector's box
+    jitters by about 6%, and other tools' crops (tight 48 px sets, aligned film faces) frame faces differently.
     """
     w, h = img.size
     base = w / (1 + 2 * context) if context else w  # the serving crop's side in this image's pixels
@@ -34,9 +36,9 @@ def reframe(img: Image.Image, context: float, rng: np.random.Generator | None, s
             return img
         off = (w - base) / 2
         return img.crop((round(off), round(off), round(off + base), round(off + base)))
-    side = base * math.sqrt(rng.uniform(scale_min, 1.0)) if rng.random() < 0.5 else base * rng.uniform(1.0, 1.2)
-    cx = w / 2 + rng.uniform(-0.06, 0.06) * base
-    cy = h / 2 + rng.uniform(-0.06, 0.06) * base
+    side = base * math.sqrt(rng.uniform(scale_min, 1.0)) if rng.random() < 0.5 else base * rng.uniform(1.0, scale_max)
+    cx = w / 2 + rng.uniform(-shift, shift) * base
+    cy = h / 2 + rng.uniform(-shift, shift) * base
     x0, y0 = cx - side / 2, cy - side / 2
     return _edge_crop(img, x0, y0, side)
 

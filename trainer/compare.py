@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from emotion.labels import LABELS
 from emotion.bench import ms_per_face
@@ -15,6 +16,10 @@ from .data import DataError, FaceSplit, label_ids, load_raw, pick_rows, to_face_
 from .evaluation import compute_metrics, predict_logits
 
 CLEAN_COLUMN = "observer_agrees"  # photo data sets: False where the raters did not see the posed emotion
+# Faces cut by other tools, fed as ready crops (no detection): (margin, align eyes, offset, size or None = as cut).
+# tight: the detector's box alone, unaligned, as a 48 px gray file (FER-style crop sets); loose: a quarter of the
+# box added on each side, unaligned, in colour (aligned film-face sets frame wider than serving's crop).
+FRAMINGS = {"tight": (0.0, False, 0.0, 48), "loose": (0.25, False, 0.0, None)}
 
 
 def load_eval_split(data: str, split: str, max_samples: int | None = None, photos: bool = False) -> FaceSplit:
@@ -39,6 +44,27 @@ def detect_and_crop(split: FaceSplit, info) -> tuple[FaceSplit, int]:
 
     crops, found = crop_largest_faces(split.images, info.crop_margin, info.align_eyes, info.crop_offset_y)
     return FaceSplit(crops, split.targets, split.labels, split.dup, views=split.views), int(found.sum())
+
+
+def other_framings(photos: FaceSplit) -> dict[str, FaceSplit]:
+    """The photos' largest faces cut as FRAMINGS says, each framing a split of ready crops (rows without a face
+    stay whole)."""
+    from emotion.faces import crop_largest_faces
+
+    out = {}
+    for name, (margin, align, offset, size) in FRAMINGS.items():
+        crops, _ = crop_largest_faces(photos.images, margin, align, offset)
+        if size:
+            crops = [c.convert("L").resize((size, size), Image.BOX) for c in crops]
+        out[name] = FaceSplit(crops, photos.targets, photos.labels, views=photos.views)
+    return out
+
+
+def framing_accuracy(source: str, framed: dict[str, FaceSplit]) -> dict[str, float]:
+    """Accuracy over all rows of each framing's ready crops (serving's preprocessing, no detection)."""
+    model, info, _ = load_model(source)
+    return {name: float((predict_logits(model, split, info).argmax(1) == split.labels).mean())
+            for name, split in framed.items()}
 
 
 def score(source: str, split: FaceSplit, detect_faces: bool = False) -> dict:
@@ -94,23 +120,28 @@ def evaluate_model(source: str, data: str, split: str = "validation", max_sample
 def compare(sources: list[str], data: str, split: str = "validation", max_samples: int | None = None,
             out: str | None = None, photos: str | None = None) -> str:
     """Markdown tables of several models side by side: FER+-style crops of `data`, and (with `photos`) a photo data
-    set scored through the serving detector, all rows and the rows whose raters agree with the posed label."""
+    set scored through the serving detector, all rows and the rows whose raters agree with the posed label, and its
+    faces cut as other tools cut them (FRAMINGS) and given as ready crops."""
     faces = load_eval_split(data, split, max_samples)
     posed = load_eval_split(photos, split, None, photos=True) if photos else None
     rows = [(score(s, faces), score(s, posed, detect_faces=True) if posed is not None else None) for s in sources]
+    framed = other_framings(posed) if posed is not None else {}
+    framings = [framing_accuracy(s, framed) for s in sources] if framed else [{}] * len(sources)
     head = ["model", "accuracy", "accuracy (no dups)", "macro-F1 (no dups)"]
     if posed is not None:
-        head += ["posed photos", "posed, raters agree", "lowest recall (agree)"]
+        head += ["posed photos", "posed, raters agree", "lowest recall (agree)", "posed, tight crops",
+                 "posed, loose crops"]
     head += ["ECE before → after T", "params", "MB", "ms/face (CPU, 1 thread)", "training"]
     lines = [_row(head), "|" + "---|" * len(head)]
-    for r, p in rows:
+    for (r, p), f in zip(rows, framings):
         w = r["splits"]["whole"]
         d = r["splits"].get("dedup", w)
         cells = [_name(r), f"{w['accuracy']:.1%}", f"{d['accuracy']:.1%}", f"{d['macro_f1']:.3f}"]
         if p is not None:
             c = p["splits"].get("clean", p["splits"]["whole"])
             low = min((m["recall"], lab) for lab, m in c["per_class"].items() if m["support"])
-            cells += [f"{p['splits']['whole']['accuracy']:.1%}", f"{c['accuracy']:.1%}", f"{low[0]:.2f} ({low[1]})"]
+            cells += [f"{p['splits']['whole']['accuracy']:.1%}", f"{c['accuracy']:.1%}", f"{low[0]:.2f} ({low[1]})",
+                      f"{f['tight']:.1%}", f"{f['loose']:.1%}"]
         cells += [f"{d['ece_before']:.3f} → {d['ece_after']:.3f}", f"{r['params'] / 1e6:.2f} M", f"{r['size_mb']}",
                   f"{r['ms_per_face_cpu']}", r["training"]]
         lines.append(_row(cells))

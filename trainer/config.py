@@ -59,7 +59,9 @@ class TrainConfig:
     crop_offset_y: float = info_default("crop_offset_y")  # crop centre shift (negative = up)
     # augmentation (training only): families from trainer/augment.py
     augment: list[str] = field(default_factory=lambda: ["framing", "geometry", "light", "occlusion"])  # families used
-    scale_min: float = 0.8  # random resized crop scale range (min, 1)
+    scale_min: float = 0.8  # framing: tightest crop, as a share of the serving crop's area
+    scale_max: float = 1.2  # framing: loosest crop, as a multiple of the serving crop's side (edges repeat past the data)
+    shift: float = 0.06  # framing: the crop centre moves by up to this share of the side, either way
     rotate: float = 10.0  # geometry: random rotation range, in degrees either way
     hflip: bool = True  # geometry: mirror faces at random
     jitter: float = 0.3  # brightness/contrast jitter strength
@@ -109,6 +111,8 @@ class TrainConfig:
             ("lr", self.lr > 0, "a number > 0"),
             ("val_fraction", 0 < self.val_fraction < 1, "a number between 0 and 1"),
             ("scale_min", 0 < self.scale_min <= 1, "a number in (0, 1]"),
+            ("scale_max", 1 <= self.scale_max <= 2, "a number in [1, 2]"),
+            ("shift", 0 <= self.shift <= 0.3, "a number in [0, 0.3]"),
             ("erase", 0 <= self.erase <= 1, "a probability in [0, 1]"),
             ("label_smoothing", 0 <= self.label_smoothing < 1, "a number in [0, 1)"),
             ("ema_decay", self.ema_decay == 0 or 0.5 <= self.ema_decay < 1, "0 (off) or a number in [0.5, 1)"),

@@ -203,7 +203,7 @@ class FaceDataset(torch.utils.data.Dataset):
     def augmented(self, img: Image.Image, context: float, rng: np.random.Generator) -> Image.Image:
         """The configured augmentation families, at the training data's native size (48 px for FER+)."""
         cfg, fam, size = self.cfg, self.families, self.info.native_size
-        img = augment.reframe(img, context, rng if "framing" in fam else None, cfg.scale_min)
+        img = augment.reframe(img, context, rng if "framing" in fam else None, cfg.scale_min, cfg.scale_max, cfg.shift)
         img = augment.to_gray(img, rng if "gray" in fam else None)
         img = img.resize((size, size), Image.BOX if img.width > size else Image.BILINEAR)
         if "geometry" in fam:
