@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import pytest
 
@@ -59,3 +60,13 @@ def test_train_help_shows_the_config_comment_and_default(capsys):
     assert e.value.code == 0
     assert "--epochs EPOCHS passes over the training data [default: 30]" in text
     assert "--ema-decay EMA_DECAY keep an exponential moving average of the weights" in text
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parents[1] / "trainer" / "configs").glob("*.yaml")),
+                         ids=lambda p: p.name)
+def test_every_shipped_config_parses(path):
+    """A config in trainer/configs names only known fields with valid values (the README points users at them)."""
+    from trainer.config import resolve_config
+
+    cfg = resolve_config(argparse.Namespace(config=str(path)))
+    assert cfg.output_dir.startswith("runs/")
