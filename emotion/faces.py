@@ -260,30 +260,40 @@ class FaceDetector:
         return self._detectors[key]
 
 
-def crop_largest_faces(images, margin: float, align_eyes: bool = True, offset_y: float = 0.0,
-                       min_score: float = 0.5) -> tuple[list[Image.Image], np.ndarray]:
-    """Each photo's largest face, cropped as serving crops it; a photo without a face stays whole (RGB).
+def largest_faces(images, min_score: float = 0.5) -> list[tuple[Image.Image, Face | None]]:
+    """Each photo (RGB) with its largest face, or None where none is found: one detector for the whole list.
 
-    For scoring and training on photo data sets: one detector for the whole list. Returns the images and, per
-    photo, whether a face was found. `images` holds PIL images or `datasets` image dicts ({"bytes": ...}).
+    `images` holds PIL images or `datasets` image dicts ({"bytes": ...}).
     """
     import io
 
     detector = FaceDetector(min_score=min_score, max_faces=5)
-    out, found = [], []
+    out = []
     try:
         for img in images:
             img = img if isinstance(img, Image.Image) else Image.open(io.BytesIO(img["bytes"]))
             rgb = img.convert("RGB")
             faces = detector.detect(rgb)
-            if faces:
-                face = max(faces, key=lambda f: f.box[2] * f.box[3])
-                rgb = crop_face(rgb, face, margin, align_eyes, offset_y)
-            out.append(rgb)
-            found.append(bool(faces))
+            out.append((rgb, max(faces, key=lambda f: f.box[2] * f.box[3]) if faces else None))
     finally:
         detector.close()
-    return out, np.array(found, dtype=bool)
+    return out
+
+
+def crop_largest_faces(images, margin: float, align_eyes: bool = True, offset_y: float = 0.0,
+                       min_score: float = 0.5) -> tuple[list[Image.Image], np.ndarray]:
+    """Each photo's largest face, cropped as serving crops it; a photo without a face stays whole (RGB).
+
+    For scoring and training on photo data sets. Returns the images and, per photo, whether a face was found.
+    """
+    found = largest_faces(images, min_score)
+    return crops_of(found, margin, align_eyes, offset_y), np.array([f is not None for _, f in found], dtype=bool)
+
+
+def crops_of(found: list[tuple[Image.Image, Face | None]], margin: float, align_eyes: bool = True,
+             offset_y: float = 0.0) -> list[Image.Image]:
+    """`largest_faces`' photos cut around their face (a photo without one stays whole)."""
+    return [rgb if face is None else crop_face(rgb, face, margin, align_eyes, offset_y) for rgb, face in found]
 
 
 def calibrated(view_score: float) -> float:

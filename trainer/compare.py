@@ -49,11 +49,12 @@ def detect_and_crop(split: FaceSplit, info) -> tuple[FaceSplit, int]:
 def other_framings(photos: FaceSplit) -> dict[str, FaceSplit]:
     """The photos' largest faces cut as FRAMINGS says, each framing a split of ready crops (rows without a face
     stay whole)."""
-    from emotion.faces import crop_largest_faces
+    from emotion.faces import crops_of, largest_faces
 
+    found = largest_faces(photos.images)  # detected once, cut once per framing
     out = {}
     for name, (margin, align, offset, size) in FRAMINGS.items():
-        crops, _ = crop_largest_faces(photos.images, margin, align, offset)
+        crops = crops_of(found, margin, align, offset)
         if size:
             crops = [c.convert("L").resize((size, size), Image.BOX) for c in crops]
         out[name] = FaceSplit(crops, photos.targets, photos.labels, views=photos.views)

@@ -15,6 +15,7 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from emotion import EmotionError, ImageTooLargeError
+from emotion.faces import RANGES
 from emotion.images import SEND_INSTEAD, load_image
 
 from .models import ModelRegistry
@@ -29,7 +30,7 @@ MAX_FACES = 100
 BOX_KEYS = ("x", "y", "w", "h")
 INTERNAL_ERROR = "internal error (logged on the server): retry, or report it with the time of the request"
 OPTIONS_HELP = (f"options: model (see GET /api/models), max_faces (1..{MAX_FACES}), min_detection_score (0..1), "
-                "range (auto, short or full), and a crop box x, y, w, h in pixels (all four, or none)")
+                f"range ({', '.join(RANGES)}), and a crop box x, y, w, h in pixels (all four, or none)")
 
 
 class OptionsError(EmotionError):
@@ -44,7 +45,7 @@ class PredictOptions(BaseModel):
     model: str | None = Field(None, description="a model id or source from GET /api/models; default if omitted")
     max_faces: int | None = Field(None, ge=1, le=MAX_FACES, description="keep at most this many faces")
     min_detection_score: float | None = Field(None, ge=0, le=1, description="drop detections scoring below this")
-    range: Literal["auto", "short", "full"] | None = Field(  # noqa: A003
+    range: Literal[RANGES] | None = Field(  # noqa: A003
         None, description="face search: 'auto' (default: near, far and small faces), 'short' (faces at least ~15% "
                           "of the photo's long side: selfies, portraits; fastest on big photos), 'full' (no "
                           "short-range pass)")
