@@ -15,7 +15,7 @@ def photo_with_context(context: float, side: int = 100) -> Image.Image:
 
 def test_without_a_draw_the_serving_crop_comes_back_exactly():
     img = photo_with_context(0.2)
-    crop = augment.reframe(img, 0.2, None, 0.75)
+    crop = augment.reframe(img, 0.2, None, scale_min=0.75, scale_max=1.4, shift=0.1)
     assert crop.size == (100, 100)
     assert np.array_equal(np.asarray(crop), np.asarray(img)[20:120, 20:120])
 
@@ -24,7 +24,7 @@ def test_without_a_draw_the_serving_crop_comes_back_exactly():
 def test_crops_range_from_tight_to_the_configured_loosest(scale_max):
     img = photo_with_context(0.2)
     rng = np.random.default_rng(0)
-    sides = np.array([augment.reframe(img, 0.2, rng, 0.75, scale_max).width / 100 for _ in range(400)])
+    sides = np.array([augment.reframe(img, 0.2, rng, scale_min=0.75, scale_max=scale_max).width / 100 for _ in range(400)])
     assert sides.min() == pytest.approx(np.sqrt(0.75), abs=0.03)  # tightest: 75% of the serving crop's area
     assert sides.max() == pytest.approx(scale_max, abs=0.03)
     assert sides.max() <= scale_max + 0.01
@@ -36,7 +36,7 @@ def test_the_centre_moves_by_at_most_the_configured_shift():
         rng = np.random.default_rng(1)
         corners = []
         for _ in range(200):
-            crop = np.asarray(augment.reframe(img, 0.2, rng, 1.0, 1.0, shift), dtype=int)  # side fixed at 100
+            crop = np.asarray(augment.reframe(img, 0.2, rng, shift=shift), dtype=int)  # side fixed at 100
             corners.append(crop[0, 0] - 40)  # the gradient's value at the corner: offset x + offset y from centred
         corners = np.array(corners)
         assert np.abs(corners).max() <= round(2 * shift * 100) + 2

@@ -21,13 +21,14 @@ from PIL import Image, ImageFilter
 FAMILIES = ("framing", "geometry", "light", "degrade", "gray", "occlusion")
 
 
-def reframe(img: Image.Image, context: float, rng: np.random.Generator | None, scale_min: float,
-            scale_max: float = 1.2, shift: float = 0.06) -> Image.Image:
+def reframe(img: Image.Image, context: float, rng: np.random.Generator | None = None, *, scale_min: float = 1.0,
+            scale_max: float = 1.0, shift: float = 0.0) -> Image.Image:
     """The serving crop out of an image holding `context` extra margin per side, randomly re-framed when `rng`.
 
     Without `rng` this is the exact serving crop. With it, the side varies from `scale_min` (tight, in area) to
     `scale_max` (loose, in side) of the serving crop and the centre moves by up to `shift` of it: the detector's box
-    jitters by about 6%, and other tools' crops (tight 48 px sets, aligned film faces) frame faces differently.
+    jitters by about 6%, and other tools' crops (tight 48 px sets, aligned film faces) frame faces differently. The
+    defaults vary nothing; training passes TrainConfig's `scale_min`, `scale_max` and `shift`.
     """
     w, h = img.size
     base = w / (1 + 2 * context) if context else w  # the serving crop's side in this image's pixels

@@ -193,7 +193,7 @@ class FaceDataset(torch.utils.data.Dataset):
         i, rng = (key, None) if isinstance(key, (int, np.integer)) else (key[0], np.random.default_rng(key[1:]))
         img = self.split.images[i]
         context = 0.0 if self.split.context is None else float(self.split.context[i])
-        x = to_tensor(self.augmented(img, context, rng) if rng is not None else augment.reframe(img, context, None, 1),
+        x = to_tensor(self.augmented(img, context, rng) if rng is not None else augment.reframe(img, context),
                       self.info)
         if rng is not None and "occlusion" in self.families:
             x = augment.occlusion(x, rng, self.cfg.erase)
@@ -203,7 +203,8 @@ class FaceDataset(torch.utils.data.Dataset):
     def augmented(self, img: Image.Image, context: float, rng: np.random.Generator) -> Image.Image:
         """The configured augmentation families, at the training data's native size (48 px for FER+)."""
         cfg, fam, size = self.cfg, self.families, self.info.native_size
-        img = augment.reframe(img, context, rng if "framing" in fam else None, cfg.scale_min, cfg.scale_max, cfg.shift)
+        img = augment.reframe(img, context, rng if "framing" in fam else None, scale_min=cfg.scale_min,
+                              scale_max=cfg.scale_max, shift=cfg.shift)
         img = augment.to_gray(img, rng if "gray" in fam else None)
         img = img.resize((size, size), Image.BOX if img.width > size else Image.BILINEAR)
         if "geometry" in fam:
