@@ -106,16 +106,22 @@ def test_options_come_from_query_form_or_json_and_no_face_is_200_empty(client, a
     assert r.json()["faces"] == []
 
 
-def test_range_short_skips_the_search_for_small_faces_and_a_bad_range_is_422(client, astronaut):
-    """A face ~3% of a big photo's side: the default search finds it, range=short (selfies: the fast path) does
-    not look for it; anything but auto/short/full is refused naming the choices."""
+@pytest.fixture(scope="module")
+def small_face_png(astronaut) -> bytes:
+    """A face ~3% of a big photo's side: the default search finds it, range=short does not look for it."""
     canvas = Image.new("RGB", (1600, 1000), (128, 128, 128))
     canvas.paste(Image.fromarray(astronaut).resize((260, 260)), (700, 400))  # her face ~50 px: 3% of the side
     buf = io.BytesIO()
     canvas.save(buf, "PNG")
-    found = {r: client.post("/api/predict", params={"range": r}, **upload(buf.getvalue())) for r in ("auto", "short")}
+    return buf.getvalue()
+
+
+def test_range_short_skips_the_search_for_small_faces_and_a_bad_range_is_422(client, small_face_png):
+    """range=short (selfies: the fast path) skips the search for small faces; anything but auto/short/full is
+    refused naming the choices."""
+    found = {r: client.post("/api/predict", params={"range": r}, **upload(small_face_png)) for r in ("auto", "short")}
     assert [len(found[r].json()["faces"]) for r in ("auto", "short")] == [1, 0], {r: v.text for r, v in found.items()}
-    bad = client.post("/api/predict", params={"range": "sideways"}, **upload(buf.getvalue()))
+    bad = client.post("/api/predict", params={"range": "sideways"}, **upload(small_face_png))
     assert bad.status_code == 422 and "range" in bad.json()["error"] and "short" in bad.json()["error"], bad.text
 
 
@@ -264,13 +270,29 @@ def gradio_upload(client, name: str, content: bytes) -> dict:
 def test_gradio_api_lists_predict_with_its_options(client):
     info = client.get("/gradio_api/info").json()
     params = [p["parameter_name"] for p in info["named_endpoints"]["/predict"]["parameters"]]
-    assert params == ["image", "model", "max_faces", "min_detection_score"]
+    assert params == ["image", "model", "max_faces", "min_detection_score", "range"]
+
+
+def test_the_ui_face_search_is_the_rest_range_option(client, small_face_png, tiny_model):
+    """The UI's Face search (and gradio_client's `range`) searches as REST's `range` does; a forged value gets the
+    REST message naming the choices."""
+    found = {}
+    for r in ("auto", "short"):
+        event, data = gradio_call(client, "predict", [gradio_upload(client, "big.png", small_face_png),
+                                                      tiny_model.name, 20, 0.5, r])
+        assert event == "complete", data
+        found[r] = len(data[0]["faces"])
+    assert found == {"auto": 1, "short": 0}
+    event, data = gradio_call(client, "predict", [gradio_upload(client, "big.png", small_face_png), tiny_model.name,
+                                                  20, 0.5, "sideways"])
+    rest = client.post("/api/predict", params={"range": "sideways"}, **upload(small_face_png)).json()["error"]
+    assert event == "error" and data["error"] == rest
 
 
 def test_gradio_predict_returns_the_rest_json_and_the_same_errors(client, astronaut_png, tiny_model):
     rest = client.post("/api/predict", **upload(astronaut_png)).json()
     event, data = gradio_call(client, "predict", [gradio_upload(client, "a.png", astronaut_png), tiny_model.name,
-                                                  20, 0.5])
+                                                  20, 0.5, "auto"])
     assert event == "complete"
     result = data[0]
     assert set(result) == set(rest) and result["model"] == rest["model"]
@@ -279,7 +301,8 @@ def test_gradio_predict_returns_the_rest_json_and_the_same_errors(client, astron
 
     bad = b"hello, not a picture"
     rest_error = client.post("/api/predict", **upload(bad, "notes.txt", "text/plain")).json()["error"]
-    event, data = gradio_call(client, "predict", [gradio_upload(client, "notes.txt", bad), tiny_model.name, 20, 0.5])
+    event, data = gradio_call(client, "predict", [gradio_upload(client, "notes.txt", bad), tiny_model.name, 20, 0.5,
+                                                  "auto"])
     assert event == "error" and data["error"] == rest_error
 
 
@@ -311,7 +334,7 @@ def test_an_upload_is_decoded_once_per_rest_request_and_per_ui_photo_event(clien
     assert len(passes) == 1, passes
     passes.clear()
     ref = gradio_upload(client, "a.png", astronaut_png)  # the Photo tab: predict, then draw on the same upload
-    event, data = gradio_call(client, "predict", [ref, tiny_model.name, 20, 0.5])
+    event, data = gradio_call(client, "predict", [ref, tiny_model.name, 20, 0.5, "auto"])
     assert event == "complete"
     status, text = queue_event(client, "show", [ref, data[0]])
     assert status == 200 and "/gradio_api/file=" in text and "1 face" in text, text
@@ -390,9 +413,9 @@ def forged(path: str, meta: bool) -> dict:
 
 
 EVENTS = {  # every UI event that takes a file, with the data it expects around the file reference
-    "predict": lambda ref, model: [ref, model, 20, 0.5],
+    "predict": lambda ref, model: [ref, model, 20, 0.5, "auto"],
     "predict_crop": lambda ref, model: [{"background": ref, "layers": [], "composite": None}, model],
-    "live_frame": lambda ref, model: [ref, model, 20, 0.5],
+    "live_frame": lambda ref, model: [ref, model, 20, 0.5, "auto"],
     "to_editor": lambda ref, model: [ref],
     "predict_video": lambda ref, model: [ref, model, "fps", 5, 20, 0.5],
 }
@@ -412,7 +435,7 @@ def test_ui_events_never_read_a_file_the_caller_did_not_upload(client, canaries,
 
 def test_a_forged_reference_is_a_400_that_says_to_upload(client, canaries, tiny_model):
     r = client.post("/gradio_api/call/predict", json={"data": [forged(canaries["image"], True), tiny_model.name,
-                                                               20, 0.5]})
+                                                               20, 0.5, "auto"]})
     assert r.status_code == 400 and "not uploaded to this server" in r.json()["error"]
     assert "handle_file" in r.json()["error"]
 
@@ -422,7 +445,7 @@ def test_the_shipped_example_and_uploads_are_accepted(client, astronaut_png, tin
     dataset = next(c for c in client.get("/config").json()["components"] if c["type"] == "dataset")
     example = dataset["props"]["samples"][0][0]
     assert example["path"].endswith("astronaut.jpg")
-    event, data = gradio_call(client, "predict", [example, tiny_model.name, 20, 0.5])
+    event, data = gradio_call(client, "predict", [example, tiny_model.name, 20, 0.5, "auto"])
     assert event == "complete" and len(data[0]["faces"]) == 1
     status, text = queue_event(client, "to_editor", [gradio_upload(client, "a.png", astronaut_png)])
     assert status == 200 and "/gradio_api/file=" in text
@@ -464,7 +487,7 @@ def test_a_full_inference_queue_answers_503_with_retry_after(client, astronaut_p
     monkeypatch.setattr(client.app.state.pool, "capacity", 0)
     r = client.post("/api/predict", **upload(astronaut_png))
     assert r.status_code == 503 and "busy" in r.json()["error"] and int(r.headers["Retry-After"]) > 0
-    event, data = gradio_call(client, "predict", [gradio_upload(client, "a.png", astronaut_png), None, 20, 0.5])
+    event, data = gradio_call(client, "predict", [gradio_upload(client, "a.png", astronaut_png), None, 20, 0.5, "auto"])
     assert event == "error" and "busy" in data["error"]
 
 

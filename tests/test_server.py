@@ -104,10 +104,12 @@ def test_gradio_client_predict(server, astronaut_file):
     client = Client(server, verbose=False)
     try:
         result = client.predict(handle_file(str(astronaut_file)), api_name="/predict")
+        near = client.predict(handle_file(str(astronaut_file)), max_faces=1, range="short", api_name="/predict")
     finally:
         client.close()  # its heartbeat stream would otherwise hold the server's shutdown
     assert len(result["faces"]) == 1 and result["faces"][0]["emotion"] in LABELS
     assert result["image_size"] == {"width": 512, "height": 512}
+    assert near["faces"][0]["box"] == result["faces"][0]["box"]  # options by name, as README shows
 
 
 def test_browser_shows_the_emotion_of_the_one_face(server, astronaut_file, tmp_path):
@@ -188,7 +190,8 @@ def test_forged_fifo_and_device_references_never_block_the_server(app_process, t
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
     for path in (str(fifo), "/dev/zero"):
-        for name, data in (("to_editor", lambda ref: [ref]), ("predict", lambda ref: [ref, tiny_model.name, 20, 0.5])):
+        for name, data in (("to_editor", lambda ref: [ref]),
+                           ("predict", lambda ref: [ref, tiny_model.name, 20, 0.5, "auto"])):
             ref = {"path": path, "meta": {"_type": "gradio.FileData"}}
             try:
                 join_event(url, name, data(ref), timeout=3)
@@ -212,7 +215,7 @@ def test_a_decompression_bomb_is_refused_by_every_component_in_bounded_memory(ap
     else:
         path = requests.post(f"{url}/gradio_api/upload", files={"files": ("bomb.png", bomb)}, timeout=30).json()[0]
         ref = {"path": path, "orig_name": "bomb.png", "meta": {"_type": "gradio.FileData"}}
-        data = ([ref, tiny_model.name, 20, 0.5] if event == "live_frame"
+        data = ([ref, tiny_model.name, 20, 0.5, "auto"] if event == "live_frame"
                 else [{"background": ref, "layers": [], "composite": None}, tiny_model.name])
         join_event(url, event, data, timeout=60)
     assert requests.get(f"{url}/api/health", timeout=5).status_code == 200

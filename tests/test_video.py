@@ -227,7 +227,7 @@ def test_a_webcam_session_keeps_no_ended_tracks(tiny_model, astronaut, monkeypat
     tracker, frames = None, (data_url(astronaut), data_url(np.full_like(astronaut, 128)))
     for _ in range(6):
         for frame in frames:
-            _, _, tracker = handlers.live_frame(frame, "tiny", 20, 0.5, tracker)
+            _, _, tracker = handlers.live_frame(frame, "tiny", 20, 0.5, "short", tracker)
     assert tracker.tracks() == []  # six faces came and left; nothing is kept
 
 
@@ -366,5 +366,6 @@ def test_a_photo_over_its_limit_is_refused_by_size_though_the_page_takes_videos_
     from webapp.service import MAX_UPLOAD_BYTES, megabytes
 
     big = b"\x89PNG\r\n\x1a\n" + bytes(MAX_UPLOAD_BYTES)  # never opened: refused by its size
-    event, data = gradio_call(client, "predict", [gradio_upload(client, "big.png", big), tiny_model.name, 20, 0.5])
+    event, data = gradio_call(client, "predict", [gradio_upload(client, "big.png", big), tiny_model.name, 20, 0.5,
+                                                  "auto"])
     assert event == "error" and f"above the limit of {megabytes(MAX_UPLOAD_BYTES)}" in data["error"], data

@@ -18,6 +18,7 @@ import gradio as gr
 from PIL import Image
 
 from emotion import EmotionError
+from emotion.faces import RANGES
 from emotion.images import MAX_PIXELS, load_image
 from emotion.video import FaceTracker
 
@@ -34,6 +35,7 @@ from .video_ui import build_video_tab
 log = logging.getLogger(__name__)
 
 DELETE_CACHE = (300, 900)  # every 5 min, uploads and results older than 15 min are deleted (all at shutdown)
+FACE_SEARCH = [({"auto": "Auto", "short": "Near", "full": "Far"}[r], r) for r in RANGES]  # the Face search choices
 MAX_CHARTS = 12  # per-face charts drawn; the JSON always has every face
 INTRO = """# Emotion Detection
 Finds every face in a photo and estimates its expression over 8 emotions (anger, contempt, disgust, fear, happy,
@@ -159,20 +161,22 @@ class Handlers:
                 return self.pool.call(fn, *args)
         return run
 
-    def predict_json(self, image, model, max_faces, min_detection_score) -> dict:
-        options = parse_options({"model": model, "max_faces": max_faces, "min_detection_score": min_detection_score})
+    def predict_json(self, image, model, max_faces, min_detection_score, range="auto") -> dict:  # noqa: A002
+        options = photo_options(model, max_faces, min_detection_score, range)
         result, img = predict_with_image(self.registry, image_source(image), options)
         self.previews.keep(image, img)
         return result
 
-    def predict(self, image, model, max_faces, min_detection_score, progress=gr.Progress()) -> dict:
+    def predict(self, image, model, max_faces, min_detection_score, range="auto",  # noqa: A002
+                progress=gr.Progress()) -> dict:
         """Every face in the image with its box, emotion, confidence, uncertain flag and 8 probabilities."""
         if not self.registry.is_loaded(model or None):
             progress(0, desc="Loading the model (first request only)…")
-        return self.predict_json(image, model, max_faces, min_detection_score)
+        return self.predict_json(image, model, max_faces, min_detection_score, range)
 
-    def predict_if_image(self, image, model, max_faces, min_detection_score, progress=gr.Progress()):
-        return None if image is None else self.predict(image, model, max_faces, min_detection_score, progress)
+    def predict_if_image(self, image, model, max_faces, min_detection_score, range="auto",  # noqa: A002
+                         progress=gr.Progress()):
+        return None if image is None else self.predict(image, model, max_faces, min_detection_score, range, progress)
 
     def draw(self, image, result):
         img = self.previews.take(image) or load_image(image_source(image))  # decoded by predict_json, if kept
@@ -183,11 +187,11 @@ class Handlers:
             return None, "", gr.Button(visible=False)
         return self.draw(image, result), render.summary(result), gr.Button(visible=not result["faces"])
 
-    def live_frame(self, frame, model, max_faces, min_detection_score, tracker):
+    def live_frame(self, frame, model, max_faces, min_detection_score, range, tracker):  # noqa: A002
         if frame is None:
             return None, "", tracker
         img = load_image(image_source(frame))
-        options = parse_options({"model": model, "max_faces": max_faces, "min_detection_score": min_detection_score})
+        options = photo_options(model, max_faces, min_detection_score, range)
         # One per browser session: smooths each face along its track; ended tracks are dropped (no summary here).
         tracker = tracker or FaceTracker(keep_closed=0)
         threshold = self.registry.get(options.model)[1].info.uncertain_threshold
@@ -202,6 +206,12 @@ class Handlers:
         box = strokes_box(editor.get("layers")) or (0, 0, img.width, img.height)
         result = predict_image(self.registry, img, parse_options({"model": model}, {"box": box}))
         return result, render.preview(img, result["faces"]), render.summary(result)
+
+
+def photo_options(model, max_faces, min_detection_score, range):  # noqa: A002
+    """The options row as the REST API's options, validated the same way (a forged event gets the same message)."""
+    return parse_options({"model": model, "max_faces": max_faces, "min_detection_score": min_detection_score,
+                          "range": range})
 
 
 def to_editor(image):
@@ -225,6 +235,8 @@ def build_ui(registry: ModelRegistry, pool: InferencePool) -> gr.Blocks:
                                 elem_id="model", info=None if choices else "No model configured: set EMOTION_MODEL")
             max_faces = gr.Slider(1, MAX_FACES, value=20, step=1, label="Max faces")
             min_score = gr.Slider(0.05, 1.0, value=0.5, step=0.05, label="Min detection score")
+            face_range = gr.Radio(FACE_SEARCH, value="auto", label="Face search", min_width=240,
+                                  info="Near: selfies and portraits, fastest on big photos. Far: groups, no near pass.")
         with gr.Tabs() as tabs:
             with gr.Tab("Photo", id="photo"):
                 with gr.Row():
@@ -269,20 +281,21 @@ def build_ui(registry: ModelRegistry, pool: InferencePool) -> gr.Blocks:
                             crop_result.render()
             build_video_tab(registry, h.bounded, model, max_faces, min_score)
 
-        inputs = [photo, model, max_faces, min_score]
+        inputs = [photo, model, max_faces, min_score, face_range]
         shown = [annotated, status, offer_crop]
         # preprocess=False: our loader reads the upload, so a bad file gets the same message as over REST.
         run.click(h.predict, inputs, result, api_name="predict", preprocess=False, concurrency_limit=2,
                   concurrency_id="inference").success(h.show, [photo, result], shown, preprocess=False,
                                                       api_visibility="private", concurrency_limit=None)
-        gr.on([photo.change, model.change, max_faces.release, min_score.release], h.predict_if_image, inputs,
-              result, preprocess=False, api_visibility="private", concurrency_limit=2, concurrency_id="inference",
-              trigger_mode="always_last").success(h.show, [photo, result], shown, preprocess=False,
-                                                  api_visibility="private", concurrency_limit=None)
+        changes = [photo.change, model.change, max_faces.release, min_score.release, face_range.change]
+        gr.on(changes, h.predict_if_image, inputs, result, preprocess=False, api_visibility="private",
+              concurrency_limit=2, concurrency_id="inference", trigger_mode="always_last",
+              ).success(h.show, [photo, result], shown, preprocess=False, api_visibility="private",
+                        concurrency_limit=None)
         offer_crop.click(to_editor, [photo], [editor, tabs], preprocess=False, api_visibility="private")
         # preprocess=False: Gradio would decode the frame itself, before our size check.
         tracker = gr.State(None)
-        cam.stream(h.live_frame, [cam, model, max_faces, min_score, tracker], [live, live_status, tracker],
+        cam.stream(h.live_frame, [cam, model, max_faces, min_score, face_range, tracker], [live, live_status, tracker],
                    stream_every=0.2, preprocess=False,
                    concurrency_limit=1, trigger_mode="always_last", time_limit=600, show_progress="hidden",
                    api_visibility="private")
