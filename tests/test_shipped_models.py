@@ -13,10 +13,10 @@ from emotion.sources import DEFAULT_FILE
 
 SLICE = 600  # the first 600 rows of FER+ validation
 # model folder -> minimum accuracy on SLICE (measured figure minus ~3 points; see README "Models")
-BARS = {"small_cnn": 0.81, "efficientnet_lite0": 0.73, "resnet50": 0.79}  # measured 0.835, 0.758, 0.823
+BARS = {"small_cnn": 0.81, "efficientnet_lite0": 0.73, "resnet50": 0.79}  # measured 0.843, 0.758, 0.823
 # The default model on the posed performers' validation photos, through the serving detector, rows whose raters
-# agree with the pose (issue #11's acceptance set): measured 0.811 when shipped.
-POSED_BAR = 0.78
+# agree with the pose (issue #11's acceptance set): measured 0.882 when shipped (every class's recall >= 0.74).
+POSED_BAR = 0.84
 
 shipped = shipped_models()
 
@@ -64,15 +64,20 @@ def test_the_default_model_reads_posed_and_subtle_faces(posed_dir):
     clean = result["splits"]["clean"]
     assert clean["accuracy"] >= POSED_BAR, clean["accuracy"]
     assert clean["per_class"]["neutral"]["recall"] >= 0.9  # calm faces stay neutral
+    # issue #11: every posed class is read, the one clean fear row included (the three-stage fine-tune read it as
+    # sad: fear recall 0.00; the model trained from scratch on the mix reads every class at 0.74 or more)
+    recalls = {c: m["recall"] for c, m in clean["per_class"].items() if m["support"]}
+    assert min(recalls.values()) >= 0.5, recalls
 
 
 def test_the_default_model_reads_faces_cropped_looser_than_serving_crops_them(posed_dir):
     """Faces cut by another tool and sent as ready crops (a quarter of the box added on each side, not aligned: how
     film-face sets frame them) are read nearly as well as serving's own crop. The stage-2 model called more of them
-    neutral and scored 0.569 on all 204 rows; the shipped one measured 0.623 (0.716 through serving's crop)."""
+    neutral and scored 0.569 on all 204 rows, the three-stage fine-tune 0.623; the shipped one measured 0.701 (0.770
+    through serving's crop)."""
     from trainer.compare import framing_accuracy, load_eval_split, other_framings
 
     split = load_eval_split(str(posed_dir), "validation", photos=True)
     accuracy = framing_accuracy(shipped[DEFAULT_FILE.read_text().strip()], other_framings(split))
-    assert accuracy["loose"] >= 0.60, accuracy
-    assert accuracy["tight"] >= 0.68, accuracy  # tight unaligned 48 px crops: 0.716 for both models
+    assert accuracy["loose"] >= 0.66, accuracy
+    assert accuracy["tight"] >= 0.72, accuracy  # tight unaligned 48 px crops: 0.760 (the fine-tunes: 0.716)
