@@ -35,7 +35,7 @@ from .video_ui import build_video_tab
 log = logging.getLogger(__name__)
 
 DELETE_CACHE = (300, 900)  # every 5 min, uploads and results older than 15 min are deleted (all at shutdown)
-FACE_SEARCH = [({"auto": "Auto", "short": "Near", "full": "Far"}[r], r) for r in RANGES]  # the Face search choices
+FACE_SEARCH = [(name, r) for r, name in {"auto": "Auto", "short": "Near", "full": "Far"}.items() if r in RANGES]
 MAX_CHARTS = 12  # per-face charts drawn; the JSON always has every face
 INTRO = """# Emotion Detection
 Finds every face in a photo and estimates its expression over 8 emotions (anger, contempt, disgust, fear, happy,
@@ -235,8 +235,8 @@ def build_ui(registry: ModelRegistry, pool: InferencePool) -> gr.Blocks:
                                 elem_id="model", info=None if choices else "No model configured: set EMOTION_MODEL")
             max_faces = gr.Slider(1, MAX_FACES, value=20, step=1, label="Max faces")
             min_score = gr.Slider(0.05, 1.0, value=0.5, step=0.05, label="Min detection score")
-            face_range = gr.Radio(FACE_SEARCH, value="auto", label="Face search", min_width=240,
-                                  info="Near: selfies and portraits, fastest on big photos. Far: groups, no near pass.")
+            face_range = gr.Radio(FACE_SEARCH, value="auto", label="Face search", min_width=300,
+                                  info="Near: selfies, fastest. Far: groups.")
         with gr.Tabs() as tabs:
             with gr.Tab("Photo", id="photo"):
                 with gr.Row():
