@@ -161,20 +161,20 @@ class Handlers:
                 return self.pool.call(fn, *args)
         return run
 
-    def predict_json(self, image, model, max_faces, min_detection_score, range="auto") -> dict:  # noqa: A002
+    def predict_json(self, image, model, max_faces, min_detection_score, range) -> dict:  # noqa: A002
         options = photo_options(model, max_faces, min_detection_score, range)
         result, img = predict_with_image(self.registry, image_source(image), options)
         self.previews.keep(image, img)
         return result
 
-    def predict(self, image, model, max_faces, min_detection_score, range="auto",  # noqa: A002
+    def predict(self, image, model, max_faces, min_detection_score, range,  # noqa: A002
                 progress=gr.Progress()) -> dict:
         """Every face in the image with its box, emotion, confidence, uncertain flag and 8 probabilities."""
         if not self.registry.is_loaded(model or None):
             progress(0, desc="Loading the model (first request only)…")
         return self.predict_json(image, model, max_faces, min_detection_score, range)
 
-    def predict_if_image(self, image, model, max_faces, min_detection_score, range="auto",  # noqa: A002
+    def predict_if_image(self, image, model, max_faces, min_detection_score, range,  # noqa: A002
                          progress=gr.Progress()):
         return None if image is None else self.predict(image, model, max_faces, min_detection_score, range, progress)
 
