@@ -17,7 +17,7 @@ from .data import DataError  # noqa: E402
 from .distributed import launched_rank  # noqa: E402
 from .modeling import InitError  # noqa: E402
 
-COMMANDS = ("train", "evaluate", "compare", "push")
+COMMANDS = ("train", "loso", "evaluate", "compare", "push")
 DATA_HELP = "Hub dataset id, a folder of parquet shards, or an image folder [default: ../shared/data/ferplus]"
 
 
@@ -32,6 +32,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--push-to-hub", metavar="ORG/NAME", help="upload the export to this Hub repo when done")
     t.add_argument("--private", action="store_true", help="with --push-to-hub: create the Hub repo private")
     t.add_argument("--revision", help="with --push-to-hub: the branch to upload to (default: main)")
+    lo = sub.add_parser("loso", help="leave-one-source-out: train without each source, score on it (rerun to resume)",
+                        description="For each source of a multi-source --config (or those given with --hold-out), "
+                        "train the same recipe without it and score the export on every row of it; writes "
+                        "OUTPUT_DIR-loso.json and OUTPUT_DIR-loso.md. Options override the config as for train.",
+                        allow_abbrev=False)
+    add_config_args(lo)
+    lo.add_argument("--hold-out", nargs="+", metavar="SOURCE", help="only these sources (default: every one)")
     e = sub.add_parser("evaluate", help="evaluate an exported model on a data set", allow_abbrev=False)
     e.add_argument("--model", required=True, help="local-dir:/path or hf-hub:org/name[@rev]")
     e.add_argument("--data", default="../shared/data/ferplus", help=DATA_HELP)
@@ -85,6 +92,11 @@ def _dispatch(args: argparse.Namespace) -> int:
             from .hub import push_to_hub
 
             print(push_to_hub(export_dir, args.push_to_hub, private=args.private, revision=args.revision))
+        return 0
+    if args.command == "loso":
+        from .loso import loso_table, run_loso
+
+        print(loso_table(run_loso(resolve_config(args), args.hold_out)))
         return 0
     if args.command == "push":
         from .hub import push_to_hub

@@ -84,6 +84,7 @@ class TrainConfig:
     recalibrate_bn: bool = False  # after training: BatchNorm statistics from un-augmented training faces
     interpolate: str = "none"  # 'fit': average the tuned weights with init's (WiSE-FT), weight chosen on select_on
     neutral_bias: str = "none"  # 'fit': a logit bias on neutral chosen on the select_on mix, written to config.json; 'none'
+    contempt_bias: str = "none"  # 'fit': the same for contempt (after neutral's): a one-class contempt source shifts the prior
     # run
     output_dir: str = "runs/small_cnn"  # checkpoints, logs and export/ go here; rerunning resumes from it
     seed: int = 42  # seeds the split, sampling, augmentation and initialisation
@@ -121,6 +122,7 @@ class TrainConfig:
             ("ckpt_every", self.ckpt_every >= 1, "an integer >= 1"),
             ("select_metric", self.select_metric in ("macro_f1", "accuracy"), "macro_f1 or accuracy"),
             ("neutral_bias", self.neutral_bias in ("none", "fit"), "none or fit"),
+            ("contempt_bias", self.contempt_bias in ("none", "fit"), "none or fit"),
             ("interpolate", self.interpolate in ("none", "fit") and (self.interpolate == "none" or self.init),
              "none, or fit together with init: (the weights to interpolate with)"),
             ("augment", isinstance(self.augment, list) and set(self.augment) <= set(AUGMENT_FAMILIES),

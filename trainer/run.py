@@ -15,7 +15,7 @@ from .config import TrainConfig
 from .data import FaceSplit, load_splits
 from .evaluation import compute_metrics, expected_calibration_error, fit_temperature, predict_logits, softmax
 from .export import export_model
-from .posthoc import fit_interpolation, fit_neutral_bias, recalibrate_bn
+from .posthoc import CONTEMPT_GRID, fit_class_bias, fit_interpolation, fit_neutral_bias, recalibrate_bn
 from .train import Trainer
 
 log = logging.getLogger(__name__)
@@ -33,10 +33,11 @@ def evaluate_splits(model, info, vals: FaceSplit | dict[str, FaceSplit], device:
     sweep = None
     if cfg is not None and cfg.neutral_bias == "fit":
         sweep = fit_neutral_bias(logits, vals, info.labels, cfg)
-        shift = np.zeros(len(info.labels), np.float32)
-        shift[info.labels.index("neutral")] = sweep["chosen"]
-        logits = {k: v + shift for k, v in logits.items()}
-        info.logit_bias = {"neutral": sweep["chosen"]} if sweep["chosen"] else {}
+        logits = _shifted(logits, info, "neutral", sweep["chosen"])
+    if cfg is not None and cfg.contempt_bias == "fit":  # after neutral's: the two are fitted in turn, not jointly
+        contempt = fit_class_bias(logits, vals, info.labels, cfg, "contempt", CONTEMPT_GRID)
+        logits = _shifted(logits, info, "contempt", contempt["chosen"])
+        sweep = {**(sweep or {}), "contempt": contempt}
     temperature = fit_temperature(np.concatenate(list(logits.values())),
                                   np.concatenate([s.labels for s in vals.values()]))
     splits = {}
@@ -47,6 +48,14 @@ def evaluate_splits(model, info, vals: FaceSplit | dict[str, FaceSplit], device:
             if rows.any() and not rows.all():
                 splits[f"{name}_{view}"] = compute_metrics(logits[name][rows], split.labels[rows], temperature)
     return splits, temperature, sweep
+
+
+def _shifted(logits: dict[str, np.ndarray], info, name: str, bias: float) -> dict[str, np.ndarray]:
+    """`logits` with `bias` added to class `name`, recorded in `info.logit_bias` (which serving adds)."""
+    shift = np.zeros(len(info.labels), np.float32)
+    shift[info.labels.index(name)] = bias
+    info.logit_bias = {k: v for k, v in {**info.logit_bias, name: bias}.items() if v}
+    return {k: v + shift for k, v in logits.items()}
 
 
 def describe_data(cfg: TrainConfig, source: dict) -> dict:

@@ -37,7 +37,10 @@ class SourceConfig:
     clean_column: str | None = None  # boolean column; rows where it is False are left out of `<name>_clean` reports
     train_clean_only: bool = False  # train on the clean rows only
     train_split: str = "train"
-    val_split: str = "validation"
+    val_split: str = "validation"  # when the data has no such split, `val_fraction` of train is cut off instead
+    val_fraction: float = 0.2  # share of train held out for validation where there is no validation split
+    group_column: str | None = None  # cut that validation by this column (a person: `subject`), never across it
+    report: str | None = None  # the report name; default `validation` for the first source, else `name`
 
     def __post_init__(self):
         import dataclasses
@@ -54,6 +57,8 @@ class SourceConfig:
             raise ConfigError(f"source {self.name}: weight={self.weight!r}, expected a number > 0")
         if not 0 <= self.context <= 1:
             raise ConfigError(f"source {self.name}: context={self.context!r}, expected a number in [0, 1]")
+        if not 0 < self.val_fraction < 1:
+            raise ConfigError(f"source {self.name}: val_fraction={self.val_fraction!r}, expected a number in (0, 1)")
         for names in (self.soft_names, self.classes):
             for n in names or []:
                 canonical(n)  # an unknown emotion name fails here, with the list of known ones
@@ -139,25 +144,58 @@ def decode_rows(ds, src: SourceConfig, crop: dict | None, train: bool):
 
 
 def report_name(index: int, src: SourceConfig, view: str | None = None) -> str:
-    """Report keys: the first source is `validation` (and `validation_<view>`), the others `<name>[_<view>]`."""
-    base = "validation" if index == 0 else src.name
+    """Report keys: the first source is `validation` (and `validation_<view>`), the others `<name>[_<view>]`;
+    `src.report` overrides (a leave-one-source-out arm keeps the full run's names)."""
+    base = src.report or ("validation" if index == 0 else src.name)
     return f"{base}_{view}" if view else base
+
+
+def group_split(ds, src: SourceConfig, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices (train, validation) of a source without a validation split: `val_fraction` of its groups (its
+    people, by `group_column`) or of its rows, drawn with `seed`. Near-identical frames of one person never straddle
+    the cut when a group column is given."""
+    from .data import DataError
+
+    if src.group_column is None:
+        keys = np.arange(len(ds))
+    elif src.group_column in ds.column_names:
+        keys = np.asarray([str(v) for v in ds[src.group_column]])
+    else:
+        raise DataError(f"source {src.name}: group_column {src.group_column!r} is not a column; it has "
+                        f"{', '.join(ds.column_names)}")
+    groups = np.unique(keys)
+    rng = np.random.default_rng(seed)
+    n_val = max(1, int(round(len(groups) * src.val_fraction)))
+    val_groups = set(rng.permutation(groups)[:n_val].tolist())
+    is_val = np.array([k in val_groups for k in keys.tolist()])
+    return np.flatnonzero(~is_val), np.flatnonzero(is_val)
+
+
+def source_splits(raw, src: SourceConfig, seed: int):
+    """(train rows, validation rows) of one source as `datasets` splits: its own, or cut by `group_split`."""
+    from .data import DataError
+
+    if src.train_split not in raw:
+        raise DataError(f"source {src.name}: no split {src.train_split!r} in {src.data}; it has {', '.join(raw)}")
+    tr = raw[src.train_split]
+    if src.val_split in raw:
+        return tr, raw[src.val_split]
+    keep, held = group_split(tr, src, seed)
+    log.info("source %s: no %r split; %d of %d rows cut off for validation%s", src.name, src.val_split, len(held),
+             len(tr), f" by {src.group_column}" if src.group_column else "")
+    return tr.select(keep), tr.select(held)
 
 
 def load_sources(cfg) -> tuple[Any, dict[str, Any], dict]:
     """All sources of `cfg.sources`: one train split (rows tagged with their source and class mask), validation
     per source (keyed by report name), and a description of each source for eval_results.json."""
-    from .data import DataError, FaceSplit, load_raw, pick_rows
+    from .data import FaceSplit, load_raw, pick_rows
 
     sources = [SourceConfig.parse(s) for s in cfg.sources]
     crop = {"margin": cfg.crop_margin, "offset_y": cfg.crop_offset_y}
     trains, masks, vals, described = [], [], {}, []
     for i, src in enumerate(sources):
-        raw = load_raw(src.data)
-        for split in (src.train_split, src.val_split):
-            if split not in raw:
-                raise DataError(f"source {src.name}: no split {split!r} in {src.data}; it has {', '.join(raw)}")
-        tr, va = raw[src.train_split], raw[src.val_split]
+        tr, va = source_splits(load_raw(src.data), src, cfg.seed)
         if src.train_clean_only and src.clean_column in tr.column_names:
             tr = tr.select(np.flatnonzero([v is not False for v in tr[src.clean_column]]))
         tr = tr.select(pick_rows(len(tr), cfg.max_train_samples, cfg.seed))

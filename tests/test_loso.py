@@ -1,0 +1,117 @@
+"""Leave-one-source-out (trainer/loso.py): an arm never trains, selects or calibrates on the source it is scored on;
+sources without a validation split are cut by person; the contempt bias is fitted like the neutral one."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from emotion.labels import LABELS
+from trainer.__main__ import main
+from trainer.config import ConfigError, TrainConfig
+from trainer.data import FaceSplit, load_raw
+from trainer.loso import arm_config, loso_table
+from trainer.posthoc import CONTEMPT_GRID, fit_class_bias
+from trainer.sources import SourceConfig, group_split, load_sources
+
+from test_sources import POSED_NAMES, ratings, votes, write_parquet_source
+
+
+@pytest.fixture(scope="module")
+def sources(tmp_path_factory):
+    root = tmp_path_factory.mktemp("loso")
+    a = write_parquet_source(root / "a", list(LABELS), votes, per_class=8, seed=0)
+    b = write_parquet_source(root / "b", POSED_NAMES + ["neutral"], ratings, per_class=6, seed=1)
+    return a, b
+
+
+def config(a: Path, b: Path, out: Path) -> dict:
+    return {
+        "model": "small_cnn", "output_dir": str(out), "img_size": 24, "epochs": 1, "batch_size": 16,
+        "lr": 0.003, "warmup_epochs": 0.1, "scale_min": 1.0, "rotate": 0, "export_dtype": "float32",
+        "augment": ["light"], "precision": "fp32", "neutral_bias": "fit",
+        "sources": [{"name": "fer", "data": str(a), "weight": 0.7},
+                    {"name": "posed", "data": str(b), "weight": 0.3, "soft_column": "shares",
+                     "soft_names": POSED_NAMES, "clean_column": "agrees"}],
+        "select_on": {"validation": 0.5, "posed_clean": 0.5}, "select_metric": "accuracy",
+        "select_floor": {"validation": 0.0, "posed": 0.0},
+    }
+
+
+def test_an_arm_drops_the_source_and_its_reports_and_keeps_the_others_names(sources, tmp_path):
+    cfg = TrainConfig(**config(*sources, tmp_path / "run"))
+    arm = arm_config(cfg, "fer")  # the first source: its report is `validation`
+    assert [s["name"] for s in arm.sources] == ["posed"]
+    assert arm.sources[0]["report"] == "posed"  # not renamed `validation` now that it comes first
+    assert arm.select_on == {"posed_clean": 0.5} and arm.select_floor == {"posed": 0.0}
+    assert arm.output_dir == f"{tmp_path / 'run'}-without-fer"
+    arm = arm_config(cfg, "posed")
+    assert arm.select_on == {"validation": 0.5} and arm.select_floor == {"validation": 0.0}
+    with pytest.raises(ConfigError, match="no such source"):
+        arm_config(cfg, "ckplus")
+
+
+def test_an_arm_loads_no_row_of_the_held_out_source(sources, tmp_path):
+    cfg = TrainConfig(**config(*sources, tmp_path / "run"))
+    train, vals, described = load_sources(arm_config(cfg, "posed"))
+    fer_rows = len(load_raw(str(sources[0]))["train"])
+    assert len(train) == fer_rows and set(np.unique(train.source)) == {0}
+    assert set(vals) == {"validation"} and [s["name"] for s in described["sources"]] == ["fer"]
+
+
+def test_loso_trains_each_arm_without_its_source_and_scores_every_row_of_it(sources, tmp_path):
+    path = tmp_path / "loso.yaml"
+    path.write_text(yaml.safe_dump(config(*sources, tmp_path / "run")))
+    assert main(["loso", "--config", str(path), "--workers", "0"]) == 0
+    results = json.loads((tmp_path / "run-loso.json").read_text())
+    assert set(results) == {"fer", "posed"}
+    raw = load_raw(str(sources[1]))
+    assert results["posed"]["trained_on"] == ["fer"]
+    assert results["posed"]["all"]["n"] == sum(len(raw[s]) for s in raw)  # every row: train and validation
+    trained = json.loads((tmp_path / "run-without-posed" / "export" / "eval_results.json").read_text())
+    assert [s["name"] for s in trained["dataset"]["sources"]] == ["fer"]
+    assert not any(k.startswith("posed") for k in trained["splits"])  # nor scored, selected or calibrated on it
+    table = (tmp_path / "run-loso.md").read_text()
+    assert "| posed | fer |" in table and "**mean**" in table
+
+
+def test_a_source_without_validation_is_cut_by_person_never_across_one():
+    import datasets
+
+    subjects = [f"S{i // 3:03d}" for i in range(60)]  # 20 people, 3 near-identical frames each
+    ds = datasets.Dataset.from_dict({"subject": subjects, "label": [0] * 60})
+    src = SourceConfig("ck", "unused", group_column="subject", val_fraction=0.25)
+    train, val = group_split(ds, src, seed=3)
+    assert len(train) + len(val) == 60
+    assert not {subjects[i] for i in train} & {subjects[i] for i in val}
+    assert len({subjects[i] for i in val}) == 5
+    again = group_split(ds, src, seed=3)
+    assert np.array_equal(again[1], val)  # seeded: a resumed run cuts the same people
+
+
+def test_the_contempt_bias_recovers_an_under_called_class_within_the_floor():
+    rng = np.random.default_rng(0)
+    n = 400
+    labels = rng.integers(0, len(LABELS), n)
+    logits = rng.normal(0, 0.3, (n, len(LABELS))).astype(np.float32)
+    logits[np.arange(n), labels] += 2.0
+    contempt = LABELS.index("contempt")
+    logits[:, contempt] -= 2.5  # a prior that calls contempt almost never
+    split = FaceSplit([None] * n, np.eye(len(LABELS), dtype=np.float32)[labels], labels)
+    cfg = TrainConfig(select_metric="accuracy")
+    fit = fit_class_bias({"validation": logits}, {"validation": split}, list(LABELS), cfg, "contempt", CONTEMPT_GRID,
+                         quiet=True)
+    assert fit["chosen"] >= 1.5
+    before = next(g for g in fit["grid"] if g["bias"] == 0.0)["reports"]["validation"]["accuracy"]
+    assert fit["grid"][CONTEMPT_GRID.index(fit["chosen"])]["reports"]["validation"]["accuracy"] > before
+    rows = labels == contempt
+    recall = lambda b: (np.argmax(logits[rows] + b * np.eye(len(LABELS))[contempt], 1) == contempt).mean()  # noqa
+    assert recall(fit["chosen"]) > recall(0.0) + 0.5
+
+
+def test_the_loso_table_shows_a_dash_for_classes_the_held_out_rows_lack():
+    per_class = {lab: {"recall": 0.5, "support": 3 if lab == "contempt" else 0} for lab in LABELS}
+    table = loso_table({"contempt": {"trained_on": ["fer"], "all": {"n": 3, "accuracy": 0.5, "macro_f1": 0.1,
+                                                                     "per_class": per_class}}})
+    assert "| contempt | fer | 3 | 0.500 | 0.100 | – | 0.50 | – | – |" in table
