@@ -37,7 +37,8 @@ smirk); a mean would halve them. The two sides stay apart in `blendshapes` for w
 Not in the table: AU23 (lip tightener) and AU25 (lips part) have no blendshape of their own (the lips narrowing
 without pressing or rolling; lips apart is implied by AU16/AU26); eye gaze (eyeLook*), mouthLeft/Right, mouthClose,
 mouthShrugUpper and _neutral are not facial actions FACS scores as AUs here. Blendshapes are not certified FACS
-coding: see docs/action_units.md for what was measured and where the mapping fails.
+coding: measured on posed photos (docs/action_units.md), AU12, AU1, AU2, AU26 follow the posed emotions; AU6 and
+AU9 never move (the model's cheekSquint and noseSneer stay at 0), AU24 does not separate anger from happy.
 """
 from __future__ import annotations
 
