@@ -112,12 +112,13 @@ def print_checks(tables: dict[str, dict]) -> None:
 def acceptance(validation: list[dict]) -> None:
     """The issue's check on the first 10 anger and 10 happy validation photos (and on all), max (shipped) and mean."""
     print("\n### Acceptance: posed anger vs posed happy photos of the performers' validation split\n")
-    print("| photos | left/right combined by | AU4 anger | AU4 happy | difference (>= 0.03) | AU12 anger | AU12 happy | "
-          "difference (>= 0.3) |\n|---|---|---|---|---|---|---|---|")
+    print("| photos | left/right combined by | AU4 anger | AU4 happy | difference (>= 0.03) | AU12 anger | "
+          "AU12 happy | difference (>= 0.3) |\n|---|---|---|---|---|---|---|---|")
     for count in (10, None):
         picked = {e: [r for r in validation if r["label"] == EMOTIONS.index(e) and r["au"] and r["au"].blendshapes]
                   [:count] for e in ("anger", "happy")}
-        what = f"first {count} of each" if count else f"all ({len(picked['anger'])} anger, {len(picked['happy'])} happy)"
+        what = (f"first {count} of each" if count else
+                f"all ({len(picked['anger'])} anger, {len(picked['happy'])} happy)")
         for how, fn in (("max (shipped)", max), ("mean", lambda a, b: (a + b) / 2)):
             m = {(au, e): np.mean([fn(*(r["au"].blendshapes[n] for n in AU_TABLE[au])) for r in picked[e]])
                  for au in ("AU4", "AU12") for e in picked}
