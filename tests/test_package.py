@@ -17,7 +17,8 @@ def test_wheel_installs_packages_data_and_console_scripts(tmp_path):
                     str(tmp_path / "dist"), str(ROOT)], check=True, capture_output=True, cwd=tmp_path)
     (wheel,) = (tmp_path / "dist").glob("emotion_detection-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    for needed in ("emotion/assets/face_detection_short_range.tflite", "trainer/configs/small_cnn.yaml",
+    for needed in ("emotion/assets/face_detection_short_range.tflite", "emotion/assets/face_landmarker.task",
+                   "trainer/configs/small_cnn.yaml",
                    "model_card/template.md", "webapp/api.py", "trainer/metrics/classification/classification.py"):
         assert needed in names
     entry_points = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
