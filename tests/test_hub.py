@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from huggingface_hub import constants
 
+from trainer.errors import HubError
 from trainer.hub import push_to_hub, upload_files
 
 TOKEN = "hf_fake_secret_123"
@@ -186,7 +187,7 @@ def test_push_to_a_branch_creates_it_and_commits_there(hub, export_dir, monkeypa
 
 
 def test_missing_token_is_a_one_line_error_naming_the_fix(hub, export_dir):
-    with pytest.raises(RuntimeError) as e:
+    with pytest.raises(HubError) as e:
         push_to_hub(export_dir, "acme/fer-small")
     message = str(e.value)
     assert "\n" not in message and "HF_TOKEN" in message and "login" in message
@@ -195,7 +196,7 @@ def test_missing_token_is_a_one_line_error_naming_the_fix(hub, export_dir):
 
 def test_rejected_token_names_the_fix_and_hides_the_token(hub, export_dir):
     hub["token"] = "hf_the_real_one"
-    with pytest.raises(RuntimeError) as e:
+    with pytest.raises(HubError) as e:
         push_to_hub(export_dir, "acme/fer-small", token=TOKEN)
     message = str(e.value)
     assert "401" in message and "login" in message and "\n" not in message and TOKEN not in message
@@ -208,24 +209,24 @@ def test_unreachable_hub_names_the_fix(export_dir, monkeypatch, tmp_path):
         port = s.getsockname()[1]
     monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    with pytest.raises(RuntimeError, match="cannot reach the Hub") as e:
+    with pytest.raises(HubError, match="cannot reach the Hub") as e:
         push_to_hub(export_dir, "acme/fer-small", token=TOKEN)
     assert "\n" not in str(e.value) and TOKEN not in str(e.value)
 
 
 def test_offline_mode_names_the_fix(export_dir, monkeypatch):
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    with pytest.raises(RuntimeError, match="HF_HUB_OFFLINE"):
+    with pytest.raises(HubError, match="HF_HUB_OFFLINE"):
         push_to_hub(export_dir, "acme/fer-small", token=TOKEN)
 
 
 @pytest.mark.parametrize("repo_id", ["fer-small", "acme/fer small", "acme/x/y", "acme/-bad-", "acme/a..b", ""])
 def test_malformed_repo_id_names_the_fix(export_dir, repo_id):
-    with pytest.raises(RuntimeError, match="<user-or-org>/<name>"):
+    with pytest.raises(HubError, match="<user-or-org>/<name>"):
         push_to_hub(export_dir, repo_id, token=TOKEN, dry_run=True)
 
 
 def test_missing_weights_names_the_fix(tmp_path):
     (tmp_path / "config.json").write_text("{}")
-    with pytest.raises(RuntimeError, match="model.safetensors.*export"):
+    with pytest.raises(HubError, match="model.safetensors.*export"):
         push_to_hub(tmp_path, "acme/fer-small", dry_run=True)

@@ -12,10 +12,9 @@ if not sys.stderr.isatty():  # off a terminal, datasets' bars are carriage-retur
 
 from emotion.errors import EmotionError  # noqa: E402
 
-from .config import ConfigError, add_config_args, resolve_config  # noqa: E402
-from .data import DataError  # noqa: E402
+from .config import add_config_args, resolve_config  # noqa: E402
 from .distributed import launched_rank  # noqa: E402
-from .modeling import InitError  # noqa: E402
+from .errors import TrainerError  # noqa: E402
 
 COMMANDS = ("train", "loso", "evaluate", "compare", "push")
 DATA_HELP = "Hub dataset id, a folder of parquet shards, or an image folder [default: ../shared/data/ferplus]"
@@ -75,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     try:
         return _dispatch(args)
-    except (ConfigError, DataError, InitError, EmotionError, RuntimeError, FileNotFoundError) as e:
+    except (TrainerError, EmotionError) as e:  # expected: one line naming the fix; anything else keeps its trace
         print(f"error: {e}", file=sys.stderr)
         return 2
 

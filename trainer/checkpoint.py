@@ -12,11 +12,9 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from .errors import CheckpointError  # noqa: F401  (re-exported: callers catch checkpoint.CheckpointError)
+
 log = logging.getLogger(__name__)
-
-
-class CheckpointError(RuntimeError):
-    """No readable checkpoint; the message says which files were tried and how to start over."""
 
 
 def flatten(obj: Any, prefix: str, tensors: dict[str, torch.Tensor]) -> Any:

@@ -12,6 +12,8 @@ import os
 import numpy as np
 import torch
 
+from .errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 
@@ -34,8 +36,6 @@ def make_accelerator(device: torch.device, find_unused: bool = False):
 
 def check_batch(batch_size: int, world: int, grad_accum: int = 1) -> None:
     """The global batch must split evenly over the processes, and each process's share over the micro-batches."""
-    from .config import ConfigError
-
     if batch_size % world:
         raise ConfigError(f"invalid batch_size={batch_size}: with {world} processes it must be a multiple of {world} "
                           "(each process takes batch_size / processes images a step)")

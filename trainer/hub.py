@@ -1,7 +1,7 @@
 """Push an exported model folder (weights, config.json, model card, eval results) to the Hugging Face Hub.
 
 The token comes from the argument, HF_TOKEN or the saved `hf auth login`, and is never printed or logged. Every
-failure becomes a one-line `RuntimeError` whose message says what to do about it.
+failure becomes a one-line `HubError` whose message says what to do about it.
 """
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ import socket
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
+
+from .errors import HubError
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +38,7 @@ def upload_files(export_dir: str | Path) -> list[str]:
     """
     root = Path(export_dir)
     if not root.is_dir():
-        raise RuntimeError(f"{root} is not a folder: export the model there first (model.safetensors + config.json)")
+        raise HubError(f"{root} is not a folder: export the model there first (model.safetensors + config.json)")
     files = []
     for folder, dirs, names in os.walk(root):  # os.walk does not follow symlinked folders
         dirs[:] = [d for d in dirs if not d.startswith(".")]
@@ -73,7 +75,7 @@ def push_to_hub(export_dir: str | Path, repo_id: str, private: bool = False, rev
         The commit URL, or for a dry run a short text listing the files that would be uploaded.
 
     Raises:
-        RuntimeError: With a one-line message naming the fix (no token, rejected token, bad repo id, no network...).
+        HubError: With a one-line message naming the fix (no token, rejected token, bad repo id, no network...).
     """
     export_dir, branch = Path(export_dir), revision or "main"
     _check_repo_id(repo_id)
@@ -108,18 +110,18 @@ def _check_repo_id(repo_id: str) -> None:
 
     fix = "write it as <user-or-org>/<name> with letters, digits, '-', '_' and '.' (at most 96 characters)"
     if not isinstance(repo_id, str) or not REPO_ID_RE.match(repo_id):
-        raise RuntimeError(f"malformed repo id {repo_id!r}: {fix}")
+        raise HubError(f"malformed repo id {repo_id!r}: {fix}")
     try:
         validate_repo_id(repo_id)
     except HFValidationError:
-        raise RuntimeError(f"malformed repo id {repo_id!r}: {fix}, not starting or ending with '-' or '.' "
+        raise HubError(f"malformed repo id {repo_id!r}: {fix}, not starting or ending with '-' or '.' "
                            "and without '--' or '..'") from None
 
 
 def _check_export(export_dir: Path) -> None:
     missing = [name for name in REQUIRED_FILES if not (export_dir / name).is_file()]
     if missing:
-        raise RuntimeError(f"{export_dir} has no {', '.join(missing)}: export the trained model there before pushing")
+        raise HubError(f"{export_dir} has no {', '.join(missing)}: export the trained model there before pushing")
 
 
 def _ensure_card(export_dir: Path, repo_id: str) -> None:
@@ -153,7 +155,7 @@ def _resolve_token(token: str | None) -> str:
 
     token = token or get_token()  # HF_TOKEN, then the file `hf auth login` writes
     if not token:
-        raise RuntimeError(f"no Hugging Face token found: {LOGIN_FIX} (the token needs write access)")
+        raise HubError(f"no Hugging Face token found: {LOGIN_FIX} (the token needs write access)")
     return token
 
 
@@ -203,24 +205,24 @@ def _http_message(status: int | None, server: str, repo_id: str, endpoint: str) 
 
 @contextmanager
 def _hub_errors(repo_id: str, endpoint: str, token: str) -> Iterator[None]:
-    """Turn huggingface_hub / network exceptions into one-line RuntimeErrors that name the fix."""
+    """Turn huggingface_hub / network exceptions into one-line HubErrors that name the fix."""
     from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 
     try:
         yield
     except OfflineModeIsEnabled:
-        raise RuntimeError("huggingface_hub is in offline mode: unset HF_HUB_OFFLINE to push "
+        raise HubError("huggingface_hub is in offline mode: unset HF_HUB_OFFLINE to push "
                            "(or pass dry_run=True to only list the files)") from None
     except HfHubHTTPError as e:
         status = e.response.status_code if getattr(e, "response", None) is not None else None
         server = _one_line(getattr(e, "server_message", None), token)
-        raise RuntimeError(_http_message(status, server, repo_id, endpoint)) from None
+        raise HubError(_http_message(status, server, repo_id, endpoint)) from None
     except _network_errors() as e:
-        raise RuntimeError(f"cannot reach the Hub at {endpoint} ({type(e).__name__}): check the network connection "
+        raise HubError(f"cannot reach the Hub at {endpoint} ({type(e).__name__}): check the network connection "
                            "(and HF_ENDPOINT if you set it), then push again") from None
     except ValueError as e:
         # upload_folder raises ValueError when the Hub finds README.md's YAML header invalid
         if "README.md" in str(e):
-            raise RuntimeError(f"the Hub rejected README.md's metadata ({_one_line(e, token, 120)}): delete "
+            raise HubError(f"the Hub rejected README.md's metadata ({_one_line(e, token, 120)}): delete "
                                "README.md so it is re-rendered, or fix its YAML header") from None
         raise

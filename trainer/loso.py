@@ -22,6 +22,7 @@ from emotion.models import load_model
 from .config import ConfigError, TrainConfig
 from .data import FaceSplit, load_raw
 from .evaluation import compute_metrics, predict_logits
+from .run import train_and_export
 from .sources import SourceConfig, decode_rows, report_name
 
 log = logging.getLogger(__name__)
@@ -77,8 +78,6 @@ def score_arm(export_dir: Path, rows: FaceSplit) -> dict:
 
 def run_loso(cfg: TrainConfig, hold_out: list[str] | None = None, train=None) -> dict:
     """Train and score every arm (`hold_out`: these sources only); returns and writes the results."""
-    from .run import train_and_export
-
     train = train or train_and_export
     names = hold_out or [s["name"] for s in cfg.sources or []]
     path = Path(f"{cfg.output_dir}-loso.json")

@@ -13,15 +13,12 @@ from emotion.models import ModelInfo, create_model
 from emotion.sources import resolve_weights
 
 from .config import TrainConfig
+from .errors import InitError
 
 log = logging.getLogger(__name__)
 
 # ImageNet weights on the Hub for `--pretrained` (timm's own tags)
 HUB_WEIGHTS = {"resnet50": "resnet50.a1_in1k", "tf_efficientnet_lite0": "tf_efficientnet_lite0.in1k"}
-
-
-class InitError(RuntimeError):
-    """Starting weights could not be had; the message names the flags that fix it."""
 
 
 def model_info(cfg: TrainConfig) -> ModelInfo:

@@ -22,7 +22,7 @@ from .config import TrainConfig
 from .data import FaceDataset, FaceSplit, ResumableSampler
 from .evaluation import predict_logits, view_reports
 from .modeling import build_model
-from .train import select_score
+from .selection import select_score
 
 log = logging.getLogger(__name__)
 

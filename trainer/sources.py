@@ -19,6 +19,10 @@ import numpy as np
 
 from emotion.labels import LABEL2ID, LABELS, canonical
 
+from .errors import ConfigError, DataError
+from .fields import coerce
+from .rows import FaceSplit, label_ids, load_raw, pick_rows
+
 log = logging.getLogger(__name__)
 
 
@@ -46,8 +50,6 @@ class SourceConfig:
         import dataclasses
         import typing
 
-        from .config import ConfigError, coerce
-
         hints = typing.get_type_hints(type(self))
         for f in dataclasses.fields(self):  # the same type rule as TrainConfig: 'weight: 1e-1' is a float
             setattr(self, f.name, coerce(f"sources.{self.name}.{f.name}", getattr(self, f.name), hints[f.name]))
@@ -65,8 +67,6 @@ class SourceConfig:
 
     @classmethod
     def parse(cls, value: Any) -> "SourceConfig":
-        from .config import ConfigError
-
         if isinstance(value, SourceConfig):
             return value
         if not isinstance(value, dict):
@@ -118,9 +118,7 @@ def decode_rows(ds, src: SourceConfig, crop: dict | None, train: bool):
 
     Photos keep `src.context` extra margin around the serving crop in train (for re-framing), none in validation.
     """
-    from emotion.faces import crop_largest_faces
-
-    from .data import DataError, FaceSplit, label_ids
+    from emotion.faces import crop_largest_faces  # MediaPipe loads only for photo sources
 
     if "image" not in ds.column_names or "label" not in ds.column_names:
         raise DataError(f"source {src.name}: needs 'image' and 'label' columns; it has {ds.column_names}")
@@ -154,8 +152,6 @@ def group_split(ds, src: SourceConfig, seed: int) -> tuple[np.ndarray, np.ndarra
     """Row indices (train, validation) of a source without a validation split: `val_fraction` of its groups (its
     people, by `group_column`) or of its rows, drawn with `seed`. Near-identical frames of one person never straddle
     the cut when a group column is given."""
-    from .data import DataError
-
     if src.group_column is None:
         keys = np.arange(len(ds))
     elif src.group_column in ds.column_names:
@@ -173,8 +169,6 @@ def group_split(ds, src: SourceConfig, seed: int) -> tuple[np.ndarray, np.ndarra
 
 def source_splits(raw, src: SourceConfig, seed: int):
     """(train rows, validation rows) of one source as `datasets` splits: its own, or cut by `group_split`."""
-    from .data import DataError
-
     if src.train_split not in raw:
         raise DataError(f"source {src.name}: no split {src.train_split!r} in {src.data}; it has {', '.join(raw)}")
     tr = raw[src.train_split]
@@ -189,8 +183,6 @@ def source_splits(raw, src: SourceConfig, seed: int):
 def load_sources(cfg) -> tuple[Any, dict[str, Any], dict]:
     """All sources of `cfg.sources`: one train split (rows tagged with their source and class mask), validation
     per source (keyed by report name), and a description of each source for eval_results.json."""
-    from .data import FaceSplit, load_raw, pick_rows
-
     sources = [SourceConfig.parse(s) for s in cfg.sources]
     crop = {"margin": cfg.crop_margin, "offset_y": cfg.crop_offset_y}
     trains, masks, vals, described = [], [], {}, []

@@ -20,11 +20,13 @@ from emotion.progress import line_due, progress
 from . import checkpoint
 from .checkpoint import CheckpointError
 from .config import ConfigError, TrainConfig, default_workers
+from .device import memory_format, pick_device, use_bf16  # noqa: F401  (re-exported)
 from .data import FaceDataset, FaceSplit, ResumableSampler, sample_seed
 from .ema import WeightEMA
 from .distributed import any_process, check_batch, gather_rows, make_accelerator, mean_over_processes, shard
 from .evaluation import predict_logits, view_reports
 from .modeling import build_model, param_groups
+from .selection import select_score
 
 log = logging.getLogger(__name__)
 
@@ -43,26 +45,6 @@ def _ignore_signals(worker_id: int) -> None:
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
-    return torch.device(name)
-
-
-def use_bf16(precision: str, device: torch.device) -> bool:
-    """bf16 autocast: on CUDA, and on CPUs with native bf16 (AVX512-BF16/AMX), where it trains ResNet50 ~1.6x faster."""
-    if precision != "auto":
-        return precision == "bf16"
-    if device.type == "cuda":
-        return True
-    return device.type == "cpu" and torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-
-
-def memory_format(device: torch.device, bf16: bool) -> torch.memory_format:
-    """channels_last on CUDA and wherever bf16 autocast runs (oneDNN's fast path on CPU too), else contiguous."""
-    return torch.channels_last if device.type == "cuda" or bf16 else torch.contiguous_format
 
 
 def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, smoothing: float,
@@ -94,15 +76,6 @@ def set_rng_state(s: dict) -> None:
     n = s["numpy"]
     np.random.set_state((n[0], n[1].numpy().astype(np.uint32), *n[2:]))
     torch.set_rng_state(s["torch"])
-
-
-def select_score(reports: dict[str, dict], cfg: TrainConfig) -> float:
-    """The model-selection score: `cfg.select_metric` mixed over the reports named in `cfg.select_on`, minus 1 for
-    each report below its `cfg.select_floor` (so any candidate that keeps every floor beats every one that does not).
-    """
-    mix = cfg.select_on or {next(iter(reports)): 1.0}
-    score = sum(w * reports[k][cfg.select_metric] for k, w in mix.items()) / sum(mix.values())
-    return score - sum(reports[k][cfg.select_metric] < v for k, v in (cfg.select_floor or {}).items())
 
 
 class Trainer:
