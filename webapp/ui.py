@@ -27,9 +27,8 @@ from .components import SafeImageEditor
 from .files import EXAMPLES, SEND_A_FILE, check_file_ref, read_upload
 from .models import ModelRegistry
 from .pool import InferencePool
-from .service import (INTERNAL_ERROR, MAX_FACES, MAX_UPLOAD_BYTES, decode_base64_image, megabytes, parse_options,
-                      predict_image, predict_with_image)
-from .video import smooth_live
+from .service import (INTERNAL_ERROR, MAX_FACES, MAX_UPLOAD_BYTES, answer, decode_base64_image, megabytes,
+                      parse_options, predict_faces, predict_image, predict_with_image)
 from .video_ui import build_video_tab
 
 log = logging.getLogger(__name__)
@@ -194,9 +193,11 @@ class Handlers:
         options = photo_options(model, max_faces, min_detection_score, range)
         # One per browser session: smooths each face along its track; ended tracks are dropped (no summary here).
         tracker = tracker or FaceTracker(keep_closed=0)
-        threshold = self.registry.get(options.model)[1].info.uncertain_threshold
-        result = smooth_live(predict_image(self.registry, img, options), tracker, time.monotonic(), threshold)
-        return render.preview(img, result["faces"]), render.summary(result, "No face in view."), tracker
+        key, result, _ = predict_faces(self.registry, img, options)
+        # Smoothed along their tracks so labels do not flicker; `uncertain` follows the smoothed confidence.
+        result.faces = tracker.track(time.monotonic(), result.faces, self.registry.uncertain_threshold(key))
+        shown = answer(self.registry, key, result)
+        return render.preview(img, shown["faces"]), render.summary(shown, "No face in view."), tracker
 
     def predict_region(self, editor, model):
         if not editor or editor.get("background") is None:
