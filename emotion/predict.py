@@ -93,10 +93,13 @@ class Predictor:
         Every prediction is made here: photos (`classify_detected`, `predict_crop`) and videos (a batch of
         frames' crops at a time) call it. A detected face's box, score and keypoints go with its prediction; a
         given box has neither score nor keypoints."""
-        probs = self.probabilities(crops)
-        return [FacePrediction.from_probabilities(p, self.info.labels, self.uncertain_threshold,
-                                                  *((f.box, f.score, f.keypoints) if isinstance(f, Face) else (f,)))
-                for p, f in zip(probs, faces)]
+        out = []
+        for probs, face in zip(self.probabilities(crops), faces, strict=True):
+            detected = isinstance(face, Face)
+            box, score, keypoints = (face.box, face.score, face.keypoints) if detected else (face, None, None)
+            out.append(FacePrediction.from_probabilities(probs, self.info.labels, self.uncertain_threshold, box, score,
+                                                         keypoints))
+        return out
 
     def predict_faces(self, image: Image.Image, faces: Sequence[Face | tuple[int, int, int, int]]
                       ) -> list[FacePrediction]:

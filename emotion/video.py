@@ -2,9 +2,10 @@
 its probabilities along the track.
 
 The result is one row per face per sampled frame (time, track id, box, the 8 smoothed probabilities, top emotion)
-and one summary per track, both written by `emotion.records` from the tracked `FacePrediction`s. Frames are decoded one at a time and dropped once their faces are cropped, so memory
-stays flat however long the video is; only the rows (a few hundred bytes per face and frame) accumulate, and
-`iter_video` yields them as they come for callers that write them out instead.
+and one summary per track, both written by `emotion.records` from the tracked `FacePrediction`s. Frames are
+decoded one at a time and dropped once their faces are cropped, so memory stays flat however long the video is;
+only the rows (a few hundred bytes per face and frame) accumulate, and `iter_video` yields them as they come for
+callers that write them out instead.
 """
 from __future__ import annotations
 
