@@ -224,6 +224,40 @@ def to_editor(image):
     return {"background": path, "layers": [], "composite": path}, gr.Tabs(selected="crop")
 
 
+def webcam_tab() -> tuple[gr.Image, gr.Image, gr.Markdown]:
+    """The Live webcam tab's components: the stream in, the annotated frame and its summary out."""
+    with gr.Tab("Live webcam", id="live"):
+        gr.Markdown("Each frame is analysed as soon as the previous one is done; frames that arrive "
+                    "meanwhile are dropped, so the overlay stays current.")
+        with gr.Row():
+            cam = gr.Image(sources=["webcam"], streaming=True, type="filepath", label="Webcam")
+            live = gr.Image(label="Live result", interactive=False)
+        live_status = gr.Markdown()
+    return cam, live, live_status
+
+
+def crop_tab() -> tuple:
+    """The Crop a face tab's components: the editor and its button; the region, its summary and its JSON."""
+    with gr.Tab("Crop a face", id="crop"):
+        gr.Markdown("For a face the detector misses: crop the photo to the face with the crop tool, or paint "
+                    "over the face with the brush. The region is classified directly, without detection.")
+        with gr.Row():
+            with gr.Column():
+                editor = SafeImageEditor(image_mode="RGBA", transforms=("crop",), format="png",
+                                         brush=gr.Brush(colors=["#ff0066"], color_mode="fixed"),
+                                         layers=gr.LayerOptions(allow_additional_layers=False),
+                                         label="Crop or mark the face", height=480)
+                crop_run = gr.Button("Classify this region", variant="primary")
+            with gr.Column():
+                crop_annotated = gr.Image(label="Region", interactive=False, height=420)
+                crop_status = gr.Markdown(elem_id="crop-summary")
+                crop_result = gr.JSON(show_label=False, render=False)
+                face_charts(crop_result)
+                with gr.Accordion("JSON (as returned by the API)", open=False):
+                    crop_result.render()
+    return editor, crop_run, crop_result, crop_annotated, crop_status
+
+
 def build_ui(registry: ModelRegistry, pool: InferencePool) -> gr.Blocks:
     """The Blocks app; models load on the first request, never here. Every handler runs on `pool`'s workers."""
     h = Handlers(registry, pool)
@@ -256,30 +290,8 @@ def build_ui(registry: ModelRegistry, pool: InferencePool) -> gr.Blocks:
                         face_charts(result)  # the charts above the JSON they are drawn from
                         with gr.Accordion("JSON (as returned by the API)", open=False):
                             result.render()
-            with gr.Tab("Live webcam", id="live"):
-                gr.Markdown("Each frame is analysed as soon as the previous one is done; frames that arrive "
-                            "meanwhile are dropped, so the overlay stays current.")
-                with gr.Row():
-                    cam = gr.Image(sources=["webcam"], streaming=True, type="filepath", label="Webcam")
-                    live = gr.Image(label="Live result", interactive=False)
-                live_status = gr.Markdown()
-            with gr.Tab("Crop a face", id="crop"):
-                gr.Markdown("For a face the detector misses: crop the photo to the face with the crop tool, or paint "
-                            "over the face with the brush. The region is classified directly, without detection.")
-                with gr.Row():
-                    with gr.Column():
-                        editor = SafeImageEditor(image_mode="RGBA", transforms=("crop",), format="png",
-                                                brush=gr.Brush(colors=["#ff0066"], color_mode="fixed"),
-                                                layers=gr.LayerOptions(allow_additional_layers=False),
-                                                label="Crop or mark the face", height=480)
-                        crop_run = gr.Button("Classify this region", variant="primary")
-                    with gr.Column():
-                        crop_annotated = gr.Image(label="Region", interactive=False, height=420)
-                        crop_status = gr.Markdown(elem_id="crop-summary")
-                        crop_result = gr.JSON(show_label=False, render=False)
-                        face_charts(crop_result)
-                        with gr.Accordion("JSON (as returned by the API)", open=False):
-                            crop_result.render()
+            cam, live, live_status = webcam_tab()
+            editor, crop_run, crop_result, crop_annotated, crop_status = crop_tab()
             build_video_tab(registry, h.bounded, model, max_faces, min_score)
 
         inputs = [photo, model, max_faces, min_score, face_range]
