@@ -13,6 +13,10 @@ _LAZY = ("Predictor", "FacePrediction", "ImagePrediction", "default_source", "sh
 
 def __getattr__(name: str):
     # The predictor (timm, torch models) loads on first use, so `emotion.preprocess` or `emotion.faces` stay light.
+    if name in ("FacePrediction", "ImagePrediction"):  # the currency itself needs no torch
+        from . import records
+
+        return getattr(records, name)
     if name in _LAZY:
         from . import predict
 

@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 
 from .errors import EmotionError
 from .labels import LABELS
+from .records import dataset_error_row, dataset_rows, dataset_schema
 
 log = logging.getLogger(__name__)
 
@@ -34,29 +35,13 @@ MAX_PIXELS_IN_FLIGHT = 64_000_000  # decoded pixels held before their faces are 
 
 
 def schema(labels: Sequence[str] = LABELS) -> pa.Schema:
-    """The columns of every shard: where each face is, its 8 probabilities, the top emotion, and any error."""
-    i32, f32 = pa.int32(), pa.float32()
-    return pa.schema(
-        [("image_id", pa.string()), ("face_index", i32), ("num_faces", i32), ("image_width", i32),
-         ("image_height", i32), ("box_x", i32), ("box_y", i32), ("box_w", i32), ("box_h", i32),
-         ("detection_score", f32), ("emotion", pa.string()), ("confidence", f32), ("uncertain", pa.bool_())]
-        + [(f"prob_{label}", f32) for label in labels] + [("error", pa.string())])
+    """The columns of every shard (`records.dataset_schema`): where each face is, its 8 probabilities, the top
+    emotion, and any error."""
+    return dataset_schema(labels)
 
 
 def _error_row(image_id: str, e: Exception) -> dict:
-    message = str(e) if isinstance(e, EmotionError) else f"{type(e).__name__}: {e}"
-    return {"image_id": image_id, "error": message}
-
-
-def _image_rows(image_id: str, result) -> list[dict]:
-    base = {"image_id": image_id, "num_faces": len(result.faces), "image_width": result.image_size[0],
-            "image_height": result.image_size[1]}
-    if not result.faces:
-        return [base]
-    return [{**base, "face_index": i, **dict(zip(("box_x", "box_y", "box_w", "box_h"), f.box)),
-             "detection_score": f.detection_score, "emotion": f.emotion, "confidence": f.confidence,
-             "uncertain": f.uncertain, **{f"prob_{k}": v for k, v in f.probabilities.items()}}
-            for i, f in enumerate(result.faces)]
+    return dataset_error_row(image_id, str(e) if isinstance(e, EmotionError) else f"{type(e).__name__}: {e}")
 
 
 def predict_rows(predictor, records: Iterable[tuple[str, object]]) -> pa.Table:
@@ -99,7 +84,7 @@ def _classify(predictor, pending: list, rows: list[list[dict]]) -> None:
                 _classify(predictor, [item], rows)
         return
     for (slot, image_id, _), result in zip(pending, results):
-        rows[slot] = _image_rows(image_id, result)
+        rows[slot] = dataset_rows(image_id, result)
 
 
 # ------------------------------------------------------------------------------------------------------ the runner

@@ -4,7 +4,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -12,56 +11,14 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .faces import Detections, FaceDetector, crop_box, crop_face
+from .faces import Detections, Face, FaceDetector, crop_box, crop_face
 from .images import load_image
 from .models import ModelInfo, load_model
 from .preprocess import batch
+from .records import FacePrediction, ImagePrediction  # noqa: F401  (re-exported: the currency every path passes on)
 from .sources import default_source, shipped_models  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class FacePrediction:
-    """One face: where it is and what the model thinks. `box` is (x, y, w, h) in original-image pixels."""
-
-    box: tuple[int, int, int, int]
-    emotion: str
-    confidence: float
-    uncertain: bool
-    probabilities: dict[str, float]
-    detection_score: float | None = None
-    keypoints: list[tuple[float, float]] | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["box"] = dict(zip("xywh", self.box))
-        return d
-
-
-@dataclass
-class ImagePrediction:
-    """The faces kept (at most `max_faces`, left to right) and `faces_total`, the number found before that cut."""
-
-    faces: list[FacePrediction]
-    image_size: tuple[int, int]  # width, height
-    timings_ms: dict[str, float] = field(default_factory=dict)
-    faces_total: int | None = None  # None: as many as `faces`
-
-    def __post_init__(self):
-        if self.faces_total is None:
-            self.faces_total = len(self.faces)
-
-    @property
-    def truncated(self) -> bool:
-        """More faces were found than `max_faces` allowed; `faces` holds the highest-scoring ones."""
-        return self.faces_total > len(self.faces)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"faces": [f.to_dict() for f in self.faces], "faces_total": self.faces_total,
-                "truncated": self.truncated,
-                "image_size": {"width": self.image_size[0], "height": self.image_size[1]},
-                "timings_ms": {k: round(v, 2) for k, v in self.timings_ms.items()}}
 
 
 @torch.inference_mode()
@@ -118,14 +75,36 @@ class Predictor:
             logits = face_logits(self.model, batch(crops, self.info), self.info)
         return torch.softmax(logits / self.info.temperature, dim=1).numpy()
 
-    def _face_result(self, probs: np.ndarray, box, score=None, keypoints=None) -> FacePrediction:
-        top = int(probs.argmax())
-        return FacePrediction(
-            box=tuple(int(v) for v in box), emotion=self.info.labels[top], confidence=float(probs[top]),
-            uncertain=bool(probs[top] < self.info.uncertain_threshold),
-            probabilities={lab: float(p) for lab, p in zip(self.info.labels, probs)},
-            detection_score=None if score is None else float(score),
-            keypoints=None if keypoints is None else [tuple(map(float, k)) for k in keypoints])
+    @property
+    def uncertain_threshold(self) -> float:
+        """A face whose top probability is below this is marked `uncertain` (the model's own threshold)."""
+        return self.info.uncertain_threshold
+
+    def crops(self, image: Image.Image, faces: Sequence[Face | tuple[int, int, int, int]]) -> list[Image.Image]:
+        """The squares the model sees: a detected `Face` cut as the model was trained (its crop margin, eyes
+        levelled, its vertical offset); a plain (x, y, w, h) box, given by the caller, cut exactly as given."""
+        return [crop_face(image, f, self.info.crop_margin, self.info.align_eyes, self.info.crop_offset_y)
+                if isinstance(f, Face) else crop_box(image, f) for f in faces]
+
+    def classify(self, crops: Sequence[Image.Image],
+                 faces: Sequence[Face | tuple[int, int, int, int]]) -> list[FacePrediction]:
+        """Face crops (`crops`) and the faces they were cut from -> one `FacePrediction` each, in one forward pass.
+
+        Every prediction is made here: photos (`classify_detected`, `predict_crop`) and videos (a batch of
+        frames' crops at a time) call it. A detected face's box, score and keypoints go with its prediction; a
+        given box has neither score nor keypoints."""
+        out = []
+        for probs, face in zip(self.probabilities(crops), faces, strict=True):
+            detected = isinstance(face, Face)
+            box, score, keypoints = (face.box, face.score, face.keypoints) if detected else (face, None, None)
+            out.append(FacePrediction.from_probabilities(probs, self.info.labels, self.uncertain_threshold, box, score,
+                                                         keypoints))
+        return out
+
+    def predict_faces(self, image: Image.Image, faces: Sequence[Face | tuple[int, int, int, int]]
+                      ) -> list[FacePrediction]:
+        """One image and its faces (detected, or boxes the caller gives) -> their predictions."""
+        return self.classify(self.crops(image, faces), faces)
 
     # ------------------------------------------------------------------------------------------------ public
     def detect(self, image: Any, **options) -> tuple[Image.Image, Detections]:
@@ -154,18 +133,15 @@ class Predictor:
         t1 = time.perf_counter()
         t0 = t1 if t0 is None else t0
         n = max(1, len(loaded))
-        crops = [crop_face(img, f, self.info.crop_margin, self.info.align_eyes, self.info.crop_offset_y)
-                 for img, found in loaded for f in found.faces]
-        probs = self.probabilities(crops)
+        faces = [f for _, found in loaded for f in found.faces]
+        predictions = self.classify([c for img, found in loaded for c in self.crops(img, found.faces)], faces)
         t2 = time.perf_counter()
         out, i = [], 0
         for img, found in loaded:
-            results = [self._face_result(probs[i + j], f.box, f.score, f.keypoints)
-                       for j, f in enumerate(found.faces)]
-            i += len(found.faces)
-            out.append(ImagePrediction(results, img.size, {"detect": (t1 - t0) * 1000 / n,
-                                                           "classify": (t2 - t1) * 1000 / n},
+            out.append(ImagePrediction(predictions[i:i + len(found.faces)], img.size,
+                                       {"detect": (t1 - t0) * 1000 / n, "classify": (t2 - t1) * 1000 / n},
                                        faces_total=found.total))
+            i += len(found.faces)
         return out
 
     def predict_video(self, path: str | Path, *, every: int | None = None, fps: float | None = None,
@@ -192,8 +168,4 @@ class Predictor:
     def predict_crop(self, image: Any, box: tuple[int, int, int, int] | None = None) -> FacePrediction:
         """Classify a face the caller has already cut out (or the `box` (x, y, w, h) of `image`); no detection."""
         img = load_image(image)
-        if box is not None:
-            crop = crop_box(img, box)
-        else:
-            crop, box = img, (0, 0, img.width, img.height)
-        return self._face_result(self.probabilities([crop])[0], box)
+        return self.predict_faces(img, [box if box is not None else (0, 0, img.width, img.height)])[0]

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .records import FacePrediction
+
 # A face continues a track when its centre is within this many face sides of where the track was heading (its last
 # centre moved on at its velocity): at 5 fps a face walking 1-5 widths a second jumps 0.2-1 side between samples,
 # which an IoU > 0.3 match lost. A track the detector missed (a dropout, or the face went behind another) is taken up
@@ -67,7 +69,8 @@ class FaceTracker:
         self._next = 1
 
     def update(self, time: float, boxes: list[tuple[int, int, int, int]], probs: np.ndarray) -> list[Track]:
-        """Assigns this frame's faces to tracks; returns the track of each face, in the order given."""
+        """Assigns this frame's boxes (and their probabilities) to tracks; returns the track of each, in the order
+        given. `track` does this for predictions."""
         assigned: dict[int, Track] = {}
         used: set[int] = set()
         for _, i, j in sorted(self._candidates(time, boxes)):
@@ -94,6 +97,15 @@ class FaceTracker:
             self.closed = self.closed[-self.keep_closed:] if self.keep_closed else []
         self.open = [t for t in self.open if time - t.last <= self.max_unseen_s]
         return [assigned[i] for i in range(len(boxes))]
+
+    def track(self, time: float, faces: list[FacePrediction],
+              uncertain_below: float | None = None) -> list[FacePrediction]:
+        """This frame's predictions followed along their tracks: each returned with its track id and its
+        probabilities smoothed along the track (so its emotion and confidence follow the smoothed ones; its
+        `uncertain` flag too, when `uncertain_below` is given). Boxes, scores and keypoints stay this frame's."""
+        probs = np.array([f.vector() for f in faces]) if faces else np.zeros((0, 0))
+        tracks = self.update(time, [f.box for f in faces], probs)
+        return [f.with_probabilities(t.probs, t.id, uncertain_below) for f, t in zip(faces, tracks)]
 
     def _candidates(self, time: float, boxes) -> Iterator[tuple[float, int, int]]:
         """(distance in face sides, box, track) for every pair within the track's gate."""

@@ -2,9 +2,10 @@
 its probabilities along the track.
 
 The result is one row per face per sampled frame (time, track id, box, the 8 smoothed probabilities, top emotion)
-and one summary per track. Frames are decoded one at a time and dropped once their faces are cropped, so memory
-stays flat however long the video is; only the rows (a few hundred bytes per face and frame) accumulate, and
-`iter_video` yields them as they come for callers that write them out instead.
+and one summary per track, both written by `emotion.records` from the tracked `FacePrediction`s. Frames are
+decoded one at a time and dropped once their faces are cropped, so memory stays flat however long the video is;
+only the rows (a few hundred bytes per face and frame) accumulate, and `iter_video` yields them as they come for
+callers that write them out instead.
 """
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-from .crops import crop_face
 from .errors import EmotionError, ImageTooLargeError, UnsupportedImageError
+from .records import track_summary, video_columns, video_row
 from .tracking import FaceTracker, IouTracker, Track  # noqa: F401  (re-exported: callers import them from here)
 
 log = logging.getLogger(__name__)
@@ -137,8 +138,7 @@ class VideoPrediction:
         """The per-frame table as a DataFrame: time_s, frame, track, x, y, w, h, emotion, the 8 probabilities."""
         import pandas as pd
 
-        return pd.DataFrame(self.rows, columns=["time_s", "frame", "track", "x", "y", "w", "h", "emotion",
-                                                "confidence", *self.labels])
+        return pd.DataFrame(self.rows, columns=video_columns(self.labels))
 
 
 def iter_video(predictor, path: str | Path, every: int | None = None, fps: float | None = None,
@@ -147,18 +147,17 @@ def iter_video(predictor, path: str | Path, every: int | None = None, fps: float
     """The rows of `predict_video` as they are made, in time order; an int is yielded after each sampled frame
     (the number of frames done), for progress. Stops cleanly when the caller stops iterating."""
     tracker = tracker or FaceTracker()
-    info, labels = predictor.info, predictor.labels
     pending: list[tuple[int, float, list]] = []  # sampled frames waiting for classification: (index, time, faces)
     crops: list = []
     done = 0
 
     def flush():
-        probs = predictor.probabilities(crops)
+        predictions = predictor.classify(crops, [f for _, _, faces in pending for f in faces])
         k, rows = 0, []
         for index, time, faces in pending:
-            tracks = tracker.update(time, [f.box for f in faces], probs[k:k + len(faces)])
+            tracked = tracker.track(time, predictions[k:k + len(faces)])
             k += len(faces)
-            rows += [_row(time, index, t, labels) for t in tracks]
+            rows += [video_row(time, index, face) for face in tracked]
         pending.clear()
         crops.clear()
         return rows
@@ -170,7 +169,7 @@ def iter_video(predictor, path: str | Path, every: int | None = None, fps: float
         else:
             faces = predictor.detector.follow(image, [f.box for f in previous], **detect_options).faces
         previous = faces
-        crops += [crop_face(image, f, info.crop_margin, info.align_eyes, info.crop_offset_y) for f in faces]
+        crops += predictor.crops(image, faces)  # the frame itself is dropped: only its faces' crops wait
         pending.append((index, time, faces))
         done += 1
         if len(pending) >= BATCH_FRAMES:
@@ -204,24 +203,8 @@ def predict_video(predictor, path: str | Path, every: int | None = None, fps: fl
     finally:
         if bar is not None:
             bar.close()
-    return VideoPrediction(rows, [_summary(t, predictor.labels) for t in tracker.tracks()], predictor.labels, frames,
-                           interrupted)
-
-
-def _row(time: float, index: int, track: Track, labels: list[str]) -> dict[str, Any]:
-    top = int(track.probs.argmax())
-    x, y, w, h = track.box
-    return {"time_s": round(time, 3), "frame": index, "track": track.id, "x": x, "y": y, "w": w, "h": h,
-            "emotion": labels[top], "confidence": round(float(track.probs[top]), 4),
-            **{lab: round(float(p), 4) for lab, p in zip(labels, track.probs)}}
-
-
-def _summary(track: Track, labels: list[str]) -> dict[str, Any]:
-    mean = track.total / max(1, track.frames)
-    top = int(mean.argmax())
-    return {"track": track.id, "first_s": round(track.first, 3), "last_s": round(track.last, 3),
-            "frames": track.frames, "emotion": labels[top],
-            "mean_probabilities": {lab: round(float(p), 4) for lab, p in zip(labels, mean)}}
+    return VideoPrediction(rows, [track_summary(t, predictor.labels) for t in tracker.tracks()], predictor.labels,
+                           frames, interrupted)
 
 
 def _progress(path, every, fps, show: bool):

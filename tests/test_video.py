@@ -194,19 +194,20 @@ def test_rest_refuses_bad_videos_and_options_with_json_4xx(client, clip, monkeyp
     assert r.status_code == 413
 
 
+def _webcam_frame(happy: float, uncertain_below: float = 0.0) -> list:
+    """One face at the same place, as the predictor gives it: `happy` against `sad`."""
+    from emotion.records import FacePrediction
+
+    return [FacePrediction.from_probabilities(np.array([happy, 1 - happy]), ["happy", "sad"], uncertain_below,
+                                              (10, 10, 50, 50))]
+
+
 def test_webcam_labels_are_smoothed_along_tracks():
-    from emotion.video import FaceTracker
-    from webapp.video import smooth_live
-
-    def frame(happy: float) -> dict:
-        return {"faces": [{"box": {"x": 10, "y": 10, "w": 50, "h": 50}, "emotion": "",
-                           "probabilities": {"happy": happy, "sad": 1 - happy}}]}
-
     tracker = FaceTracker(ema=0.4)
-    smooth_live(frame(1.0), tracker, 0.0)
-    second = smooth_live(frame(0.0), tracker, 0.2)["faces"][0]  # one frame of "sad" does not flip the label
-    assert second["track"] == 1 and second["emotion"] == "happy" and second["probabilities"]["happy"] == 0.6
-
+    tracker.track(0.0, _webcam_frame(1.0))
+    second = tracker.track(0.2, _webcam_frame(0.0))[0]  # one frame of "sad" does not flip the label
+    assert second.track == 1 and second.emotion == "happy" and second.probabilities["happy"] == 0.6
+    assert second.box == (10, 10, 50, 50) and second.to_dict()["track"] == 1
 
 
 def test_a_webcam_session_keeps_no_ended_tracks(tiny_model, astronaut, monkeypatch):
@@ -232,18 +233,12 @@ def test_a_webcam_session_keeps_no_ended_tracks(tiny_model, astronaut, monkeypat
 
 
 def test_webcam_uncertain_flag_follows_the_smoothed_confidence():
-    from emotion.video import FaceTracker
-    from webapp.video import smooth_live
-
-    def frame(happy: float) -> dict:
-        return {"faces": [{"box": {"x": 10, "y": 10, "w": 50, "h": 50}, "emotion": "", "uncertain": max(happy, 1 - happy) < 0.7,
-                           "probabilities": {"happy": happy, "sad": 1 - happy}}]}
-
     tracker = FaceTracker(ema=0.4)
-    smooth_live(frame(1.0), tracker, 0.0, uncertain_below=0.7)
-    second = smooth_live(frame(0.0), tracker, 0.2, uncertain_below=0.7)["faces"][0]
+    tracker.track(0.0, _webcam_frame(1.0, 0.7), uncertain_below=0.7)
+    (alone,) = _webcam_frame(0.0, 0.7)
+    second = tracker.track(0.2, [alone], uncertain_below=0.7)[0]
     # the frame alone was sure of "sad" (not uncertain); the label shown is "happy" at 0.6: that is uncertain
-    assert second["emotion"] == "happy" and second["uncertain"] is True
+    assert not alone.uncertain and second.emotion == "happy" and second.uncertain is True
 
 
 # ------------------------------------------------------------------------------------------------------ the Video tab

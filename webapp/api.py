@@ -12,12 +12,13 @@ from typing import Any
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, create_model
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from emotion import LABELS, EmotionError, ImageTooLargeError, UnsupportedImageError
+from emotion.records import FACE_JSON, IMAGE_JSON
 
 from .models import ModelRegistry
 from .pool import InferencePool
@@ -32,21 +33,22 @@ HOW_TO_SEND = ('send the photo as multipart/form-data field "file" (curl -F file
 
 
 # ----------------------------------------------------------------------------------------------------- response shapes
-class Box(BaseModel):
-    x: int
-    y: int
-    w: int
-    h: int
+def _schema(name: str, table: dict[str, tuple[Any, str]], **types: Any) -> type[BaseModel]:
+    """A pydantic model of one of `emotion.records`' JSON tables (`types` replaces some fields' types); a field
+    that may be null defaults to null."""
+    fields = {}
+    for key, (kind, description) in table.items():
+        kind = types.get(key, kind)
+        fields[key] = (kind, Field(None if _nullable(kind) else ..., description=description))
+    return create_model(name, **fields)
 
 
-class Face(BaseModel):
-    box: Box = Field(description="in pixels of the original (EXIF-rotated) image")
-    emotion: str
-    confidence: float
-    uncertain: bool = Field(description="the top probability is below the model's uncertain_threshold")
-    probabilities: dict[str, float] = Field(description="all 8 emotions, summing to 1")
-    detection_score: float | None = Field(description="null for a caller-given crop box")
-    keypoints: list[list[float]] | None = Field(None, description="eyes, nose, mouth, ears (x, y)")
+def _nullable(kind: Any) -> bool:
+    return type(None) in getattr(kind, "__args__", ())
+
+
+# The REST shapes are the records' own (a photo's face has no track).
+Face = _schema("Face", {k: v for k, v in FACE_JSON.items() if k != "track"})
 
 
 class ModelDescription(BaseModel):
@@ -61,13 +63,8 @@ class ModelDescription(BaseModel):
     uncertain_threshold: float | None = None
 
 
-class Prediction(BaseModel):
-    faces: list[Face]
-    faces_total: int = Field(description="faces found before the max_faces cut")
-    truncated: bool = Field(description="true when max_faces cut the answer: faces holds the highest-scoring ones")
-    image_size: dict[str, int]
-    timings_ms: dict[str, float]
-    model: ModelDescription
+Prediction = create_model("Prediction", __base__=_schema("Image", IMAGE_JSON, faces=list[Face]),
+                          model=(ModelDescription, ...))
 
 
 class ErrorBody(BaseModel):

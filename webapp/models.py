@@ -98,6 +98,10 @@ class ModelRegistry:
         except EmotionError:
             return False
 
+    def uncertain_threshold(self, name: str | None = None) -> float:
+        """The model's threshold below which a face is marked uncertain (loads the model on first use)."""
+        return self.get(name)[1].uncertain_threshold
+
     def describe(self, key: str) -> dict:
         """What a response says about a model: id, source, revision and, once loaded, its facts."""
         source = self.sources[key]

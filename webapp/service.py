@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from emotion import EmotionError, ImageTooLargeError
 from emotion.faces import RANGES
 from emotion.images import SEND_INSTEAD, load_image
+from emotion.records import ImagePrediction
 
 from .models import ModelRegistry
 
@@ -142,6 +143,13 @@ def predict_with_image(registry: ModelRegistry, image: Any,
                        options: PredictOptions) -> tuple[dict[str, Any], Image.Image]:
     """`predict_image`'s answer and the image decoded for it, which the UI draws on: one decode per upload (the
     Predictor takes the decoded image as it is)."""
+    key, result, img = predict_faces(registry, image, options)
+    return answer(registry, key, result), img
+
+
+def predict_faces(registry: ModelRegistry, image: Any,
+                  options: PredictOptions) -> tuple[str, ImagePrediction, Image.Image]:
+    """The model's id, the `ImagePrediction` (timings: detect, classify, decode, total) and the decoded image."""
     if isinstance(image, (bytes, bytearray)):
         if not image:
             raise EmotionError(f"the image is empty (0 bytes): {SEND_INSTEAD}")
@@ -152,13 +160,14 @@ def predict_with_image(registry: ModelRegistry, image: Any,
     t1 = time.perf_counter()
     if options.box is not None:
         face = predictor.predict_crop(img, options.box)
-        result = {"faces": [face.to_dict()], "faces_total": 1, "truncated": False,
-                  "image_size": {"width": img.width, "height": img.height},
-                  "timings_ms": {"detect": 0.0, "classify": round((time.perf_counter() - t1) * 1000, 2)}}
+        result = ImagePrediction([face], img.size, {"detect": 0.0, "classify": (time.perf_counter() - t1) * 1000})
     else:
         result = predictor.predict(img, max_faces=options.max_faces, min_score=options.min_detection_score,
-                                   range=options.range).to_dict()
-    result["timings_ms"]["decode"] = round((t1 - t0) * 1000, 2)
-    result["timings_ms"]["total"] = round((time.perf_counter() - t0) * 1000, 2)
-    result["model"] = registry.describe(key)
-    return result, img
+                                   range=options.range)
+    result.timings_ms.update(decode=(t1 - t0) * 1000, total=(time.perf_counter() - t0) * 1000)
+    return key, result, img
+
+
+def answer(registry: ModelRegistry, key: str, result: ImagePrediction) -> dict[str, Any]:
+    """The JSON answer for one image (`emotion.records`' shape) with the model that made it."""
+    return {**result.to_dict(), "model": registry.describe(key)}

@@ -27,9 +27,8 @@ from .components import SafeImageEditor
 from .files import EXAMPLES, SEND_A_FILE, check_file_ref, read_upload
 from .models import ModelRegistry
 from .pool import InferencePool
-from .service import (INTERNAL_ERROR, MAX_FACES, MAX_UPLOAD_BYTES, decode_base64_image, megabytes, parse_options,
-                      predict_image, predict_with_image)
-from .video import smooth_live
+from .service import (INTERNAL_ERROR, MAX_FACES, MAX_UPLOAD_BYTES, answer, decode_base64_image, megabytes,
+                      parse_options, predict_faces, predict_image, predict_with_image)
 from .video_ui import build_video_tab
 
 log = logging.getLogger(__name__)
@@ -194,9 +193,11 @@ class Handlers:
         options = photo_options(model, max_faces, min_detection_score, range)
         # One per browser session: smooths each face along its track; ended tracks are dropped (no summary here).
         tracker = tracker or FaceTracker(keep_closed=0)
-        threshold = self.registry.get(options.model)[1].info.uncertain_threshold
-        result = smooth_live(predict_image(self.registry, img, options), tracker, time.monotonic(), threshold)
-        return render.preview(img, result["faces"]), render.summary(result, "No face in view."), tracker
+        key, result, _ = predict_faces(self.registry, img, options)
+        # Smoothed along their tracks so labels do not flicker; `uncertain` follows the smoothed confidence.
+        result.faces = tracker.track(time.monotonic(), result.faces, self.registry.uncertain_threshold(key))
+        shown = answer(self.registry, key, result)
+        return render.preview(img, shown["faces"]), render.summary(shown, "No face in view."), tracker
 
     def predict_region(self, editor, model):
         if not editor or editor.get("background") is None:
@@ -221,6 +222,40 @@ def to_editor(image):
             raise EmotionError(f"no photo to crop: {SEND_A_FILE}")
         path = str(check_file_ref(image.get("path")))  # the editor shows this file: only an upload may be it
     return {"background": path, "layers": [], "composite": path}, gr.Tabs(selected="crop")
+
+
+def webcam_tab() -> tuple[gr.Image, gr.Image, gr.Markdown]:
+    """The Live webcam tab's components: the stream in, the annotated frame and its summary out."""
+    with gr.Tab("Live webcam", id="live"):
+        gr.Markdown("Each frame is analysed as soon as the previous one is done; frames that arrive "
+                    "meanwhile are dropped, so the overlay stays current.")
+        with gr.Row():
+            cam = gr.Image(sources=["webcam"], streaming=True, type="filepath", label="Webcam")
+            live = gr.Image(label="Live result", interactive=False)
+        live_status = gr.Markdown()
+    return cam, live, live_status
+
+
+def crop_tab() -> tuple:
+    """The Crop a face tab's components: the editor and its button; the region, its summary and its JSON."""
+    with gr.Tab("Crop a face", id="crop"):
+        gr.Markdown("For a face the detector misses: crop the photo to the face with the crop tool, or paint "
+                    "over the face with the brush. The region is classified directly, without detection.")
+        with gr.Row():
+            with gr.Column():
+                editor = SafeImageEditor(image_mode="RGBA", transforms=("crop",), format="png",
+                                         brush=gr.Brush(colors=["#ff0066"], color_mode="fixed"),
+                                         layers=gr.LayerOptions(allow_additional_layers=False),
+                                         label="Crop or mark the face", height=480)
+                crop_run = gr.Button("Classify this region", variant="primary")
+            with gr.Column():
+                crop_annotated = gr.Image(label="Region", interactive=False, height=420)
+                crop_status = gr.Markdown(elem_id="crop-summary")
+                crop_result = gr.JSON(show_label=False, render=False)
+                face_charts(crop_result)
+                with gr.Accordion("JSON (as returned by the API)", open=False):
+                    crop_result.render()
+    return editor, crop_run, crop_result, crop_annotated, crop_status
 
 
 def build_ui(registry: ModelRegistry, pool: InferencePool) -> gr.Blocks:
@@ -255,30 +290,8 @@ def build_ui(registry: ModelRegistry, pool: InferencePool) -> gr.Blocks:
                         face_charts(result)  # the charts above the JSON they are drawn from
                         with gr.Accordion("JSON (as returned by the API)", open=False):
                             result.render()
-            with gr.Tab("Live webcam", id="live"):
-                gr.Markdown("Each frame is analysed as soon as the previous one is done; frames that arrive "
-                            "meanwhile are dropped, so the overlay stays current.")
-                with gr.Row():
-                    cam = gr.Image(sources=["webcam"], streaming=True, type="filepath", label="Webcam")
-                    live = gr.Image(label="Live result", interactive=False)
-                live_status = gr.Markdown()
-            with gr.Tab("Crop a face", id="crop"):
-                gr.Markdown("For a face the detector misses: crop the photo to the face with the crop tool, or paint "
-                            "over the face with the brush. The region is classified directly, without detection.")
-                with gr.Row():
-                    with gr.Column():
-                        editor = SafeImageEditor(image_mode="RGBA", transforms=("crop",), format="png",
-                                                brush=gr.Brush(colors=["#ff0066"], color_mode="fixed"),
-                                                layers=gr.LayerOptions(allow_additional_layers=False),
-                                                label="Crop or mark the face", height=480)
-                        crop_run = gr.Button("Classify this region", variant="primary")
-                    with gr.Column():
-                        crop_annotated = gr.Image(label="Region", interactive=False, height=420)
-                        crop_status = gr.Markdown(elem_id="crop-summary")
-                        crop_result = gr.JSON(show_label=False, render=False)
-                        face_charts(crop_result)
-                        with gr.Accordion("JSON (as returned by the API)", open=False):
-                            crop_result.render()
+            cam, live, live_status = webcam_tab()
+            editor, crop_run, crop_result, crop_annotated, crop_status = crop_tab()
             build_video_tab(registry, h.bounded, model, max_faces, min_score)
 
         inputs = [photo, model, max_faces, min_score, face_range]

@@ -166,26 +166,3 @@ def too_large() -> ImageTooLargeError:
     """The refusal of a video over MAX_VIDEO_BYTES (REST and the Video tab say the same)."""
     return ImageTooLargeError(f"the video is over the limit of {megabytes(MAX_VIDEO_BYTES)}: send a shorter or "
                               "smaller clip")
-
-
-def smooth_live(result: dict[str, Any], tracker, now: float, uncertain_below: float | None = None) -> dict[str, Any]:
-    """The webcam's answer with each face's probabilities smoothed along its track (`FaceTracker`), so labels do
-    not flicker between frames; `tracker` lives in the browser session's state. With `uncertain_below` (the
-    model's threshold) each face's `uncertain` flag is recomputed from the smoothed confidence, so the flag and
-    the label shown beside it describe the same probabilities."""
-    import numpy as np
-
-    faces = result.get("faces") or []
-    if not faces:
-        tracker.update(now, [], np.zeros((0, 0)))
-        return result
-    labels = list(faces[0]["probabilities"])
-    probs = np.array([[f["probabilities"][lab] for lab in labels] for f in faces])
-    tracks = tracker.update(now, [tuple(f["box"][k] for k in "xywh") for f in faces], probs)
-    for face, track in zip(faces, tracks):
-        top = int(track.probs.argmax())
-        face.update(track=track.id, emotion=labels[top], confidence=float(track.probs[top]),
-                    probabilities={lab: float(p) for lab, p in zip(labels, track.probs)})
-        if uncertain_below is not None:
-            face["uncertain"] = bool(track.probs[top] < uncertain_below)
-    return result

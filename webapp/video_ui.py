@@ -162,7 +162,7 @@ def analyse_upload(registry: ModelRegistry, payload: Any, options: video.VideoOp
     with video_upload(payload) as path:
         key, result = video.run_video(registry, path, options, progress_reporter(progress))
         progress(None, desc="Drawing the key frames")
-        threshold = registry.get(key)[1].info.uncertain_threshold
+        threshold = registry.uncertain_threshold(key)
         frames = key_frames(path, result, threshold)
     text = summary(result, key, time.perf_counter() - t0)
     return text, timeline(result), frames, tracks_table(result), write_csv(result)
