@@ -1,7 +1,8 @@
 """Where a model comes from: the one owner of the source format.
 
-A source is `hf-hub:org/name[@revision]`, `local-dir:/path`, or the name of a model shipped in the repo's models/
-folder (`small_cnn`, `resnet50`, ...), which stands for `local-dir:models/<name>`. Anything else is ambiguous and
+A source is `hf-hub:org/name[@revision]`, `local-dir:/path`, or the name of a shipped model (`small_cnn`, `resnet50`,
+...), which stands for `local-dir:<its folder>`: in a checkout (or an editable install) every export in the repo's
+models/ folder; after `pip install .`, the default model alone, copied into the package at build time (setup.py). Anything else is ambiguous and
 refused with a message naming the forms (timm's rule). Every entry point (Python, CLI, REST, UI, trainer) parses
 through `parse`, so a name that works in one works in all.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path, PurePath
 
 from .errors import EmotionError
@@ -17,7 +19,10 @@ from .info import CONFIG_NAME, WEIGHTS_NAME
 
 HUB, LOCAL = "hf-hub:", "local-dir:"
 PREFIXES = (HUB, LOCAL)
-MODELS_DIR = Path(__file__).resolve().parent.parent / "models"  # the exports shipped with the repo
+REPO_MODELS = Path(__file__).resolve().parent.parent / "models"  # the exports shipped with the repo
+PACKAGED_MODELS = Path(str(resources.files(__package__) / "models_data"))  # the default alone, in a built wheel
+# A checkout's models/ (marked by its DEFAULT file: site-packages may hold some other "models" folder) wins.
+MODELS_DIR = REPO_MODELS if (REPO_MODELS / "DEFAULT").is_file() else PACKAGED_MODELS
 DEFAULT_FILE = MODELS_DIR / "DEFAULT"  # names the shipped model used when none is asked for
 _REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
 
@@ -42,7 +47,7 @@ class Source:
 
 
 def shipped_models() -> dict[str, str]:
-    """The exports in the repo's models/ folder, by folder name -> `local-dir:` source."""
+    """The shipped exports (the repo's models/, or the package's copy of the default), by name -> `local-dir:` source."""
     if not MODELS_DIR.is_dir():
         return {}
     return {p.name: f"{LOCAL}{p}" for p in sorted(MODELS_DIR.iterdir()) if (p / CONFIG_NAME).is_file()}
@@ -93,7 +98,7 @@ def default_source() -> str:
     shipped = shipped_models()
     name = DEFAULT_FILE.read_text().strip() if DEFAULT_FILE.is_file() else next(iter(shipped), None)
     if name not in shipped:
-        raise EmotionError("no model given and none shipped in models/: pass a source such as "
+        raise EmotionError("no model given and none shipped with this install: pass a source such as "
                            "local-dir:/path or hf-hub:org/name, or set EMOTION_MODEL")
     return shipped[name]
 

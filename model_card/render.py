@@ -17,6 +17,7 @@ from .format import (_calibration, _confusion, _input_size, _metric_table, _pair
 from .metadata import _bias_rows, _dataset, _read_json, _sources, _splits, build_card_data
 
 TEMPLATE_PATH = Path(__file__).with_name("template.md")
+NOTES_NAME = "notes.md"  # optional, beside config.json: measured history the exported numbers do not carry
 PLACEHOLDER_REPO = "<your-org>/<model-name>"  # only ever used inside code examples
 PLACEHOLDER_SPACE = "<your-org>/<space-name>"
 GENERATED_MARK = "<!-- Rendered by model_card/render.py"  # opens template.md's body: tells generated cards apart
@@ -118,7 +119,14 @@ def _context(export_dir: Path, config: dict, results: dict, repo_id: str | None,
         "confusion_image": (export_dir / "confusion_matrix.png").is_file(),
         "calibration_lines": _calibration(config, results, first, split),
         "bias_headers": _bias_rows(results)[0], "bias_rows": _bias_rows(results)[1],
+        "notes": _notes(export_dir),
     }
+
+
+def _notes(export_dir: Path) -> str:
+    """The export's notes.md (Markdown written by hand: its training history and comparisons), or ""."""
+    path = export_dir / NOTES_NAME
+    return path.read_text(encoding="utf-8").strip() if path.is_file() else ""
 
 
 def render_card(export_dir: str | Path, repo_id: str | None = None, *, space_id: str | None = None,
@@ -126,7 +134,8 @@ def render_card(export_dir: str | Path, repo_id: str | None = None, *, space_id:
     """Render the model card of an exported model and write it to `export_dir/README.md`.
 
     Args:
-        export_dir: Folder holding config.json (required), eval_results.json and confusion_matrix.png (optional).
+        export_dir: Folder holding config.json (required), eval_results.json, confusion_matrix.png and notes.md
+            (optional).
         repo_id: The Hub repo the model goes to (`org/name`); code examples use a placeholder when it is None.
         space_id: The demo Space (`org/name`) for the gradio_client example; a placeholder when None.
         license: Licence id for the YAML header; defaults to eval_results.json's or config.json's `license`, else

@@ -371,6 +371,72 @@ def test_annotate_keeps_the_size_and_colours_the_box(astronaut):
     assert out.getpixel((100, 300)) == Image.new("RGB", (1, 1), render.COLOURS["happy"]).getpixel((0, 0))
 
 
+def fake_face(probabilities: dict, uncertain: bool = False) -> dict:
+    scores = {label: probabilities.get(label, 0.0) for label in LABELS}
+    top = max(scores, key=scores.get)
+    return {"box": {"x": 0, "y": 0, "w": 10, "h": 10}, "emotion": top, "confidence": scores[top],
+            "uncertain": uncertain, "probabilities": scores}
+
+
+GROUP = {"faces": [fake_face({"happy": 0.87, "neutral": 0.09, "sad": 0.04}),
+                   fake_face({"sad": 0.41, "neutral": 0.38, "anger": 0.21}, uncertain=True),
+                   fake_face({"surprise": 0.6, "fear": 0.3, "happy": 0.1})]}
+
+
+def event_output(client, name: str, data: list, event_data: dict | None = None) -> list:
+    """A private UI event's outputs, sent as the browser sends it (with its event data, such as a table click)."""
+    session = f"test{time.monotonic_ns()}"
+    r = client.post("/gradio_api/queue/join", json={"fn_index": fn_index(client, name), "data": data,
+                                                    "session_hash": session, "event_data": event_data,
+                                                    "trigger_id": None})
+    assert r.status_code == 200, r.text
+    with client.stream("GET", f"/gradio_api/queue/data?session_hash={session}") as stream:
+        for line in stream.iter_lines():
+            if '"process_completed"' in line:
+                message = json.loads(line.removeprefix("data:"))
+                assert message["success"], message
+                return message["output"]["data"]
+    raise AssertionError(f"{name}: no process_completed message")
+
+
+def test_a_group_photo_lists_each_face_in_one_row_and_shows_the_bars_of_the_face_picked(client):
+    table, pick, bars = event_output(client, "list_faces", [GROUP])
+    assert table["visible"] and table["value"]["data"] == [[1, "happy", "87%", "neutral 9%"],
+                                                          [2, "sad?", "41%", "neutral 38%"],
+                                                          [3, "surprise", "60%", "fear 30%"]]
+    assert pick["visible"] and pick["value"] == 1 and [c[1] for c in pick["choices"]] == [1, 2, 3]
+    assert bars["visible"] and bars["value"]["label"] == "happy" and len(bars["value"]["confidences"]) == 8
+    assert bars["label"] == "Face 1: happy 87%"
+
+    (bars,) = event_output(client, "face_bars", [GROUP, 2])  # picked in the menu
+    assert bars["label"] == "Face 2: sad? 41% (uncertain)" and bars["value"]["label"] == "sad"
+    pick, bars = event_output(client, "pick_table_row", [GROUP], {"index": [2, 1], "value": "surprise"})
+    assert pick["value"] == 3 and bars["label"] == "Face 3: surprise 60%"
+    (bars,) = event_output(client, "face_bars", [GROUP, 9])  # a forged number: nothing to show, no error
+    assert not bars["visible"]
+
+
+def test_one_face_shows_its_full_bars_without_the_table(client):
+    table, pick, bars = event_output(client, "list_faces", [{"faces": GROUP["faces"][:1]}])
+    assert not table["visible"] and not pick["visible"]
+    assert bars["visible"] and bars["label"] == "Face 1: happy 87%" and len(bars["value"]["confidences"]) == 8
+    table, pick, bars = event_output(client, "list_faces", [{"faces": []}])
+    assert not table["visible"] and not pick["visible"] and not bars["visible"]
+
+
+def test_the_photo_summary_leaves_a_groups_faces_to_the_table():
+    group = {**GROUP, "model": {"id": "m"}, "timings_ms": {"total": 12.0}}
+    assert render.summary(group, listed=True) == "**3 faces** (m, 12 ms)"
+    assert "- Face 3: **surprise** 60%" in render.summary(group)  # the webcam tab has no table
+    one = {**group, "faces": GROUP["faces"][:1]}
+    assert render.summary(one, listed=True).endswith("- Face 1: **happy** 87%")
+
+
+def test_a_malformed_result_sent_to_the_face_list_is_one_message(client):
+    status, text = queue_event(client, "list_faces", [{"faces": [{"emotion": "happy"}, {}]}])
+    assert status == 200 and "not a result the predict step returned" in text and "Traceback" not in text
+
+
 def test_unknown_model_error_lists_every_model_the_server_offers(client, astronaut_png):
     offered = [m["id"] for m in client.get("/api/models").json()["models"]]
     r = client.post("/api/predict", params={"model": "nope"}, **upload(astronaut_png))

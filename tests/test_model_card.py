@@ -134,3 +134,12 @@ def test_placeholder_repo_id_only_inside_code_examples(tmp_path):
 
     assert PLACEHOLDER_REPO not in str(render_card(folder, "acme/fer"))
     assert (folder / "README.md").read_text() == str(render_card(folder, "acme/fer"))
+
+
+def test_notes_beside_the_export_become_a_section_and_are_left_out_when_absent(tmp_path):
+    folder = export(tmp_path, config(), eval_results())
+    assert "## How this model was made" not in render_card(folder).text
+    (folder / "notes.md").write_text("Stage 2 reached **85.1%** on FER+ (printed 2026-11-25).\n")
+    text = render_card(folder).text
+    assert "## How this model was made and compared\n\nStage 2 reached **85.1%** on FER+ (printed 2026-11-25)." in text
+    assert text.index("## How this model was made") < text.index("## Limitations and bias")

@@ -72,8 +72,11 @@ def _ink(hex_colour: str) -> str:
     return "#000000" if 0.299 * r + 0.587 * g + 0.114 * b > 150 else "#ffffff"
 
 
-def summary(result: dict[str, Any] | None, no_face: str = NO_FACE) -> str:
-    """Markdown for the faces found: each one's emotion and confidence, uncertain ones marked as such."""
+def summary(result: dict[str, Any] | None, no_face: str = NO_FACE, listed: bool = False) -> str:
+    """Markdown for the faces found: each one's emotion and confidence, uncertain ones marked as such.
+
+    `listed`: a table lists a group's faces beside it (the photo tab), so only the count line is written for two
+    faces or more."""
     if not result:
         return ""
     faces = result["faces"]
@@ -84,7 +87,29 @@ def summary(result: dict[str, Any] | None, no_face: str = NO_FACE) -> str:
     if result.get("truncated"):
         lines[0] += (f": the {len(faces)} highest-scoring of **{result['faces_total']}** found; raise *Max faces* "
                      "to see all")
+    if listed and len(faces) > 1:
+        return lines[0]
     for i, face in enumerate(faces, 1):
         unsure = " *(uncertain: no emotion clearly wins)*" if face["uncertain"] else ""
         lines.append(f"- Face {i}: **{face['emotion']}** {face['confidence']:.0%}{unsure}")
     return "\n".join(lines)
+
+
+FACE_TABLE_HEADERS = ["Face", "Emotion", "Confidence", "Runner-up"]
+
+
+def runner_up(face: dict[str, Any]) -> str:
+    """The second most likely emotion and its probability, e.g. 'neutral 9%'."""
+    second = sorted(face["probabilities"].items(), key=lambda kv: kv[1], reverse=True)[1]
+    return f"{second[0]} {second[1]:.0%}"
+
+
+def face_rows(faces: list[dict[str, Any]]) -> list[list[Any]]:
+    """One compact row per face, numbered as on the photo: [number, emotion (? when unsure), confidence, runner-up]."""
+    return [[number, face["emotion"] + ("?" if face["uncertain"] else ""), f"{face['confidence']:.0%}",
+             runner_up(face)] for number, face in enumerate(faces, 1)]
+
+
+def face_title(number: int, face: dict[str, Any]) -> str:
+    """The heading of one face's bars: 'Face 2: happy 87%', '(uncertain)' added when no emotion clearly wins."""
+    return f"Face {number}: {caption(face)}" + (" (uncertain)" if face["uncertain"] else "")

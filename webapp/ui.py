@@ -24,6 +24,7 @@ from emotion.video import FaceTracker
 
 from . import render
 from .components import SafeImageEditor
+from .face_list import face_details
 from .files import EXAMPLES, SEND_A_FILE, check_file_ref, read_upload
 from .models import ModelRegistry
 from .pool import InferencePool
@@ -35,7 +36,6 @@ log = logging.getLogger(__name__)
 
 DELETE_CACHE = (300, 900)  # every 5 min, uploads and results older than 15 min are deleted (all at shutdown)
 FACE_SEARCH = [(name, r) for r, name in {"auto": "Auto", "short": "Near", "full": "Far"}.items() if r in RANGES]
-MAX_CHARTS = 12  # per-face charts drawn; the JSON always has every face
 INTRO = """# Emotion Detection
 Finds every face in a photo and estimates its expression over 8 emotions (anger, contempt, disgust, fear, happy,
 neutral, sad, surprise). When no emotion clearly wins, the face is marked *uncertain* and its caption gets a **?**.
@@ -84,19 +84,6 @@ def strokes_box(layers: list[Image.Image] | None) -> tuple[int, int, int, int] |
     x0, y0 = min(b[0] for b in boxes), min(b[1] for b in boxes)
     x1, y1 = max(b[2] for b in boxes), max(b[3] for b in boxes)
     return x0, y0, x1 - x0, y1 - y0
-
-
-def face_charts(result: gr.JSON) -> None:
-    """One gr.Label per face with all 8 probabilities, redrawn whenever `result` changes."""
-
-    @gr.render(inputs=result)
-    def _charts(value):
-        faces = (value or {}).get("faces") or []
-        with gr.Row():
-            for i, face in enumerate(faces[:MAX_CHARTS], 1):
-                unsure = " (uncertain)" if face["uncertain"] else ""
-                gr.Label(face["probabilities"], num_top_classes=8, min_width=220,
-                         label=f"Face {i}: {render.caption(face)}{unsure}", elem_classes=["face-chart"])
 
 
 class Previews:
@@ -184,7 +171,8 @@ class Handlers:
     def show(self, image, result):
         if not result or image is None:
             return None, "", gr.Button(visible=False)
-        return self.draw(image, result), render.summary(result), gr.Button(visible=not result["faces"])
+        summary = render.summary(result, listed=True)  # face_details' table lists a group's faces
+        return self.draw(image, result), summary, gr.Button(visible=not result["faces"])
 
     def live_frame(self, frame, model, max_faces, min_detection_score, range, tracker):  # noqa: A002
         if frame is None:
@@ -252,7 +240,7 @@ def crop_tab() -> tuple:
                 crop_annotated = gr.Image(label="Region", interactive=False, height=420)
                 crop_status = gr.Markdown(elem_id="crop-summary")
                 crop_result = gr.JSON(show_label=False, render=False)
-                face_charts(crop_result)
+                face_details(crop_result)
                 with gr.Accordion("JSON (as returned by the API)", open=False):
                     crop_result.render()
     return editor, crop_run, crop_result, crop_annotated, crop_status
@@ -287,7 +275,7 @@ def build_ui(registry: ModelRegistry, pool: InferencePool) -> gr.Blocks:
                                              "take a webcam snapshot.", elem_id="summary")
                         offer_crop = gr.Button("Crop the face yourself", visible=False, variant="secondary")
                         result = gr.JSON(show_label=False, elem_id="result-json", render=False)
-                        face_charts(result)  # the charts above the JSON they are drawn from
+                        face_details(result)  # above the JSON it is drawn from
                         with gr.Accordion("JSON (as returned by the API)", open=False):
                             result.render()
             cam, live, live_status = webcam_tab()
