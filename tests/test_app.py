@@ -270,7 +270,7 @@ def gradio_upload(client, name: str, content: bytes) -> dict:
 def test_gradio_api_lists_predict_with_its_options(client):
     info = client.get("/gradio_api/info").json()
     params = [p["parameter_name"] for p in info["named_endpoints"]["/predict"]["parameters"]]
-    assert params == ["image", "model", "max_faces", "min_detection_score", "range"]
+    assert params == ["image", "model", "max_faces", "min_detection_score", "range", "action_units"]
 
 
 def test_the_ui_face_search_is_the_rest_range_option(client, small_face_png, tiny_model):

@@ -250,7 +250,7 @@ def test_video_tab_gives_the_timeline_key_frames_table_and_csv(client, clip, pre
 
     info = client.get("/gradio_api/info").json()["named_endpoints"]["/predict_video"]
     assert [p["parameter_name"] for p in info["parameters"]] == ["video", "model", "sampling", "rate", "max_faces",
-                                                                 "min_detection_score"]
+                                                                 "min_detection_score", "action_units"]
     ref = gradio_upload(client, "clip.mp4", clip.read_bytes())
     event, data = gradio_call(client, "predict_video", [ref, tiny_model.name, "fps", 5, 20, 0.5])
     assert event == "complete", data
