@@ -18,6 +18,9 @@ if not sys.stderr.isatty():  # off a terminal, datasets' bars are carriage-retur
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+AU_HELP = ("also each face's facial action units (AU1, AU2, AU4, ... in 0..1) and 52 blendshapes, from the face "
+           "landmarker (off by default: ~12-25 ms more per face; see docs/action_units.md)")
+TOP_AUS = 3  # action units shown per face in the text output (--json has all of them)
 VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp"}
 
 
@@ -33,6 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--max-faces", type=int, default=20)
     pr.add_argument("--min-score", type=float, default=0.5, help="minimum face detection score (0..1)")
     pr.add_argument("--range", choices=("short", "full", "auto"), default="auto", help="face detector range")
+    pr.add_argument("--action-units", action="store_true", help=AU_HELP + "; videos: columns au_1, ..., smoothed "
+                    "along each track")
     video = pr.add_argument_group("videos")
     sample = video.add_mutually_exclusive_group()
     sample.add_argument("--every", type=int, help="analyse every Nth frame (default: every frame)")
@@ -67,6 +72,8 @@ def add_dataset_parser(sub) -> None:
     d.add_argument("--max-faces", type=int, default=20)
     d.add_argument("--min-score", type=float, default=0.5, help="minimum face detection score (0..1)")
     d.add_argument("--range", choices=("short", "full", "auto"), default="auto", help="face detector range")
+    d.add_argument("--action-units", action="store_true", help=AU_HELP + "; columns au_1, au_2, ..., "
+                   "action_units_reason")
     d.add_argument("--no-progress", action="store_true", help="no progress bar")
     d.add_argument("--verbose", action="store_true", help="debug logs, and the face detector's native messages")
 
@@ -118,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
             failed += predict_video(predictor, path, args)
             continue
         try:
-            result = predictor.predict(path)
+            result = predictor.predict(path, action_units=args.action_units)
         except EmotionError as e:
             print(f"error: {path}: {e}", file=sys.stderr)
             failed += 1
@@ -134,7 +141,7 @@ def predict_video(predictor, path: Path, args) -> int:
     from .errors import EmotionError
 
     try:
-        result = predictor.predict_video(path, every=args.every, fps=args.fps)
+        result = predictor.predict_video(path, every=args.every, fps=args.fps, action_units=args.action_units)
     except EmotionError as e:
         print(f"error: {path}: {e}", file=sys.stderr)
         return 1
@@ -161,7 +168,7 @@ def predict_dataset(args) -> int:
     from .batch_sources import open_source
     from .errors import EmotionError
 
-    options = Options(args.model, args.min_score, args.max_faces, args.range, args.threads)
+    options = Options(args.model, args.min_score, args.max_faces, args.range, args.threads, args.action_units)
     try:
         source = open_source(args.source, split=args.split, config=args.config, image_column=args.image_column,
                              id_column=args.id_column)
@@ -185,8 +192,23 @@ def format_text(path: Path, result) -> list[str]:
         return [f"{path}: no face found"]
     cut = ([f"{path}: showing the {len(result.faces)} highest-scoring of {result.faces_total} faces "
             "(raise --max-faces to see more)"] if result.truncated else [])
-    return cut + [f"{path}: face {i + 1} at x={f.box[0]} y={f.box[1]} w={f.box[2]} h={f.box[3]}: {f.emotion} "
-            f"{f.confidence:.0%}{' (uncertain)' if f.uncertain else ''}" for i, f in enumerate(result.faces)]
+    lines = []
+    for i, f in enumerate(result.faces):
+        lines.append(f"{path}: face {i + 1} at x={f.box[0]} y={f.box[1]} w={f.box[2]} h={f.box[3]}: {f.emotion} "
+                     f"{f.confidence:.0%}{' (uncertain)' if f.uncertain else ''}")
+        if f.has_action_units:
+            lines.append(f"{path}: face {i + 1} action units: {top_action_units(f)}")
+    return cut + lines
+
+
+def top_action_units(face) -> str:
+    """'AU12 0.92 (lip corner puller), AU10 0.55 (...), AU7 0.40 (...)', or why there are none."""
+    from .action_units import AU_NAMES
+
+    if face.action_units is None:
+        return f"none ({face.action_units_reason})"
+    top = sorted(face.action_units.items(), key=lambda kv: -kv[1])[:TOP_AUS]
+    return ", ".join(f"{au} {v:.2f} ({AU_NAMES[au]})" for au, v in top)
 
 
 if __name__ == "__main__":

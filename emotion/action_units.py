@@ -255,6 +255,12 @@ def _load():
         output_face_blendshapes=True)
     with _native_stderr_quiet():
         landmarker = vision.FaceLandmarker.create_from_options(options)
+        # One run on a blank crop here, hidden: the first run's native warnings (LiteRT's memory alignment, absl's
+        # "Logging before InitGoogle") would otherwise reach the terminal in the middle of a CLI's output.
+        import mediapipe as mp
+
+        landmarker.detect(mp.Image(image_format=mp.ImageFormat.SRGB,
+                                   data=np.full((CROP_SIDE, CROP_SIDE, 3), GRAY, dtype=np.uint8)))
     logger.debug("loaded the face landmarker")
     return landmarker
 

@@ -34,21 +34,22 @@ SHARD_NAME = "part-{:06d}.parquet"
 MAX_PIXELS_IN_FLIGHT = 64_000_000  # decoded pixels held before their faces are classified: bounds memory per batch
 
 
-def schema(labels: Sequence[str] = LABELS) -> pa.Schema:
+def schema(labels: Sequence[str] = LABELS, action_units: bool = False) -> pa.Schema:
     """The columns of every shard (`records.dataset_schema`): where each face is, its 8 probabilities, the top
-    emotion, and any error."""
-    return dataset_schema(labels)
+    emotion, with `action_units` its AUs (au_1, au_2, ...) and their reason, and any error."""
+    return dataset_schema(labels, action_units)
 
 
 def _error_row(image_id: str, e: Exception) -> dict:
     return dataset_error_row(image_id, str(e) if isinstance(e, EmotionError) else f"{type(e).__name__}: {e}")
 
 
-def predict_rows(predictor, records: Iterable[tuple[str, object]]) -> pa.Table:
+def predict_rows(predictor, records: Iterable[tuple[str, object]], action_units: bool = False) -> pa.Table:
     """The per-batch function: (image id, payload) pairs -> one table row per face, in the order given.
 
     A payload is anything `load_image` takes, or an exception to record as that image's error. No image can stop
-    the batch: whatever goes wrong decoding or detecting is that image's `error`.
+    the batch: whatever goes wrong decoding or detecting is that image's `error`. `action_units` adds each face's
+    AUs (columns au_1, ..., action_units_reason).
     """
     rows: list[list[dict]] = []
     pending: list[tuple[int, str, object]] = []  # (slot, id, (image, faces)) awaiting classification
@@ -65,23 +66,23 @@ def predict_rows(predictor, records: Iterable[tuple[str, object]]) -> pa.Table:
         pending.append((len(rows) - 1, image_id, (img, faces)))
         pixels += img.width * img.height
         if pixels > MAX_PIXELS_IN_FLIGHT:
-            _classify(predictor, pending, rows)
+            _classify(predictor, pending, rows, action_units)
             pending, pixels = [], 0
-    _classify(predictor, pending, rows)
-    return pa.Table.from_pylist([r for image in rows for r in image], schema=schema(predictor.labels))
+    _classify(predictor, pending, rows, action_units)
+    return pa.Table.from_pylist([r for image in rows for r in image], schema=schema(predictor.labels, action_units))
 
 
-def _classify(predictor, pending: list, rows: list[list[dict]]) -> None:
+def _classify(predictor, pending: list, rows: list[list[dict]], action_units: bool = False) -> None:
     if not pending:
         return
     try:
-        results = predictor.classify_detected([p[2] for p in pending])
+        results = predictor.classify_detected([p[2] for p in pending], action_units=action_units)
     except Exception as e:  # noqa: BLE001 - find the image that breaks the batch, keep the others
         if len(pending) == 1:
             rows[pending[0][0]] = [_error_row(pending[0][1], e)]
         else:
             for item in pending:
-                _classify(predictor, [item], rows)
+                _classify(predictor, [item], rows, action_units)
         return
     for (slot, image_id, _), result in zip(pending, results):
         rows[slot] = dataset_rows(image_id, result)
@@ -97,6 +98,12 @@ class Options:
     max_faces: int = 20
     range: str = "auto"
     threads: int | None = None  # torch threads per process (None: torch's default in 1 process, 1 each in N)
+    action_units: bool = False  # also each face's AUs (columns au_1, ..., action_units_reason)
+
+    def manifest(self) -> dict:
+        """What a resumed run must share: all but the threads; action_units only when on, so a folder written
+        before the option existed still resumes."""
+        return {k: v for k, v in asdict(self).items() if k != "threads" and (k != "action_units" or v)}
 
     def predictor(self):
         from .predict import Predictor
@@ -174,8 +181,7 @@ def run(source, output: Path, options: Options, *, workers: int = 1, shard_size:
         raise EmotionError("--workers, --shard-size and --batch-size must be whole numbers >= 1")
     output.mkdir(parents=True, exist_ok=True)
     options = Options(**{**asdict(options), "model": options.model or default_source()})
-    check_manifest(output, {"source": source.describe(), "shard_size": shard_size,
-                            **{k: v for k, v in asdict(options).items() if k != "threads"}})
+    check_manifest(output, {"source": source.describe(), "shard_size": shard_size, **options.manifest()})
     for tmp in output.glob("*.tmp"):
         tmp.unlink()  # left by a run that was killed mid-write
     done = {int(p.stem.split("-")[1]) for p in output.glob("part-*.parquet")}
@@ -225,15 +231,16 @@ def _progress_bar(total: int | None, done: set[int], shard_size: int, enabled: b
 
 # ---------------------------------------------------------------------------------------- 1 process or N processes
 _worker_predictor = None
+_worker_options = Options()
 
 
 def _init_worker(options: Options) -> None:
-    global _worker_predictor
-    _worker_predictor = options.predictor()
+    global _worker_predictor, _worker_options
+    _worker_predictor, _worker_options = options.predictor(), options
 
 
 def _work(records: list) -> pa.Table:
-    return predict_rows(_worker_predictor, records)
+    return predict_rows(_worker_predictor, records, _worker_options.action_units)
 
 
 def _predict_chunks(chunks: Iterator[tuple[int, list]], options: Options,
@@ -243,7 +250,7 @@ def _predict_chunks(chunks: Iterator[tuple[int, list]], options: Options,
     if workers == 1:
         predictor = options.predictor()
         for shard, records in chunks:
-            yield shard, predict_rows(predictor, records)
+            yield shard, predict_rows(predictor, records, options.action_units)
         return
     options = Options(**{**asdict(options), "threads": options.threads or 1})
     # spawn, not fork: MediaPipe and torch's thread pools do not survive a fork of a process that started them.

@@ -25,7 +25,7 @@ class RayPredictor:
 
     def __init__(self, options: Options, kind: str, image_column: str | None = None, id_column: str | None = None,
                  root: str | None = None):
-        self.predictor = options.predictor()
+        self.predictor, self.action_units = options.predictor(), options.action_units
         self.kind, self.image_column, self.id_column, self.root = kind, image_column, id_column, root
 
     def __call__(self, batch):
@@ -35,7 +35,7 @@ class RayPredictor:
             records = [(_relative(r["path"], self.root), r["bytes"]) for r in rows]
         else:
             records = [row_record(r, self.image_column, self.id_column) for r in rows]
-        return predict_rows(self.predictor, records)
+        return predict_rows(self.predictor, records, self.action_units)
 
 
 def _relative(path: str, root: str) -> str:

@@ -52,6 +52,8 @@ class Predictor:
         self.model, self.info, self.source = model.eval(), info, source
         self.detector = detector or FaceDetector()
         self._lock = threading.Lock()  # torch modules are not re-entrant under concurrent calls on all backends
+        self.au_reader = None  # an ActionUnitReader, loaded on the first request for action units (never before)
+        self._au_lock = threading.Lock()
 
     @classmethod
     def from_pretrained(cls, source: str | None = None, *, min_score: float = 0.5, max_faces: int = 20,
@@ -106,6 +108,23 @@ class Predictor:
         """One image and its faces (detected, or boxes the caller gives) -> their predictions."""
         return self.classify(self.crops(image, faces), faces)
 
+    # ------------------------------------------------------------------------------------------ action units
+    def read_action_units(self, image: Image.Image, faces: Sequence[Face | tuple[int, int, int, int]]) -> list:
+        """Each face's action units (`emotion.action_units.FaceActionUnits`, in the order given), read on `image`
+        by this predictor's one shared `ActionUnitReader`, which loads here on first use."""
+        if self.au_reader is None:
+            with self._au_lock:
+                if self.au_reader is None:
+                    from .action_units import ActionUnitReader
+
+                    self.au_reader = ActionUnitReader()
+        return self.au_reader.read(image, faces)
+
+    def add_action_units(self, image: Image.Image, predictions: Sequence[FacePrediction]) -> list[FacePrediction]:
+        """The predictions of faces of `image`, each with its action units, blendshapes and reason."""
+        read = self.read_action_units(image, [p.box for p in predictions])
+        return [p.with_action_units(r) for p, r in zip(predictions, read, strict=True)]
+
     # ------------------------------------------------------------------------------------------------ public
     def detect(self, image: Any, **options) -> tuple[Image.Image, Detections]:
         """The loaded image and its `Detections` (faces kept, and how many were found before `max_faces`)."""
@@ -113,19 +132,22 @@ class Predictor:
         return img, self.detector.find(img, **{k: v for k, v in options.items() if v is not None})
 
     def predict(self, image: Any, *, max_faces: int | None = None, min_score: float | None = None,
-                range: str | None = None) -> ImagePrediction:  # noqa: A002
-        """Every face in one image (path, bytes, PIL or numpy) with its emotion probabilities."""
-        return self.predict_batch([image], max_faces=max_faces, min_score=min_score, range=range)[0]
+                range: str | None = None, action_units: bool = False) -> ImagePrediction:  # noqa: A002
+        """Every face in one image (path, bytes, PIL or numpy) with its emotion probabilities; with `action_units`
+        also each face's FACS action units and 52 blendshapes (docs/action_units.md; ~12-25 ms more per face)."""
+        return self.predict_batch([image], max_faces=max_faces, min_score=min_score, range=range,
+                                  action_units=action_units)[0]
 
-    def predict_batch(self, images: Sequence[Any], **options) -> list[ImagePrediction]:
-        """Several images; all their faces are classified in one batch."""
+    def predict_batch(self, images: Sequence[Any], action_units: bool = False, **options) -> list[ImagePrediction]:
+        """Several images; all their faces are classified in one batch (`action_units`: as in `predict`)."""
         t0 = time.perf_counter()
         loaded = [self.detect(im, **options) for im in images]
-        return self.classify_detected(loaded, t0)
+        return self.classify_detected(loaded, t0, action_units)
 
-    def classify_detected(self, loaded: Sequence[tuple[Image.Image, Detections]],
-                          t0: float | None = None) -> list[ImagePrediction]:
-        """Images already decoded and searched (`detect`'s results): all their faces classified in one batch.
+    def classify_detected(self, loaded: Sequence[tuple[Image.Image, Detections]], t0: float | None = None,
+                          action_units: bool = False) -> list[ImagePrediction]:
+        """Images already decoded and searched (`detect`'s results): all their faces classified in one batch,
+        and with `action_units` their action units read.
 
         Lets a caller that must survive bad images (batch prediction) detect one image at a time, then classify
         the good ones together. `t0` is when detection started, for the timings.
@@ -138,15 +160,20 @@ class Predictor:
         t2 = time.perf_counter()
         out, i = [], 0
         for img, found in loaded:
-            out.append(ImagePrediction(predictions[i:i + len(found.faces)], img.size,
+            faces = predictions[i:i + len(found.faces)]
+            out.append(ImagePrediction(self.add_action_units(img, faces) if action_units else faces, img.size,
                                        {"detect": (t1 - t0) * 1000 / n, "classify": (t2 - t1) * 1000 / n},
                                        faces_total=found.total))
             i += len(found.faces)
+        if action_units:
+            per_image = (time.perf_counter() - t2) * 1000 / n
+            for result in out:
+                result.timings_ms["action_units"] = per_image
         return out
 
     def predict_video(self, path: str | Path, *, every: int | None = None, fps: float | None = None,
                       progress: bool = True, max_faces: int | None = None, min_score: float | None = None,
-                      range: str | None = None):  # noqa: A002
+                      range: str | None = None, action_units: bool = False):  # noqa: A002
         """Every face in a video, followed along tracks, probabilities smoothed per track (`emotion.video`).
 
         Args:
@@ -154,6 +181,7 @@ class Predictor:
             every: analyse every Nth frame (default: every frame, unless `fps` is given).
             fps: analyse about this many frames per second instead.
             progress: show a progress bar on stderr.
+            action_units: also each face's action units per frame, smoothed along its track (columns au_1, ...).
 
         Returns:
             A `VideoPrediction`: per-frame rows (time, track, box, 8 probabilities, top emotion), a summary per
@@ -163,9 +191,12 @@ class Predictor:
 
         options = {k: v for k, v in {"max_faces": max_faces, "min_score": min_score, "range": range}.items()
                    if v is not None}
-        return predict_video(self, path, every, fps, progress, **options)
+        return predict_video(self, path, every, fps, progress, action_units=action_units, **options)
 
-    def predict_crop(self, image: Any, box: tuple[int, int, int, int] | None = None) -> FacePrediction:
-        """Classify a face the caller has already cut out (or the `box` (x, y, w, h) of `image`); no detection."""
+    def predict_crop(self, image: Any, box: tuple[int, int, int, int] | None = None,
+                     action_units: bool = False) -> FacePrediction:
+        """Classify a face the caller has already cut out (or the `box` (x, y, w, h) of `image`); no detection.
+        With `action_units`, its action units are read on the box too (null with a reason if it is too small)."""
         img = load_image(image)
-        return self.predict_faces(img, [box if box is not None else (0, 0, img.width, img.height)])[0]
+        faces = self.predict_faces(img, [box if box is not None else (0, 0, img.width, img.height)])
+        return (self.add_action_units(img, faces) if action_units else faces)[0]

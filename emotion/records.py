@@ -13,7 +13,11 @@ from typing import Any, Sequence
 import numpy as np
 from typing_extensions import TypedDict  # pydantic (the REST schema) needs this one below Python 3.12
 
+from .action_units import AU_TABLE
+
 BOX_KEYS = ("x", "y", "w", "h")
+# The table columns of the action units, asked for only: "AU12" -> "au_12".
+AU_COLUMNS = {au: f"au_{au[2:]}" for au in AU_TABLE}
 
 
 @dataclass
@@ -31,6 +35,11 @@ class FacePrediction:
     detection_score: float | None = None
     keypoints: list[tuple[float, float]] | None = None
     track: int | None = None
+    # Asked for only (`action_units=True`): the AUs (AU_TABLE's, 0..1) and the landmarker's 52 blendshapes, or
+    # None for both with `action_units_reason`. All three None: not asked, and left out of every output.
+    action_units: dict[str, float] | None = None
+    blendshapes: dict[str, float] | None = None
+    action_units_reason: str | None = None
 
     @classmethod
     def from_probabilities(cls, probs: np.ndarray, labels: Sequence[str], uncertain_below: float, box,
@@ -54,6 +63,16 @@ class FacePrediction:
         return replace(self, emotion=labels[top], confidence=float(probs[top]), uncertain=uncertain,
                        probabilities={lab: float(p) for lab, p in zip(labels, probs)},
                        track=self.track if track is None else track)
+
+    def with_action_units(self, read) -> "FacePrediction":
+        """This face with what `emotion.action_units.ActionUnitReader` read on it (a `FaceActionUnits`)."""
+        return replace(self, action_units=read.action_units, blendshapes=read.blendshapes,
+                       action_units_reason=read.reason)
+
+    @property
+    def has_action_units(self) -> bool:
+        """Action units were asked for this face (read, or refused with a reason)."""
+        return self.action_units is not None or self.action_units_reason is not None
 
     def vector(self) -> np.ndarray:
         """The probabilities as an array, in the model's label order."""
@@ -96,7 +115,8 @@ class Box(TypedDict):
 
 
 # name -> (type, description); the order is the JSON's. A field whose type allows None is written as null, except
-# `track`, which a photo's face leaves out (the REST photo schema has no track).
+# `track`, which a photo's face leaves out (the REST photo schema has no track), and the three action-unit fields,
+# written only when they were asked for (ACTION_UNIT_FIELDS).
 FACE_JSON: dict[str, tuple[Any, str]] = {
     "box": (Box, "in pixels of the original (EXIF-rotated) image"),
     "emotion": (str, "the most likely emotion"),
@@ -106,7 +126,15 @@ FACE_JSON: dict[str, tuple[Any, str]] = {
     "detection_score": (float | None, "null for a caller-given crop box"),
     "keypoints": (list[list[float]] | None, "eyes, nose, mouth, ears (x, y)"),
     "track": (int | None, "the face's track along a video or webcam session; absent for a photo"),
+    "action_units": (dict[str, float] | None, "only with action_units=true: FACS action units (AU1, AU2, AU4, ...) "
+                     "in 0..1 from the face landmarker's blendshapes (docs/action_units.md); null with a reason "
+                     "when none could be read"),
+    "blendshapes": (dict[str, float] | None, "only with action_units=true: the landmarker's 52 blendshape scores "
+                    "in 0..1, or null"),
+    "action_units_reason": (str | None, "only with action_units=true: why action_units is null (a face too small "
+                            "for landmarks, no landmarks found), else null"),
 }
+ACTION_UNIT_FIELDS = ("action_units", "blendshapes", "action_units_reason")
 IMAGE_JSON: dict[str, tuple[Any, str]] = {
     "faces": (list, "every face kept, left to right"),
     "faces_total": (int, "faces found before the max_faces cut"),
@@ -124,6 +152,9 @@ def face_json(face: FacePrediction) -> dict[str, Any]:
            "keypoints": None if face.keypoints is None else [tuple(k) for k in face.keypoints]}
     if face.track is not None:
         out["track"] = face.track
+    if face.has_action_units:
+        out.update(action_units=face.action_units, blendshapes=face.blendshapes,
+                   action_units_reason=face.action_units_reason)
     return out
 
 
@@ -136,17 +167,18 @@ def image_json(result: ImagePrediction) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------ predict-dataset rows
-def dataset_schema(labels: Sequence[str]):
-    """The columns of every predict-dataset shard: where each face is, its probabilities, the top emotion, and
-    any error."""
+def dataset_schema(labels: Sequence[str], action_units: bool = False):
+    """The columns of every predict-dataset shard: where each face is, its probabilities, the top emotion, with
+    `action_units` the AUs (au_1, au_2, au_4, ...) and why they are null, and any error."""
     import pyarrow as pa
 
     i32, f32 = pa.int32(), pa.float32()
+    aus = [(c, f32) for c in AU_COLUMNS.values()] + [("action_units_reason", pa.string())] if action_units else []
     return pa.schema(
         [("image_id", pa.string()), ("face_index", i32), ("num_faces", i32), ("image_width", i32),
          ("image_height", i32), ("box_x", i32), ("box_y", i32), ("box_w", i32), ("box_h", i32),
          ("detection_score", f32), ("emotion", pa.string()), ("confidence", f32), ("uncertain", pa.bool_())]
-        + [(f"prob_{label}", f32) for label in labels] + [("error", pa.string())])
+        + [(f"prob_{label}", f32) for label in labels] + aus + [("error", pa.string())])
 
 
 def dataset_rows(image_id: str, result: ImagePrediction) -> list[dict[str, Any]]:
@@ -157,8 +189,19 @@ def dataset_rows(image_id: str, result: ImagePrediction) -> list[dict[str, Any]]
         return [base]
     return [{**base, "face_index": i, **{f"box_{k}": v for k, v in zip(BOX_KEYS, f.box)},
              "detection_score": f.detection_score, "emotion": f.emotion, "confidence": f.confidence,
-             "uncertain": f.uncertain, **{f"prob_{k}": v for k, v in f.probabilities.items()}}
+             "uncertain": f.uncertain, **{f"prob_{k}": v for k, v in f.probabilities.items()}, **au_cells(f)}
             for i, f in enumerate(result.faces)]
+
+
+def au_cells(face: FacePrediction, digits: int | None = None) -> dict[str, Any]:
+    """A face's action units as table cells (au_1, ..., action_units_reason), rounded to `digits` if given; none
+    when they were not asked for, all null but the reason when none could be read."""
+    if not face.has_action_units:
+        return {}
+    aus = face.action_units or {}
+    cells = {col: (None if aus.get(au) is None else aus[au] if digits is None else round(aus[au], digits))
+             for au, col in AU_COLUMNS.items()}
+    return {**cells, "action_units_reason": face.action_units_reason}
 
 
 def dataset_error_row(image_id: str, message: str) -> dict[str, Any]:
@@ -167,17 +210,18 @@ def dataset_error_row(image_id: str, message: str) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------------------ video rows
-def video_columns(labels: Sequence[str]) -> list[str]:
+def video_columns(labels: Sequence[str], action_units: bool = False) -> list[str]:
     """The video table's columns (CSV and parquet): time_s, frame, track, x, y, w, h, emotion, confidence, the
-    probabilities."""
-    return ["time_s", "frame", "track", *BOX_KEYS, "emotion", "confidence", *labels]
+    probabilities, and with `action_units` the AUs (au_1, au_2, ...; smoothed along the track) and their reason."""
+    aus = [*AU_COLUMNS.values(), "action_units_reason"] if action_units else []
+    return ["time_s", "frame", "track", *BOX_KEYS, "emotion", "confidence", *labels, *aus]
 
 
 def video_row(time: float, frame: int, face: FacePrediction) -> dict[str, Any]:
     """One face of one sampled frame (smoothed along its track), rounded for the table: 1 ms, 4 decimals."""
     return {"time_s": round(time, 3), "frame": frame, "track": face.track, **dict(zip(BOX_KEYS, face.box)),
             "emotion": face.emotion, "confidence": round(face.confidence, 4),
-            **{lab: round(p, 4) for lab, p in face.probabilities.items()}}
+            **{lab: round(p, 4) for lab, p in face.probabilities.items()}, **au_cells(face, 4)}
 
 
 def track_summary(track, labels: Sequence[str]) -> dict[str, Any]:

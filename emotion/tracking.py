@@ -7,7 +7,7 @@ norfair 2.3 on scenes with known tracks (see bench/README.md, "Tracking").
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -36,6 +36,13 @@ class Track:
     frames: int = 0
     total: np.ndarray = field(default=None)  # sum of the smoothed probabilities, for the summary
     velocity: tuple[float, float] = (0.0, 0.0)  # of the box centre, px per second (smoothed)
+    action_units: np.ndarray | None = None  # smoothed like the probabilities, from the frames that had them
+
+    def smooth_action_units(self, values: dict[str, float], ema: float) -> dict[str, float]:
+        """`values` (this frame's AUs) folded into the track's smoothed AUs; returns the smoothed ones."""
+        new = np.fromiter(values.values(), float, len(values))
+        self.action_units = new if self.action_units is None else ema * new + (1 - ema) * self.action_units
+        return {au: float(v) for au, v in zip(values, self.action_units)}
 
     def centre_at(self, time: float) -> tuple[float, float]:
         """Where the box centre is expected at `time`: the last centre moved on at the track's velocity."""
@@ -102,10 +109,14 @@ class FaceTracker:
               uncertain_below: float | None = None) -> list[FacePrediction]:
         """This frame's predictions followed along their tracks: each returned with its track id and its
         probabilities smoothed along the track (so its emotion and confidence follow the smoothed ones; its
-        `uncertain` flag too, when `uncertain_below` is given). Boxes, scores and keypoints stay this frame's."""
+        `uncertain` flag too, when `uncertain_below` is given). Action units, where read, are smoothed the same way
+        (a frame without them leaves the track's as they were, and keeps its null and reason). Boxes, scores,
+        keypoints and blendshapes stay this frame's."""
         probs = np.array([f.vector() for f in faces]) if faces else np.zeros((0, 0))
         tracks = self.update(time, [f.box for f in faces], probs)
-        return [f.with_probabilities(t.probs, t.id, uncertain_below) for f, t in zip(faces, tracks)]
+        out = [f.with_probabilities(t.probs, t.id, uncertain_below) for f, t in zip(faces, tracks)]
+        return [replace(f, action_units=t.smooth_action_units(f.action_units, self.ema))
+                if f.action_units is not None else f for f, t in zip(out, tracks)]
 
     def _candidates(self, time: float, boxes) -> Iterator[tuple[float, int, int]]:
         """(distance in face sides, box, track) for every pair within the track's gate."""

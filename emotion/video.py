@@ -129,6 +129,7 @@ class VideoPrediction:
     labels: list[str]
     frames: int = 0
     interrupted: bool = False
+    action_units: bool = False  # the rows have the AU columns (au_1, ..., action_units_reason)
 
     def to_dict(self) -> dict[str, Any]:
         return {"frames_analysed": self.frames, "interrupted": self.interrupted, "labels": self.labels,
@@ -138,24 +139,31 @@ class VideoPrediction:
         """The per-frame table as a DataFrame: time_s, frame, track, x, y, w, h, emotion, the 8 probabilities."""
         import pandas as pd
 
-        return pd.DataFrame(self.rows, columns=video_columns(self.labels))
+        return pd.DataFrame(self.rows, columns=video_columns(self.labels, self.action_units))
 
 
 def iter_video(predictor, path: str | Path, every: int | None = None, fps: float | None = None,
-               tracker: FaceTracker | None = None, max_seconds: float | None = None, **detect_options
-               ) -> Iterator[dict[str, Any] | int]:
+               tracker: FaceTracker | None = None, max_seconds: float | None = None, action_units: bool = False,
+               **detect_options) -> Iterator[dict[str, Any] | int]:
     """The rows of `predict_video` as they are made, in time order; an int is yielded after each sampled frame
-    (the number of frames done), for progress. Stops cleanly when the caller stops iterating."""
+    (the number of frames done), for progress. Stops cleanly when the caller stops iterating.
+
+    With `action_units`, each face's AUs are read on its frame before the frame is dropped, and smoothed along
+    its track by the tracker as the probabilities are."""
     tracker = tracker or FaceTracker()
-    pending: list[tuple[int, float, list]] = []  # sampled frames waiting for classification: (index, time, faces)
+    # sampled frames waiting for classification: (index, time, faces, their action units or None)
+    pending: list[tuple[int, float, list, list | None]] = []
     crops: list = []
     done = 0
 
     def flush():
-        predictions = predictor.classify(crops, [f for _, _, faces in pending for f in faces])
+        predictions = predictor.classify(crops, [f for _, _, faces, _ in pending for f in faces])
         k, rows = 0, []
-        for index, time, faces in pending:
-            tracked = tracker.track(time, predictions[k:k + len(faces)])
+        for index, time, faces, aus in pending:
+            found = predictions[k:k + len(faces)]
+            if aus is not None:
+                found = [p.with_action_units(a) for p, a in zip(found, aus)]
+            tracked = tracker.track(time, found)
             k += len(faces)
             rows += [video_row(time, index, face) for face in tracked]
         pending.clear()
@@ -170,7 +178,7 @@ def iter_video(predictor, path: str | Path, every: int | None = None, fps: float
             faces = predictor.detector.follow(image, [f.box for f in previous], **detect_options).faces
         previous = faces
         crops += predictor.crops(image, faces)  # the frame itself is dropped: only its faces' crops wait
-        pending.append((index, time, faces))
+        pending.append((index, time, faces, predictor.read_action_units(image, faces) if action_units else None))
         done += 1
         if len(pending) >= BATCH_FRAMES:
             yield from flush()
@@ -180,15 +188,17 @@ def iter_video(predictor, path: str | Path, every: int | None = None, fps: float
 
 def predict_video(predictor, path: str | Path, every: int | None = None, fps: float | None = None,
                   progress: bool = True, max_seconds: float | None = None,
-                  on_frame: Callable[[int], None] | None = None, **detect_options) -> VideoPrediction:
+                  on_frame: Callable[[int], None] | None = None, action_units: bool = False,
+                  **detect_options) -> VideoPrediction:
     """Every face in a video, tracked and smoothed: see the module docstring. Ctrl-C returns what is done.
 
-    `on_frame(n)` is called after each sampled frame with the number done so far (a UI's progress bar)."""
+    `on_frame(n)` is called after each sampled frame with the number done so far (a UI's progress bar);
+    `action_units` adds each face's AUs, smoothed along its track, to the rows (`iter_video`)."""
     tracker = FaceTracker()
     rows, frames, interrupted = [], 0, False
     bar = _progress(path, every, fps, progress)
     try:
-        for item in iter_video(predictor, path, every, fps, tracker, max_seconds, **detect_options):
+        for item in iter_video(predictor, path, every, fps, tracker, max_seconds, action_units, **detect_options):
             if isinstance(item, int):
                 frames = item
                 if bar is not None:
@@ -204,7 +214,7 @@ def predict_video(predictor, path: str | Path, every: int | None = None, fps: fl
         if bar is not None:
             bar.close()
     return VideoPrediction(rows, [track_summary(t, predictor.labels) for t in tracker.tracks()], predictor.labels,
-                           frames, interrupted)
+                           frames, interrupted, action_units)
 
 
 def _progress(path, every, fps, show: bool):

@@ -270,7 +270,7 @@ def gradio_upload(client, name: str, content: bytes) -> dict:
 def test_gradio_api_lists_predict_with_its_options(client):
     info = client.get("/gradio_api/info").json()
     params = [p["parameter_name"] for p in info["named_endpoints"]["/predict"]["parameters"]]
-    assert params == ["image", "model", "max_faces", "min_detection_score", "range"]
+    assert params == ["image", "model", "max_faces", "min_detection_score", "range", "action_units"]
 
 
 def test_the_ui_face_search_is_the_rest_range_option(client, small_face_png, tiny_model):
@@ -279,12 +279,12 @@ def test_the_ui_face_search_is_the_rest_range_option(client, small_face_png, tin
     found = {}
     for r in ("auto", "short"):
         event, data = gradio_call(client, "predict", [gradio_upload(client, "big.png", small_face_png),
-                                                      tiny_model.name, 20, 0.5, r])
+                                                      tiny_model.name, 20, 0.5, r, False])
         assert event == "complete", data
         found[r] = len(data[0]["faces"])
     assert found == {"auto": 1, "short": 0}
     event, data = gradio_call(client, "predict", [gradio_upload(client, "big.png", small_face_png), tiny_model.name,
-                                                  20, 0.5, "sideways"])
+                                                  20, 0.5, "sideways", False])
     rest = client.post("/api/predict", params={"range": "sideways"}, **upload(small_face_png)).json()["error"]
     assert event == "error" and data["error"] == rest
 
@@ -292,7 +292,7 @@ def test_the_ui_face_search_is_the_rest_range_option(client, small_face_png, tin
 def test_gradio_predict_returns_the_rest_json_and_the_same_errors(client, astronaut_png, tiny_model):
     rest = client.post("/api/predict", **upload(astronaut_png)).json()
     event, data = gradio_call(client, "predict", [gradio_upload(client, "a.png", astronaut_png), tiny_model.name,
-                                                  20, 0.5, "auto"])
+                                                  20, 0.5, "auto", False])
     assert event == "complete"
     result = data[0]
     assert set(result) == set(rest) and result["model"] == rest["model"]
@@ -302,7 +302,7 @@ def test_gradio_predict_returns_the_rest_json_and_the_same_errors(client, astron
     bad = b"hello, not a picture"
     rest_error = client.post("/api/predict", **upload(bad, "notes.txt", "text/plain")).json()["error"]
     event, data = gradio_call(client, "predict", [gradio_upload(client, "notes.txt", bad), tiny_model.name, 20, 0.5,
-                                                  "auto"])
+                                                  "auto", False])
     assert event == "error" and data["error"] == rest_error
 
 
@@ -334,7 +334,7 @@ def test_an_upload_is_decoded_once_per_rest_request_and_per_ui_photo_event(clien
     assert len(passes) == 1, passes
     passes.clear()
     ref = gradio_upload(client, "a.png", astronaut_png)  # the Photo tab: predict, then draw on the same upload
-    event, data = gradio_call(client, "predict", [ref, tiny_model.name, 20, 0.5, "auto"])
+    event, data = gradio_call(client, "predict", [ref, tiny_model.name, 20, 0.5, "auto", False])
     assert event == "complete"
     status, text = queue_event(client, "show", [ref, data[0]])
     assert status == 200 and "/gradio_api/file=" in text and "1 face" in text, text
@@ -479,11 +479,11 @@ def forged(path: str, meta: bool) -> dict:
 
 
 EVENTS = {  # every UI event that takes a file, with the data it expects around the file reference
-    "predict": lambda ref, model: [ref, model, 20, 0.5, "auto"],
+    "predict": lambda ref, model: [ref, model, 20, 0.5, "auto", False],
     "predict_crop": lambda ref, model: [{"background": ref, "layers": [], "composite": None}, model],
     "live_frame": lambda ref, model: [ref, model, 20, 0.5, "auto"],
     "to_editor": lambda ref, model: [ref],
-    "predict_video": lambda ref, model: [ref, model, "fps", 5, 20, 0.5],
+    "predict_video": lambda ref, model: [ref, model, "fps", 5, 20, 0.5, False],
 }
 
 
@@ -501,7 +501,7 @@ def test_ui_events_never_read_a_file_the_caller_did_not_upload(client, canaries,
 
 def test_a_forged_reference_is_a_400_that_says_to_upload(client, canaries, tiny_model):
     r = client.post("/gradio_api/call/predict", json={"data": [forged(canaries["image"], True), tiny_model.name,
-                                                               20, 0.5, "auto"]})
+                                                               20, 0.5, "auto", False]})
     assert r.status_code == 400 and "not uploaded to this server" in r.json()["error"]
     assert "handle_file" in r.json()["error"]
 
@@ -511,7 +511,7 @@ def test_the_shipped_example_and_uploads_are_accepted(client, astronaut_png, tin
     dataset = next(c for c in client.get("/config").json()["components"] if c["type"] == "dataset")
     example = dataset["props"]["samples"][0][0]
     assert example["path"].endswith("astronaut.jpg")
-    event, data = gradio_call(client, "predict", [example, tiny_model.name, 20, 0.5, "auto"])
+    event, data = gradio_call(client, "predict", [example, tiny_model.name, 20, 0.5, "auto", False])
     assert event == "complete" and len(data[0]["faces"]) == 1
     status, text = queue_event(client, "to_editor", [gradio_upload(client, "a.png", astronaut_png)])
     assert status == 200 and "/gradio_api/file=" in text
@@ -553,7 +553,8 @@ def test_a_full_inference_queue_answers_503_with_retry_after(client, astronaut_p
     monkeypatch.setattr(client.app.state.pool, "capacity", 0)
     r = client.post("/api/predict", **upload(astronaut_png))
     assert r.status_code == 503 and "busy" in r.json()["error"] and int(r.headers["Retry-After"]) > 0
-    event, data = gradio_call(client, "predict", [gradio_upload(client, "a.png", astronaut_png), None, 20, 0.5, "auto"])
+    event, data = gradio_call(client, "predict", [gradio_upload(client, "a.png", astronaut_png), None, 20, 0.5, "auto",
+                                                  False])
     assert event == "error" and "busy" in data["error"]
 
 

@@ -182,10 +182,10 @@ def test_an_image_that_breaks_classification_is_its_own_error(tiny_model):
     predictor = Predictor.from_pretrained(f"local-dir:{tiny_model}")
     real = predictor.classify_detected
 
-    def fussy(loaded, t0=None):
+    def fussy(loaded, t0=None, action_units=False):
         if any(img.width == 333 for img, _ in loaded):
             raise RuntimeError("boom")
-        return real(loaded, t0)
+        return real(loaded, t0, action_units)
 
     predictor.classify_detected = fussy
     buf = io.BytesIO()

@@ -191,7 +191,7 @@ def test_forged_fifo_and_device_references_never_block_the_server(app_process, t
     os.mkfifo(fifo)
     for path in (str(fifo), "/dev/zero"):
         for name, data in (("to_editor", lambda ref: [ref]),
-                           ("predict", lambda ref: [ref, tiny_model.name, 20, 0.5, "auto"])):
+                           ("predict", lambda ref: [ref, tiny_model.name, 20, 0.5, "auto", False])):
             ref = {"path": path, "meta": {"_type": "gradio.FileData"}}
             try:
                 join_event(url, name, data(ref), timeout=3)

@@ -250,9 +250,9 @@ def test_video_tab_gives_the_timeline_key_frames_table_and_csv(client, clip, pre
 
     info = client.get("/gradio_api/info").json()["named_endpoints"]["/predict_video"]
     assert [p["parameter_name"] for p in info["parameters"]] == ["video", "model", "sampling", "rate", "max_faces",
-                                                                 "min_detection_score"]
+                                                                 "min_detection_score", "action_units"]
     ref = gradio_upload(client, "clip.mp4", clip.read_bytes())
-    event, data = gradio_call(client, "predict_video", [ref, tiny_model.name, "fps", 5, 20, 0.5])
+    event, data = gradio_call(client, "predict_video", [ref, tiny_model.name, "fps", 5, 20, 0.5, False])
     assert event == "complete", data
     summary, plot, gallery, table, csv = data
     assert "**2 faces**" in summary and "15 sampled frames" in summary
@@ -296,11 +296,11 @@ def test_video_tab_errors_say_what_to_fix(client, clip, tiny_model, tmp_path, mo
         ([video_ref, "sometimes", 5], "sampling must be"),
     ]
     for (ref, sampling, rate), words in cases:
-        event, data = gradio_call(client, "predict_video", [ref, tiny_model.name, sampling, rate, 20, 0.5])
+        event, data = gradio_call(client, "predict_video", [ref, tiny_model.name, sampling, rate, 20, 0.5, False])
         assert event == "error" and re.search(words, data["error"]), (words, data)
         assert "Traceback" not in str(data)
     monkeypatch.setattr(webapp.video, "MAX_VIDEO_SECONDS", 1.0)
-    event, data = gradio_call(client, "predict_video", [video_ref, tiny_model.name, "fps", 5, 20, 0.5])
+    event, data = gradio_call(client, "predict_video", [video_ref, tiny_model.name, "fps", 5, 20, 0.5, False])
     assert event == "error" and "limit of 1 s" in data["error"]
 
 
@@ -312,14 +312,14 @@ def test_video_tab_runs_on_the_bounded_pool_and_reads_only_uploads(client, clip,
 
     ref = gradio_upload(client, "clip.mp4", clip.read_bytes())
     # the worker reports progress to the page (it runs in the event's context): "frame n of 15"
-    status, text = queue_event(client, "predict_video", [ref, tiny_model.name, "fps", 5, 20, 0.5])
+    status, text = queue_event(client, "predict_video", [ref, tiny_model.name, "fps", 5, 20, 0.5, False])
     assert status == 200 and '"process_completed"' in text and '"success":true' in text.replace(" ", "")
     assert re.search(r'"index":\d+,"length":15,"unit":"frames"', text.replace(" ", "")), text
     with webapp.video._one_at_a_time:  # a REST video is being analysed
-        event, data = gradio_call(client, "predict_video", [ref, tiny_model.name, "fps", 5, 20, 0.5])
+        event, data = gradio_call(client, "predict_video", [ref, tiny_model.name, "fps", 5, 20, 0.5, False])
     assert event == "error" and "another video is being analysed" in data["error"]
     monkeypatch.setattr(client.app.state.pool, "capacity", 0)
-    event, data = gradio_call(client, "predict_video", [ref, tiny_model.name, "fps", 5, 20, 0.5])
+    event, data = gradio_call(client, "predict_video", [ref, tiny_model.name, "fps", 5, 20, 0.5, False])
     assert event == "error" and "busy" in data["error"]
     outside = tmp_path / "secret.mp4"
     outside.write_bytes(clip.read_bytes())
@@ -348,7 +348,7 @@ def test_the_video_tab_takes_videos_as_large_as_the_rest_route(client, clip, tin
     assert client.get("/config").json()["max_file_size"] == MAX_VIDEO_BYTES > MAX_UPLOAD_BYTES  # the page's limit
     big = _padded(clip, MAX_UPLOAD_BYTES + 2**20)  # over a photo's limit, under a video's
     event, data = gradio_call(client, "predict_video", [gradio_upload(client, "big.mp4", big), tiny_model.name, "fps",
-                                                        5, 20, 0.5])
+                                                        5, 20, 0.5, False])
     assert event == "complete", data
     assert "**2 faces**" in data[0] and "15 sampled frames" in data[0]
     ui = client.get("/config").text
@@ -362,5 +362,5 @@ def test_a_photo_over_its_limit_is_refused_by_size_though_the_page_takes_videos_
 
     big = b"\x89PNG\r\n\x1a\n" + bytes(MAX_UPLOAD_BYTES)  # never opened: refused by its size
     event, data = gradio_call(client, "predict", [gradio_upload(client, "big.png", big), tiny_model.name, 20, 0.5,
-                                                  "auto"])
+                                                  "auto", False])
     assert event == "error" and f"above the limit of {megabytes(MAX_UPLOAD_BYTES)}" in data["error"], data

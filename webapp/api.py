@@ -12,13 +12,13 @@ from typing import Any
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field, create_model
+from pydantic import BaseModel, Field, create_model, model_serializer
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from emotion import LABELS, EmotionError, ImageTooLargeError, UnsupportedImageError
-from emotion.records import FACE_JSON, IMAGE_JSON
+from emotion.records import ACTION_UNIT_FIELDS, FACE_JSON, IMAGE_JSON
 
 from .models import ModelRegistry
 from .pool import InferencePool
@@ -33,14 +33,27 @@ HOW_TO_SEND = ('send the photo as multipart/form-data field "file" (curl -F file
 
 
 # ----------------------------------------------------------------------------------------------------- response shapes
-def _schema(name: str, table: dict[str, tuple[Any, str]], **types: Any) -> type[BaseModel]:
+def _schema(name: str, table: dict[str, tuple[Any, str]], base: type[BaseModel] | None = None,
+            **types: Any) -> type[BaseModel]:
     """A pydantic model of one of `emotion.records`' JSON tables (`types` replaces some fields' types); a field
     that may be null defaults to null."""
     fields = {}
     for key, (kind, description) in table.items():
         kind = types.get(key, kind)
         fields[key] = (kind, Field(None if _nullable(kind) else ..., description=description))
-    return create_model(name, **fields)
+    return create_model(name, __base__=base, **fields)
+
+
+class _AskedFields(BaseModel):
+    """Leaves the action-unit fields out of a face that did not ask for them, as `records.face_json` does."""
+
+    @model_serializer(mode="wrap")
+    def _omit_unasked(self, handler):
+        data = handler(self)
+        if isinstance(data, dict) and data.get("action_units") is None and data.get("action_units_reason") is None:
+            for key in ACTION_UNIT_FIELDS:
+                data.pop(key, None)
+        return data
 
 
 def _nullable(kind: Any) -> bool:
@@ -48,7 +61,7 @@ def _nullable(kind: Any) -> bool:
 
 
 # The REST shapes are the records' own (a photo's face has no track).
-Face = _schema("Face", {k: v for k, v in FACE_JSON.items() if k != "track"})
+Face = _schema("Face", {k: v for k, v in FACE_JSON.items() if k != "track"}, base=_AskedFields)
 
 
 class ModelDescription(BaseModel):

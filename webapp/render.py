@@ -13,6 +13,13 @@ PREVIEW_MAX_SIDE = 1600  # the UI's images are at most ~500 px tall; a 40 MP pho
 # Chips are sized for the smallest display: a 390 px phone shows the image ~320 px wide, where a font of 1/27 of the
 # image's longer side is still 12 px. A chip much wider than its face (a crowd) keeps only the face's number.
 FONT_FRACTION = 1 / 27
+# The AUs this landmarker cannot show (measured, docs/action_units.md): drawn grey on the charts, with a footnote.
+AU_CAVEATS = {"AU6": "always 0 with this model", "AU9": "always 0 with this model",
+              "AU24": "unreliable: as high on smiles as on anger"}
+AU_NOTE = ("Action units come from the face landmarker's blendshapes, not certified FACS coding. Grey bars: AU6 (cheek "
+           "raiser) and AU9 (nose wrinkler) are always 0 with this model; AU24 (lip presser) does not separate anger "
+           "from happy. See docs/action_units.md.")
+AU_TOP = 3  # action units named per face in the summary
 NO_FACE = ("**No face found.** Try a larger or more frontal face, lower the minimum detection score, or "
            "draw the crop yourself in the **Crop a face** tab.")
 
@@ -91,7 +98,7 @@ def summary(result: dict[str, Any] | None, no_face: str = NO_FACE, listed: bool 
         return lines[0]
     for i, face in enumerate(faces, 1):
         unsure = " *(uncertain: no emotion clearly wins)*" if face["uncertain"] else ""
-        lines.append(f"- Face {i}: **{face['emotion']}** {face['confidence']:.0%}{unsure}")
+        lines.append(f"- Face {i}: **{face['emotion']}** {face['confidence']:.0%}{unsure}{au_line(face)}")
     return "\n".join(lines)
 
 
@@ -113,3 +120,26 @@ def face_rows(faces: list[dict[str, Any]]) -> list[list[Any]]:
 def face_title(number: int, face: dict[str, Any]) -> str:
     """The heading of one face's bars: 'Face 2: happy 87%', '(uncertain)' added when no emotion clearly wins."""
     return f"Face {number}: {caption(face)}" + (" (uncertain)" if face["uncertain"] else "")
+
+
+def au_line(face: dict[str, Any]) -> str:
+    """' · AU12 0.92, AU10 0.55, AU7 0.40' (the strongest action units), ' · no action units: <why>', or ''
+    when they were not asked for."""
+    if "action_units" not in face:
+        return ""
+    if face["action_units"] is None:
+        return f" · no action units: {face.get('action_units_reason')}"
+    top = sorted(face["action_units"].items(), key=lambda kv: -kv[1])[:AU_TOP]
+    return " · " + ", ".join(f"{au} {v:.2f}" for au, v in top)
+
+
+def au_table(face: dict[str, Any]):
+    """A face's action units for a bar chart: au ("AU12"), intensity (0..1), reading ("measured", or the caveat
+    of an AU this model cannot show), in AU order; None when the face has none."""
+    import pandas as pd
+
+    aus = face.get("action_units")
+    if not aus:
+        return None
+    return pd.DataFrame({"au": list(aus), "intensity": list(aus.values()),
+                         "reading": [AU_CAVEATS.get(au, "measured") for au in aus]})

@@ -31,7 +31,10 @@ MAX_FACES = 100
 BOX_KEYS = ("x", "y", "w", "h")
 INTERNAL_ERROR = "internal error (logged on the server): retry, or report it with the time of the request"
 OPTIONS_HELP = (f"options: model (see GET /api/models), max_faces (1..{MAX_FACES}), min_detection_score (0..1), "
-                f"range ({', '.join(RANGES)}), and a crop box x, y, w, h in pixels (all four, or none)")
+                f"range ({', '.join(RANGES)}), action_units (true or false), and a crop box x, y, w, h in pixels "
+                "(all four, or none)")
+ACTION_UNITS_DOC = ("also each face's facial action units (AU1, AU2, AU4, ... in 0..1), its 52 blendshapes and "
+                    "action_units_reason (docs/action_units.md); off by default: it costs ~12-25 ms per face")
 
 
 class OptionsError(EmotionError):
@@ -50,6 +53,7 @@ class PredictOptions(BaseModel):
         None, description="face search: 'auto' (default: near, far and small faces), 'short' (faces at least ~15% "
                           "of the photo's long side: selfies, portraits; fastest on big photos), 'full' (no "
                           "short-range pass)")
+    action_units: bool = Field(False, description=ACTION_UNITS_DOC)
     x: int | None = Field(None, ge=0, description="crop box left edge (pixels); skips detection")
     y: int | None = Field(None, ge=0, description="crop box top edge (pixels)")
     w: int | None = Field(None, gt=0, description="crop box width (pixels)")
@@ -159,11 +163,11 @@ def predict_faces(registry: ModelRegistry, image: Any,
     img = load_image(image)
     t1 = time.perf_counter()
     if options.box is not None:
-        face = predictor.predict_crop(img, options.box)
+        face = predictor.predict_crop(img, options.box, action_units=options.action_units)
         result = ImagePrediction([face], img.size, {"detect": 0.0, "classify": (time.perf_counter() - t1) * 1000})
     else:
         result = predictor.predict(img, max_faces=options.max_faces, min_score=options.min_detection_score,
-                                   range=options.range)
+                                   range=options.range, action_units=options.action_units)
     result.timings_ms.update(decode=(t1 - t0) * 1000, total=(time.perf_counter() - t0) * 1000)
     return key, result, img
 

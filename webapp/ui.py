@@ -23,6 +23,7 @@ from emotion.images import MAX_PIXELS, load_image
 from emotion.video import FaceTracker
 
 from . import render
+from .au_ui import action_unit_charts, action_units_box
 from .components import SafeImageEditor
 from .face_list import face_details
 from .files import EXAMPLES, SEND_A_FILE, check_file_ref, read_upload
@@ -147,22 +148,25 @@ class Handlers:
                 return self.pool.call(fn, *args)
         return run
 
-    def predict_json(self, image, model, max_faces, min_detection_score, range) -> dict:  # noqa: A002
-        options = photo_options(model, max_faces, min_detection_score, range)
+    def predict_json(self, image, model, max_faces, min_detection_score, range,  # noqa: A002
+                     action_units=False) -> dict:
+        options = photo_options(model, max_faces, min_detection_score, range, action_units)
         result, img = predict_with_image(self.registry, image_source(image), options)
         self.previews.keep(image, img)
         return result
 
-    def predict(self, image, model, max_faces, min_detection_score, range,  # noqa: A002
+    def predict(self, image, model, max_faces, min_detection_score, range, action_units=False,  # noqa: A002
                 progress=gr.Progress()) -> dict:
-        """Every face in the image with its box, emotion, confidence, uncertain flag and 8 probabilities."""
+        """Every face in the image with its box, emotion, confidence, uncertain flag and 8 probabilities; with
+        `action_units`, also its action units, blendshapes and action_units_reason (as REST's option)."""
         if not self.registry.is_loaded(model or None):
             progress(0, desc="Loading the model (first request only)…")
-        return self.predict_json(image, model, max_faces, min_detection_score, range)
+        return self.predict_json(image, model, max_faces, min_detection_score, range, action_units)
 
     def predict_if_image(self, image, model, max_faces, min_detection_score, range,  # noqa: A002
-                         progress=gr.Progress()):
-        return None if image is None else self.predict(image, model, max_faces, min_detection_score, range, progress)
+                         action_units=False, progress=gr.Progress()):
+        return None if image is None else self.predict(image, model, max_faces, min_detection_score, range,
+                                                       action_units, progress)
 
     def draw(self, image, result):
         img = self.previews.take(image) or load_image(image_source(image))  # decoded by predict_json, if kept
@@ -197,10 +201,10 @@ class Handlers:
         return result, render.preview(img, result["faces"]), render.summary(result)
 
 
-def photo_options(model, max_faces, min_detection_score, range):  # noqa: A002
+def photo_options(model, max_faces, min_detection_score, range, action_units=False):  # noqa: A002
     """The options row as the REST API's options, validated the same way (a forged event gets the same message)."""
     return parse_options({"model": model, "max_faces": max_faces, "min_detection_score": min_detection_score,
-                          "range": range})
+                          "range": range, "action_units": action_units})
 
 
 def to_editor(image):
@@ -267,6 +271,7 @@ def build_ui(registry: ModelRegistry, pool: InferencePool) -> gr.Blocks:
                         photo = gr.Image(type="filepath", sources=["upload", "clipboard", "webcam"], label="Photo",
                                          height=420, elem_id="photo")
                         run = gr.Button("Detect emotions", variant="primary")
+                        au_box = action_units_box()
                         gr.Examples([[str(EXAMPLES / "astronaut.jpg")]], inputs=[photo],
                                     label="Example (NASA, public domain)")
                     with gr.Column():
@@ -276,19 +281,20 @@ def build_ui(registry: ModelRegistry, pool: InferencePool) -> gr.Blocks:
                         offer_crop = gr.Button("Crop the face yourself", visible=False, variant="secondary")
                         result = gr.JSON(show_label=False, elem_id="result-json", render=False)
                         face_details(result)  # above the JSON it is drawn from
+                        action_unit_charts(result)
                         with gr.Accordion("JSON (as returned by the API)", open=False):
                             result.render()
             cam, live, live_status = webcam_tab()
             editor, crop_run, crop_result, crop_annotated, crop_status = crop_tab()
             build_video_tab(registry, h.bounded, model, max_faces, min_score)
 
-        inputs = [photo, model, max_faces, min_score, face_range]
+        inputs = [photo, model, max_faces, min_score, face_range, au_box]
         shown = [annotated, status, offer_crop]
         # preprocess=False: our loader reads the upload, so a bad file gets the same message as over REST.
         run.click(h.predict, inputs, result, api_name="predict", preprocess=False, concurrency_limit=2,
                   concurrency_id="inference").success(h.show, [photo, result], shown, preprocess=False,
                                                       api_visibility="private", concurrency_limit=None)
-        changes = [photo.change, model.change, max_faces.release, min_score.release, face_range.change]
+        changes = [photo.change, model.change, max_faces.release, min_score.release, face_range.change, au_box.change]
         gr.on(changes, h.predict_if_image, inputs, result, preprocess=False, api_visibility="private",
               concurrency_limit=2, concurrency_id="inference", trigger_mode="always_last",
               ).success(h.show, [photo, result], shown, preprocess=False, api_visibility="private",

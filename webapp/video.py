@@ -23,14 +23,15 @@ from emotion.video import VideoError, VideoPrediction, duration_s, open_video, p
 
 from .models import ModelRegistry
 from .pool import InferencePool, ServerBusyError
-from .service import INTERNAL_ERROR, MAX_FACES, MAX_VIDEO_BYTES, OptionsError, megabytes
+from .service import ACTION_UNITS_DOC, INTERNAL_ERROR, MAX_FACES, MAX_VIDEO_BYTES, OptionsError, megabytes
 
 log = logging.getLogger(__name__)
 
 MAX_VIDEO_SECONDS = float(os.environ.get("EMOTION_MAX_VIDEO_SECONDS", 120))
 DEFAULT_FPS = 5.0  # sampled when the caller says neither every nor fps: a 2-minute clip is 600 analysed frames
 HOW_TO_SEND = ('send the video as multipart/form-data field "file" (curl -F file=@clip.mp4) or as a raw video/* '
-               'body; options every, fps, max_faces, min_detection_score as query parameters or form fields')
+               'body; options every, fps, max_faces, min_detection_score, action_units as query parameters or form '
+               'fields')
 _one_at_a_time = threading.Semaphore(1)  # a video is many photos: one at a time keeps the CPU for /api/predict
 
 
@@ -42,6 +43,8 @@ class VideoOptions(BaseModel):
     fps: float | None = Field(None, gt=0, le=30, description="analyse about this many frames per second")
     max_faces: int | None = Field(None, ge=1, le=MAX_FACES)
     min_detection_score: float | None = Field(None, ge=0, le=1)
+    action_units: bool = Field(False, description=ACTION_UNITS_DOC + "; per row au_1, au_2, ..., smoothed along "
+                               "each track")
 
 
 def build_video_router(registry: ModelRegistry, pool: InferencePool) -> APIRouter:
@@ -49,7 +52,8 @@ def build_video_router(registry: ModelRegistry, pool: InferencePool) -> APIRoute
 
     @router.post("/predict_video")
     async def predict_video_route(request: Request) -> Any:
-        """Every face in the video, tracked: `rows` (time_s, track, box, 8 probabilities, emotion) and `tracks`."""
+        """Every face in the video, tracked: `rows` (time_s, track, box, 8 probabilities, emotion; with
+        action_units=true also au_1, au_2, ... and action_units_reason) and `tracks`."""
         with pool.admit():  # a place in the bounded inference pool, or 503 with Retry-After
             data, fields = await _read_video(request)
             options = video_options(dict(request.query_params), fields)
@@ -110,7 +114,8 @@ def run_video(registry: ModelRegistry, path: str, options: VideoOptions,
         raise ServerBusyError("another video is being analysed: retry in a minute")
     try:
         return key, predict_video(predictor, path, options.every, fps, progress=False, max_seconds=MAX_VIDEO_SECONDS,
-                                  on_frame=None if on_frame is None else lambda n: on_frame(n, total), **detect)
+                                  on_frame=None if on_frame is None else lambda n: on_frame(n, total),
+                                  action_units=options.action_units, **detect)
     finally:
         _one_at_a_time.release()
 
@@ -123,7 +128,7 @@ def video_options(*sources: dict[str, Any]) -> VideoOptions:
     except ValidationError as e:
         problems = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
         raise OptionsError(f"{problems}; options: every (1..1000) or fps (0..30), max_faces (1..{MAX_FACES}), "
-                           "min_detection_score (0..1), model") from None
+                           "min_detection_score (0..1), action_units (true or false), model") from None
 
 
 async def _read_video(request: Request) -> tuple[bytes, dict[str, Any]]:

@@ -22,7 +22,7 @@ from gradio.utils import get_upload_folder
 from emotion import EmotionError, ImageTooLargeError
 from emotion.video import VideoPrediction, frames_at
 
-from . import render, video
+from . import au_ui, render, video
 from .files import copy_upload
 from .models import ModelRegistry
 from .service import OptionsError, megabytes
@@ -55,18 +55,20 @@ def video_upload(payload: Any) -> Iterator[str]:
         yield tmp.name
 
 
-def parse_video_options(model: Any, sampling: Any, rate: Any, max_faces: Any, min_score: Any) -> video.VideoOptions:
+def parse_video_options(model: Any, sampling: Any, rate: Any, max_faces: Any, min_score: Any,
+                        action_units: Any = False) -> video.VideoOptions:
     """The tab's controls -> the REST route's validated options (same bounds, same messages)."""
     if sampling not in {value for _, value in SAMPLING}:
         raise OptionsError(f"sampling must be 'fps' (N frames per second) or 'every' (every Nth frame), not "
                            f"{sampling!r}")
     return video.video_options({"model": model, sampling: rate, "max_faces": max_faces,
-                                "min_detection_score": min_score})
+                                "min_detection_score": min_score, "action_units": action_units})
 
 
 def timeline(result: VideoPrediction) -> pd.DataFrame:
     """Long format for gr.LinePlot: time_s, probability, face ("Face 2: happy"); each of the longest-seen faces'
-    PLOT_EMOTIONS most likely emotions (averaged over its track), thinned to PLOT_POINTS points per line."""
+    PLOT_EMOTIONS most likely emotions (averaged over its track), and with action units its strongest AUs
+    ("Face 2: AU12", `au_ui.timeline_lines`), thinned to PLOT_POINTS points per line."""
     table = result.to_pandas()
     parts = []
     for track in shown_tracks(result):
@@ -76,6 +78,8 @@ def timeline(result: VideoPrediction) -> pd.DataFrame:
         for emotion in sorted(means, key=means.get, reverse=True)[:PLOT_EMOTIONS]:
             parts.append(pd.DataFrame({"time_s": rows.time_s, "probability": rows[emotion],
                                        "face": f"Face {track['track']}: {emotion}"}))
+        if result.action_units:
+            parts += au_ui.timeline_lines(table, track["track"], rows)
     if not parts:
         return pd.DataFrame({"time_s": pd.Series(dtype=float), "probability": pd.Series(dtype=float),
                              "face": pd.Series(dtype=str)})
@@ -173,16 +177,18 @@ def build_video_tab(registry: ModelRegistry, bounded: Callable, model: gr.Dropdo
     """The Video tab (inside build_ui's gr.Tabs) and its event; `bounded` runs a handler on the inference pool."""
 
     @bounded
-    def analyse(video_, model_, sampling, rate, max_faces_, min_score_, progress):
-        options = parse_video_options(model_, sampling, rate, max_faces_, min_score_)
+    def analyse(video_, model_, sampling, rate, max_faces_, min_score_, action_units_, progress):
+        options = parse_video_options(model_, sampling, rate, max_faces_, min_score_, action_units_)
         return analyse_upload(registry, video_, options, progress)
 
-    def predict_video(video, model, sampling, rate, max_faces, min_detection_score, progress=gr.Progress()):
+    def predict_video(video, model, sampling, rate, max_faces, min_detection_score, action_units=False,
+                      progress=gr.Progress()):
         """Every face in the video, followed along tracks: a summary, a timeline of each face's most likely
-        emotions, the frame where each face is most confident, a table per face and the per-frame CSV."""
+        emotions (with `action_units`, its strongest action units too, and au_ columns in the CSV), the frame
+        where each face is most confident, a table per face and the per-frame CSV."""
         if not registry.is_loaded(model or None):
             progress(0, desc="Loading the model (first request only)…")
-        return analyse(video, model, sampling, rate, max_faces, min_detection_score, progress)
+        return analyse(video, model, sampling, rate, max_faces, min_detection_score, action_units, progress)
 
     with gr.Tab("Video", id="video"):
         gr.Markdown(f"Each sampled frame is analysed and every face is followed from frame to frame (Face 1, Face "
@@ -195,17 +201,20 @@ def build_video_tab(registry: ModelRegistry, bounded: Callable, model: gr.Dropdo
                     sampling = gr.Radio(SAMPLING, value="fps", label="Sample", scale=2)
                     rate = gr.Number(video.DEFAULT_FPS, label="N", minimum=0.1, maximum=1000, scale=1,
                                      info="fps: up to 30; every: 1 to 1000")
+                au_box = au_ui.video_option()
                 run = gr.Button("Analyse the video", variant="primary")
             with gr.Column():
                 status = gr.Markdown("Upload a video, then press *Analyse the video*.", label="Summary",
                                      elem_id="video-summary")
                 plot = gr.LinePlot(x="time_s", y="probability", color="face", x_title="time (s)",
                                    y_title="probability", y_lim=[0, 1], tooltip="all",
-                                   label="Each face's most likely emotions over time", show_label=True)
+                                   label="Each face's most likely emotions over time (with Action units: its "
+                                   "strongest AUs, 0..1)", show_label=True)
         gallery = gr.Gallery(label="Key frames: where each face is most confident", columns=4, height="auto",
                              object_fit="contain", preview=False, format="jpeg", interactive=False)
         table = gr.Dataframe(label="Per face (mean probabilities over the track)", interactive=False, wrap=True)
         csv = gr.File(label="Every face in every sampled frame (CSV)", interactive=False)
     # preprocess=False: the handler reads the upload itself (files.read_upload), never a path Gradio passes on.
-    run.click(predict_video, [clip, model, sampling, rate, max_faces, min_score], [status, plot, gallery, table, csv],
+    run.click(predict_video, [clip, model, sampling, rate, max_faces, min_score, au_box],
+              [status, plot, gallery, table, csv],
               api_name="predict_video", preprocess=False, concurrency_limit=1, concurrency_id="video")
