@@ -89,14 +89,23 @@ def photos() -> dict[str, Image.Image]:
 
 
 def median_ms(fn, repeats: int) -> float:
-    for _ in range(2):
+    return medians([fn], repeats)[0]
+
+
+def medians(fns, repeats: int, rounds: int = 3) -> list[float]:
+    """Median milliseconds of each of `fns`, `repeats` calls each after 2 warm-up calls, taken in `rounds`
+    alternating rounds so that a shared machine's load drifts over all of them alike."""
+    times = [[] for _ in fns]
+    for fn in fns:
         fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
         fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times) * 1000
+    for r in range(rounds):
+        for fn, out in zip(fns, times):
+            for _ in range(repeats // rounds + (r < repeats % rounds)):
+                t = time.perf_counter()
+                fn()
+                out.append(time.perf_counter() - t)
+    return [statistics.median(out) * 1000 if out else float("nan") for out in times]
 
 
 def onnx_session(predictor: Predictor, source: str, tmp: Path, threads: int):
@@ -170,20 +179,22 @@ def photo_rows(args, before, predictor: Predictor, session, fer) -> None:
     info = predictor.info
     for name, image in photos().items():
         found_old, found = old.find(image), new.find(image)
-        d_old = median_ms(lambda: old.find(image), args.repeats)
-        d_new = median_ms(lambda: new.find(image), args.repeats)
-        c_torch = median_ms(lambda: predictor.classify_detected([(image, found)]), args.repeats)
 
         def ort_path():
             crops = [crop_face(image, f, info.crop_margin, info.align_eyes, info.crop_offset_y) for f in found.faces]
             return onnx_probabilities(session, predictor, crops) if crops else None
 
-        c_ort = median_ms(ort_path, args.repeats) if session is not None else float("nan")
-        n_fer, t_fer = "-", float("nan")
+        bgr = np.ascontiguousarray(np.asarray(image)[:, :, ::-1])  # fer reads OpenCV's BGR arrays
+        fns = {"before": lambda: old.find(image), "now": lambda: new.find(image),
+               "torch": lambda: predictor.classify_detected([(image, found)])}
+        if session is not None:
+            fns["ort"] = ort_path
         if fer is not None:
-            bgr = np.ascontiguousarray(np.asarray(image)[:, :, ::-1])
-            n_fer = len(fer.detect_emotions(bgr))
-            t_fer = median_ms(lambda: fer.detect_emotions(bgr), args.repeats)
+            fns["fer"] = lambda: fer.detect_emotions(bgr)
+        ms = dict(zip(fns, medians(list(fns.values()), args.repeats)))
+        d_old, d_new, c_torch = ms["before"], ms["now"], ms["torch"]
+        c_ort, t_fer = ms.get("ort", float("nan")), ms.get("fer", float("nan"))
+        n_fer = len(fer.detect_emotions(bgr)) if fer is not None else "-"
         now_ort = d_new + c_ort
         print(f"| {name} | {found_old.total} / {found.total} / {n_fer} | {d_old:.1f} | {d_new:.1f} | {c_torch:.1f} | "
               f"{c_ort:.1f} | {d_old + c_torch:.1f} | {d_new + c_torch:.1f} | {now_ort:.1f} | {t_fer:.1f} | "
@@ -205,8 +216,8 @@ def model_rows(args, tmp: Path) -> None:
         for n in (1, 6):
             crops = [face] * n
             diff = np.abs(predictor.probabilities(crops) - onnx_probabilities(session, predictor, crops)).max()
-            t = median_ms(lambda: predictor.probabilities(crops), args.repeats)
-            o = median_ms(lambda: onnx_probabilities(session, predictor, crops), args.repeats)
+            t, o = medians([lambda: predictor.probabilities(crops),
+                            lambda: onnx_probabilities(session, predictor, crops)], args.repeats)
             print(f"| {name} | {n} | {t:.1f} | {o:.1f} | {diff:.1e} |")
 
 

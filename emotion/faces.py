@@ -3,19 +3,21 @@
 BlazeFace shrinks whatever it is given to 128 px (short range) or 192 px (full range), so on its own it misses any
 face under ~7% of the photo's long side, and its score for the same face moves with scale and position. The search:
 
-1. short range on the whole photo (big, near faces); a portrait (one or two faces, each at least
-   SHORT_MIN_FRACTION of the long side) stops here;
-2. full range on the whole photo (faces down to ~8% of the long side); a portrait stops here;
+1. short range on the whole photo (big, near faces); the search stops here on a portrait (one or two faces, each
+   at least SHORT_MIN_FRACTION of the long side) and where near faces' people leave no room for a farther face
+   (`_no_room`: a face smaller than all of them is farther away, so it cannot show through their bodies);
+2. full range on the whole photo (faces down to ~8% of the long side); the same two stops;
 3. full range on overlapping square tiles, one scale per octave of face size, down to `min_face` px (where the
    photo is large enough to hold faces the whole-photo pass cannot see);
 4. every candidate is re-scored on two canonical views (square crops in which the face fills 30% and 50%, through
    the short-range model), so a score means the same wherever and at whatever size the face was found, and one
    threshold (`min_score`) applies everywhere; duplicates from overlapping tiles are merged by NMS.
 
-A portrait or a webcam frame costs one short-range run and two short-range views per face (a third of the
-detector time of a short- and a full-range run); a group photo or a photo without faces costs the full-range run
-and the tiles too. The price: beside one or two faces that big, a face under 15% of the long side is not looked
-for ("full" range looks for it). `passes` counts the detector calls by step.
+A portrait or a webcam frame costs one short-range run and two short-range views per face (no full-range run;
+bench/bench_speed.py times it against the search before), and so does a group shot whose near faces fill it; a
+photo that leaves room for smaller faces, or shows none, costs the full-range run and the tiles too. The price:
+beside one or two faces that big, a face under 15% of the long side is not looked for (range "full" looks).
+`FaceDetector.passes` counts the detector calls by step.
 The crops the classifier sees live in `crops.py` (re-exported here).
 """
 from __future__ import annotations
