@@ -13,7 +13,7 @@ Classification is `Predictor.classify_detected` (crop, preprocess, flip-averaged
 and the same crops through ONNX Runtime (models/*/model.onnx where it exists, else a torch.onnx.export into a
 temporary folder), for the default model on the photos and for every shipped model on 1 and 6 faces.
 
-    python bench/bench_speed.py [--repeats 40] [--threads 1] [--seconds 4] [--base 4990d3c] [--skip-video]
+    python bench/bench_speed.py [--repeats 40] [--threads 1] [--seconds 6] [--base 4990d3c] [--skip-video]
                                 [--fer-lib DIR]
 
 --fer-lib adds the peer fer 25.10.3 (Haar cascade + its quantized TFLite classifier) as a column. It needs
@@ -221,29 +221,45 @@ def model_rows(args, tmp: Path) -> None:
             print(f"| {name} | {n} | {t:.1f} | {o:.1f} | {diff:.1e} |")
 
 
-def video_rows(args, before, model_source: str | None, tmp: Path) -> None:
+def video_rows(args, before, model_source: str, tmp: Path, threads: int, with_ort: bool) -> None:
+    """The clip through `predict_video` with the search before and now; then what-if rows for the lead: the
+    classification in ONNX Runtime, and the full (tiled) search every 3 s instead of every FULL_SEARCH_SECONDS."""
     from bench_video import make_clip
+
+    from emotion import video
 
     clip = make_clip(tmp / "clip.mp4", args.seconds)
     print("| clip 1280x720, 25 fps, 2 faces | search | frames | wall s | frames/s | x real time |")
     print("|---|---|---|---|---|---|")
+    runs = (("before", before.FaceDetector, False, None), ("now", FaceDetector, False, None),
+            ("now, classify in ORT (what if)", FaceDetector, True, None),
+            ("now, ORT, full search every 3 s (what if)", FaceDetector, True, 3.0))
+    runs = runs if with_ort else runs[:2]
     for label, options in (("every frame", {}), ("5 fps sampling", {"fps": 5})):
-        for search, detector in (("before", before.FaceDetector()), ("now", FaceDetector())):
+        for search, make, ort, every in runs:
             predictor = Predictor.from_pretrained(model_source)
-            predictor.detector = detector
-            t = time.perf_counter()
-            result = predictor.predict_video(clip, progress=False, **options)
-            s = time.perf_counter() - t
+            predictor.detector = make()
+            if ort:
+                session = onnx_session(predictor, model_source, tmp, threads)
+                predictor.probabilities = lambda crops, p=predictor, s=session: onnx_probabilities(s, p, crops)
+            saved = video.FULL_SEARCH_SECONDS
+            video.FULL_SEARCH_SECONDS = every or saved
+            try:
+                t = time.perf_counter()
+                result = predictor.predict_video(clip, progress=False, **options)
+                s = time.perf_counter() - t
+            finally:
+                video.FULL_SEARCH_SECONDS = saved
             print(f"| {label} ({len(result.tracks)} tracks) | {search} | {result.frames} | {s:.2f} | "
                   f"{result.frames / s:.1f} | {args.seconds / s:.2f} |")
-            detector.close()
+            predictor.detector.close()
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--repeats", type=int, default=40, help="timed calls per cell (median; after 2 warm-up calls)")
     p.add_argument("--threads", type=int, default=1, help="torch and ONNX Runtime threads (serving runs 1)")
-    p.add_argument("--seconds", type=float, default=4.0, help="length of the generated 720p clip")
+    p.add_argument("--seconds", type=float, default=6.0, help="length of the generated 720p clip")
     p.add_argument("--base", default=BASE, help="the commit whose face search is 'before'")
     p.add_argument("--model", default=None, help="the model for the photo and video rows (default: shipped "
                    "default)")
@@ -275,7 +291,7 @@ def main() -> None:
             model_rows(args, Path(tmp))
         if not args.skip_video:
             print()
-            video_rows(args, before, source, Path(tmp))
+            video_rows(args, before, source, Path(tmp), args.threads, session is not None)
 
 
 if __name__ == "__main__":
