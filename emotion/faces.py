@@ -103,7 +103,7 @@ class FaceDetector:
         max_faces: keep at most this many faces, the highest-scoring ones.
         range: "short" searches the whole photo with the short-range model only (selfies, webcams; cheapest),
             "full" with the full-range model and tiles, "auto" the short-range model first and the rest unless
-            it found a portrait (see the module docstring).
+            its faces make a portrait or fill the photo (see the module docstring).
         min_face: the smallest face, in pixels, the tiles look for.
     """
 
@@ -163,8 +163,8 @@ class FaceDetector:
         """Re-scored faces from the whole-photo passes and, where needed, the tiles.
 
         Candidates are taken down to CANDIDATE_SCORE (their raw scores are not comparable yet); which passes run
-        is decided on the faces that re-score at `min_score` or more: a portrait stops after the pass that shows
-        it is one (see `_portrait`).
+        is decided on the faces that re-score at `min_score` or more: an "auto" search stops after the first
+        pass whose faces make a portrait or leave no room for smaller ones (`_complete`).
         """
         floor = min(min_score, CANDIDATE_SCORE)
         small, scale = _shrunk(rgb, DETECT_MAX_SIDE)
