@@ -46,3 +46,27 @@ def positions(length: int, tile: int, overlap: int) -> list[int]:
 def tiles(width: int, height: int, tile: int, overlap: int) -> list[tuple[int, int]]:
     """(x, y) top-left corners of the square tiles covering a width x height image (see `positions`)."""
     return [(x, y) for y in positions(height, tile, overlap) for x in positions(width, tile, overlap)]
+
+
+def has_room(width: int, height: int, covered: Sequence[Sequence[float]], side: float) -> bool:
+    """Whether a square of `side` px fits in a width x height image without touching any `covered` region
+    ((x0, y0, x1, y1), may reach past the image).
+
+    Checked on a grid of side/4 cells, a cell touched by a region counting as covered: a free square of `side`
+    always holds 3 x 3 whole free cells, so this answers True for it, and for some squares down to 3/4 of `side`
+    (it errs towards room).
+    """
+    import numpy as np
+
+    cell = max(1.0, side / 4)
+    cols, rows = math.ceil(width / cell), math.ceil(height / cell)
+    free = np.ones((rows, cols), bool)
+    for x0, y0, x1, y1 in covered:
+        c0, r0 = max(0, math.floor(x0 / cell)), max(0, math.floor(y0 / cell))
+        free[r0:max(r0, math.ceil(y1 / cell)), c0:max(c0, math.ceil(x1 / cell))] = False
+    k = 3 if side >= 4 else 1
+    if rows < k or cols < k:
+        return False
+    table = np.pad(free.astype(np.int32).cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+    blocks = table[k:, k:] - table[:-k, k:] - table[k:, :-k] + table[:-k, :-k]
+    return bool((blocks == k * k).any())

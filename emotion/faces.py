@@ -3,18 +3,21 @@
 BlazeFace shrinks whatever it is given to 128 px (short range) or 192 px (full range), so on its own it misses any
 face under ~7% of the photo's long side, and its score for the same face moves with scale and position. The search:
 
-1. short range on the whole photo (big, near faces);
-2. full range on the whole photo (faces down to ~8% of the long side); a portrait (one or two faces, each at least
-   SHORT_MIN_FRACTION of the long side) stops here: seeing no face between 8% and 15% of the side, we do not
-   expect tiny ones either;
+1. short range on the whole photo (big, near faces); the search stops here on a portrait (one or two faces, each
+   at least SHORT_MIN_FRACTION of the long side) and where near faces' people leave no room for a farther face
+   (`_no_room`: a face smaller than all of them is farther away, so it cannot show through their bodies);
+2. full range on the whole photo (faces down to ~8% of the long side); the same two stops;
 3. full range on overlapping square tiles, one scale per octave of face size, down to `min_face` px (where the
    photo is large enough to hold faces the whole-photo pass cannot see);
 4. every candidate is re-scored on two canonical views (square crops in which the face fills 30% and 50%, through
    the short-range model), so a score means the same wherever and at whatever size the face was found, and one
    threshold (`min_score`) applies everywhere; duplicates from overlapping tiles are merged by NMS.
 
-A portrait costs a short- and a full-range run and two short-range views per face; a group photo or a photo
-without faces costs the tiles too.
+A portrait or a webcam frame costs one short-range run and two short-range views per face (no full-range run;
+bench/bench_speed.py times it against the search before), and so does a group shot whose near faces fill it; a
+photo that leaves room for smaller faces, or shows none, costs the full-range run and the tiles too. The price:
+beside one or two faces that big, a face under 15% of the long side is not looked for (range "full" looks).
+`FaceDetector.passes` counts the detector calls by step.
 The crops the classifier sees live in `crops.py` (re-exported here).
 """
 from __future__ import annotations
@@ -26,13 +29,14 @@ import os
 import sys
 import threading
 import weakref
+from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from .boxes import iou, nms, tiles
+from .boxes import has_room, iou, nms, tiles
 from .crops import crop_box, crop_face  # noqa: F401  (re-exported: callers import them from here)
 from .errors import EmotionError
 
@@ -54,6 +58,11 @@ OPERATING_POINT = 0.75
 SHORT_MIN_FRACTION = 0.15  # short range misses faces smaller than this fraction of its input's side
 FULL_MIN_FRACTION = 0.08  # full range finds faces down to about this fraction of its input's side
 PORTRAIT_FACES = 2  # at most this many big faces after the short-range pass: a portrait, searched no further
+# A person hides what is behind: shoulders ~2.9 face widths (40 cm / 14 cm), hair ~half a face above the brow, the
+# body down to the photo's edge. A face smaller than every face found is farther away, so it can only show
+# outside those regions: where they leave no room, the search stops.
+PERSON_WIDTH = 3.0  # face-box widths
+PERSON_ABOVE = 0.5  # face-box heights
 MAX_CANDIDATES = 256  # re-scoring runs at most this many detector calls per photo
 MAX_CACHED_DETECTORS = 4  # per FaceDetector: one per (model, score) in use; a UI slider must not pile them up
 
@@ -93,7 +102,8 @@ class FaceDetector:
         min_score: faces whose canonical score is below this are dropped (0..1).
         max_faces: keep at most this many faces, the highest-scoring ones.
         range: "short" searches the whole photo with the short-range model only (selfies, webcams; cheapest),
-            "full" with the full-range model and tiles, "auto" both (see the module docstring).
+            "full" with the full-range model and tiles, "auto" the short-range model first and the rest unless
+            its faces make a portrait or fill the photo (see the module docstring).
         min_face: the smallest face, in pixels, the tiles look for.
     """
 
@@ -103,6 +113,9 @@ class FaceDetector:
         self.min_face = max(8, int(min_face))
         self._detectors: dict[tuple[str, float], object] = {}
         self._ran: set[int] = set()  # detectors that have run once (their first run prints native warnings)
+        # Detector calls so far by step ("short", "full": whole-photo passes; "tiles"; "views": re-scoring), for
+        # tests and benchmarks that check which passes a photo took (clear it to count one call).
+        self.passes: Counter[str] = Counter()
         # MediaPipe task objects are not thread-safe; a detection takes a few ms, so one lock costs little.
         self._lock = threading.Lock()
         # Close before interpreter teardown: MediaPipe's own __del__ fails noisily once its C bindings are gone.
@@ -150,35 +163,39 @@ class FaceDetector:
         """Re-scored faces from the whole-photo passes and, where needed, the tiles.
 
         Candidates are taken down to CANDIDATE_SCORE (their raw scores are not comparable yet); which passes run
-        is decided on the faces that re-score at `min_score` or more.
+        is decided on the faces that re-score at `min_score` or more: an "auto" search stops after the first
+        pass whose faces make a portrait or leave no room for smaller ones (`_complete`).
         """
         floor = min(min_score, CANDIDATE_SCORE)
-        found = self._whole(rgb, range, floor)
-        if range == "short" or (range == "auto" and _portrait(found, min_score, max(rgb.size))):
-            return found
-        return self._confirm(rgb, self._tiled(rgb, floor), found, floor)
-
-    def _whole(self, rgb: Image.Image, range: str, floor: float) -> list[Face]:  # noqa: A002
-        """Steps 1-2: the short- and full-range passes over the whole photo (as `range` asks), re-scored."""
         small, scale = _shrunk(rgb, DETECT_MAX_SIDE)
         found: list[Face] = []
-        if range != "full":
-            found = self._confirm(rgb, self._run("short", small, scale, floor), found, floor)
-        if range != "short":
-            found = self._confirm(rgb, self._run("full", small, scale, floor), found, floor)
-        return found
+        for model in {"short": ("short",), "full": ("full",), "auto": ("short", "full")}[range]:
+            found = self._confirm(rgb, self._run(model, small, scale, floor, model), found, floor)
+            if range == "short" or (range == "auto" and self._complete(found, min_score, rgb.size)):
+                return found
+        return self._confirm(rgb, self._tiled(rgb, floor), found, floor)
+
+    def _complete(self, found: list[Face], min_score: float, size: tuple[int, int]) -> bool:
+        """Whether the faces found so far end an "auto" search: a portrait (`_portrait`), or near faces whose
+        people leave no room (`_no_room`) for a face as small as the later passes look for."""
+        side = self.min_face * max(1.0, max(size) / TILE_MAX_SIDE)  # min_face is in the tiles' pixels
+        return _portrait(found, min_score, max(size)) or _no_room(found, min_score, size, side)
 
     def follow(self, image: Image.Image, boxes, min_score: float | None = None, max_faces: int | None = None,
                range: str | None = None) -> Detections:  # noqa: A002
-        """For a video's frames between full searches: the whole-frame passes (faces that came near) plus a look
-        around each of `boxes` (the faces of the previous frame, (x, y, w, h)) for faces only tiles can see; no
-        tiles. Scores are the same calibrated scores as `find`'s; on a 720p frame it costs a few detector calls
-        instead of a tiled search's dozens."""
+        """For a video's frames between full searches: one whole-frame pass (the short-range one, or the
+        full-range one if `range` is "full": faces that came near) plus a look around each of `boxes` (the faces
+        of the previous frame, (x, y, w, h)); no tiles. A face that was not in the previous frame and is too small
+        for that pass waits for the next full search. Scores are the same calibrated scores as `find`'s; on a
+        720p frame with two faces it costs five short-range detector calls instead of a tiled search's dozens."""
         min_score, max_faces, range = self._options(min_score, max_faces, range)  # noqa: A001
         rgb = image if image.mode == "RGB" else image.convert("RGB")
         floor = min(min_score, CANDIDATE_SCORE)
+        small, scale = _shrunk(rgb, DETECT_MAX_SIDE)
+        model = "full" if range == "full" else "short"
+        near = self._confirm(rgb, self._run(model, small, scale, floor, model), [], floor)
         hints = [Face(box=tuple(int(v) for v in b), score=1.0, keypoints=()) for b in boxes]
-        return _kept(self._confirm(rgb, hints, self._whole(rgb, range, floor), floor), min_score, max_faces)
+        return _kept(self._confirm(rgb, hints, near, floor), min_score, max_faces)
 
     def _tiled(self, rgb: Image.Image, floor: float) -> list[Face]:
         """Full-range candidates from overlapping square tiles, one scale per octave of face size."""
@@ -189,7 +206,7 @@ class FaceDetector:
             # Neighbours overlap by more than the biggest face this scale looks for (2 * lo), so it is whole in one.
             for x, y in tiles(work.width, work.height, tile, round(2.5 * lo)):
                 patch = work.crop((x, y, x + tile, y + tile)).resize((192, 192), Image.BILINEAR)
-                found += [_shifted(f, tile / 192, x, y, scale) for f in self._run("full", patch, 1.0, floor)]
+                found += [_shifted(f, tile / 192, x, y, scale) for f in self._run("full", patch, 1.0, floor, "tiles")]
             lo *= 2
         return found
 
@@ -213,7 +230,8 @@ class FaceDetector:
             x0, y0 = round(x + w / 2 - side / 2), round(y + h / 2 - side / 2)
             # Parts outside the photo come out black, like BlazeFace's own letterbox.
             view = rgb.crop((x0, y0, x0 + side, y0 + side)).resize((128, 128), Image.BILINEAR)
-            seen = [_shifted(f, side / 128, x0, y0, 1.0) for f in self._run("short", view, 1.0, CANDIDATE_SCORE)]
+            raw = self._run("short", view, 1.0, CANDIDATE_SCORE, "views")
+            seen = [_shifted(f, side / 128, x0, y0, 1.0) for f in raw]
             match = max(seen, key=lambda f: iou(f.box, face.box), default=None)
             if match is None or iou(match.box, face.box) < 0.3:
                 if first is None:
@@ -224,8 +242,9 @@ class FaceDetector:
             scores.append(match.score)
         return replace(_clipped(first, rgb.size), score=calibrated(float(np.prod(scores)) ** (1 / len(scores))))
 
-    def _run(self, model: str, image: Image.Image, scale: float, floor: float) -> list[Face]:
-        """Raw detections of `model` on `image`, in pixels of the photo `image` was shrunk from by `scale`."""
+    def _run(self, model: str, image: Image.Image, scale: float, floor: float, step: str) -> list[Face]:
+        """Raw detections of `model` on `image`, in pixels of the photo `image` was shrunk from by `scale`;
+        counted in `passes[step]`."""
         import mediapipe as mp  # lazily: ~0.5 s to import, and the trainer's CLI help should not pay it
 
         pixels = np.ascontiguousarray(np.asarray(image))
@@ -235,6 +254,7 @@ class FaceDetector:
             with _native_stderr_quiet() if first else contextlib.nullcontext():  # its alignment warning
                 result = detector.detect(mp.Image(image_format=mp.ImageFormat.SRGB, data=pixels))
             self._ran.add(id(detector))
+            self.passes[step] += 1
         return [_to_face(d, image.width, image.height, scale) for d in result.detections]
 
     def _detector(self, model: str, min_score: float):
@@ -390,13 +410,26 @@ def _clipped(face: Face, size: tuple[int, int]) -> Face:
 
 
 def _portrait(faces: list[Face], min_score: float, long_side: int) -> bool:
-    """One or two faces, each at least SHORT_MIN_FRACTION of the long side: a portrait, a selfie, a couple.
+    """One or two faces, each at least SHORT_MIN_FRACTION of the long side: a portrait, a selfie, a couple, a
+    webcam frame.
 
-    Such a photo gets no tiles, which keeps a portrait within 2x of its latency before tiling existed (a tiny face
-    in its background is not looked for); any other photo gets the tiles.
+    The search stops at the first whole-photo pass that shows one (the short-range pass, which is all a portrait
+    needs): a smaller face beside such a face is not looked for, which keeps a portrait at one short-range pass
+    and its re-scoring; any other photo gets the full-range pass and the tiles.
     """
     sides = [max(f.box[2], f.box[3]) for f in faces if f.score >= min_score]
     return 0 < len(sides) <= PORTRAIT_FACES and min(sides) >= SHORT_MIN_FRACTION * long_side
+
+
+def _no_room(faces: list[Face], min_score: float, size: tuple[int, int], side: float) -> bool:
+    """Faces all near (at least SHORT_MIN_FRACTION of the long side) whose people (PERSON_WIDTH, PERSON_ABOVE,
+    down to the bottom) cover the photo, leaving no square of `side` px where a farther face could show."""
+    near = [f.box for f in faces if f.score >= min_score]
+    if not near or min(max(w, h) for _, _, w, h in near) < SHORT_MIN_FRACTION * max(size):
+        return False
+    people = [(x + w / 2 - PERSON_WIDTH * w / 2, y - PERSON_ABOVE * h, x + w / 2 + PERSON_WIDTH * w / 2, size[1])
+              for x, y, w, h in near]
+    return not has_room(size[0], size[1], people, side)
 
 
 def _box(face: Face) -> tuple[int, int, int, int]:

@@ -56,16 +56,12 @@ def test_photos_without_a_face_give_no_face(detector, name):
     assert detector.detect(Image.fromarray(getattr(data, name)())) == []
 
 
-def test_a_portrait_is_not_tiled(astronaut, monkeypatch):
-    """The astronaut alone costs the two whole-photo passes and two views of her face, no tiles: the single-face
-    latency issue 12 bounds."""
+def test_a_portrait_is_not_tiled(astronaut):
+    """The astronaut alone costs one short-range pass and two views of her face: no full-range pass, no tiles
+    (tests/test_search_paths.py checks each decision)."""
     det = FaceDetector()
-    calls = []
-    original = det._run
-    monkeypatch.setattr(det, "_run", lambda model, image, *a: calls.append((model, image.size))
-                        or original(model, image, *a))
     assert len(det.detect(Image.fromarray(astronaut))) == 1
-    assert calls == [("short", (512, 512)), ("short", (128, 128)), ("short", (128, 128)), ("full", (512, 512))]
+    assert det.passes == {"short": 1, "views": 2}
     det.close()
 
 
@@ -80,13 +76,14 @@ def test_a_close_up_is_found_whichever_pass_sees_it(detector, astronaut, fractio
     assert len(detector.detect(crop)) == 1
 
 
-def test_a_big_face_with_a_smaller_one_beside_it_is_not_taken_for_a_portrait(detector, head):
-    """One face near the camera and one at ~10% of the side: both found (the portrait shortcut needs every face
-    big)."""
+def test_a_smaller_face_beside_a_portrait_is_found_by_the_far_search(detector, head):
+    """One face near the camera and one at ~8% of the side: "auto" takes the photo for a portrait (the short-range
+    pass is all it runs), "full" (the UI's Far) searches on and finds both."""
     canvas = Image.new("RGB", (1000, 700), (128, 128, 128))
     canvas.paste(head.resize((400, 400)), (60, 150))
-    canvas.paste(head.resize((140, 140)), (700, 300))  # its face ~100 px: 10% of the long side
-    assert len(detector.detect(canvas)) == 2
+    canvas.paste(head.resize((140, 140)), (700, 300))  # its face ~80 px: 8% of the long side
+    assert len(detector.detect(canvas)) == 1
+    assert len(detector.detect(canvas, range="full")) == 2
 
 
 def test_following_small_faces_finds_them_again_without_the_tiles(head, monkeypatch):
