@@ -27,8 +27,9 @@ from .components import SafeImageEditor
 from .files import EXAMPLES, SEND_A_FILE, check_file_ref, read_upload
 from .models import ModelRegistry
 from .pool import InferencePool
-from .service import (INTERNAL_ERROR, MAX_FACES, MAX_UPLOAD_BYTES, decode_base64_image, megabytes, parse_options,
+from .service import (INTERNAL_ERROR, MAX_FACES, decode_base64_image, megabytes, parse_options,
                       predict_image, predict_with_image)
+from .settings import current
 from .video import smooth_live
 from .video_ui import build_video_tab
 
@@ -248,7 +249,7 @@ def build_ui(registry: ModelRegistry, pool: InferencePool) -> gr.Blocks:
                                     label="Example (NASA, public domain)")
                     with gr.Column():
                         annotated = gr.Image(label="Faces", interactive=False, height=420, elem_id="annotated")
-                        status = gr.Markdown(f"Upload a photo (up to {megabytes(MAX_UPLOAD_BYTES)}), paste one, or "
+                        status = gr.Markdown(f"Upload a photo (up to {megabytes(current().max_upload_bytes)}), paste one, or "
                                              "take a webcam snapshot.", elem_id="summary")
                         offer_crop = gr.Button("Crop the face yourself", visible=False, variant="secondary")
                         result = gr.JSON(show_label=False, elem_id="result-json", render=False)
