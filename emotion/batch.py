@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .errors import EmotionError
+from .faces import DEFAULT_MAX_FACES, DEFAULT_MIN_SCORE, DEFAULT_RANGE
 from .labels import LABELS
 
 log = logging.getLogger(__name__)
@@ -108,9 +109,9 @@ class Options:
     """What the predictor is built from; recorded in the manifest so a resumed run uses the same."""
 
     model: str | None = None
-    min_score: float = 0.5
-    max_faces: int = 20
-    range: str = "auto"
+    min_score: float = DEFAULT_MIN_SCORE
+    max_faces: int = DEFAULT_MAX_FACES
+    range: str = DEFAULT_RANGE
     threads: int | None = None  # torch threads per process (None: torch's default in 1 process, 1 each in N)
 
     def predictor(self):
