@@ -108,7 +108,7 @@ def build_router(registry: ModelRegistry, pool: InferencePool, settings: Setting
         """
         image, fields = await read_image(request)  # bounded by BodyReaders, not by the inference pool
         options = parse_options(dict(request.query_params), fields)
-        with pool.admit():  # a place once the body is complete and decoded, or 503 when WORKERS + QUEUE are taken
+        with pool.admit():  # a place once the body is complete and decoded, or 503 when workers + queue are taken
             try:
                 return await pool.run(predict_image, registry, image, options)
             except EmotionError:

@@ -3,11 +3,12 @@
 A request takes an inference place only once its body is complete and decoded. Until then it costs memory, not
 inference capacity, and that is bounded separately by `BodyReaders`, in front of every route (REST and Gradio's
 uploads and queue events): at most `body_readers` bodies may be arriving at once, and at most
-`body_readers_per_client` from one client address. A request whose body came whole with its headers needs no
-reader at all; one that finds the readers full is still read if its body arrives within GRACE_S (these trials are
-bounded the same way), and refused with 503 (429 when its own address holds its share) if not. So when the readers are full, the connection refused is the
-newest stalled one, never a complete request, and the readers already held run until their body arrives or the
-server's body deadline answers them 408 (webapp/server.py).
+`body_readers_per_client` from one client address (EMOTION_BODY_READERS, EMOTION_BODY_READERS_PER_CLIENT). A
+request whose body came whole with its headers needs no reader at all; one that finds the readers full is still
+read if its body arrives within GRACE_S (these trials are bounded the same way), and refused with 503 (429 when its
+own address holds its share) if not. So when the readers are full, the connection refused is the newest stalled
+one, never a complete request, and the readers already held run until their body arrives or the server's body
+deadline answers them 408 (webapp/server.py).
 """
 from __future__ import annotations
 
@@ -87,7 +88,8 @@ class BodyReaders:
         if self.held.get(client, 0) >= self.per_client:
             return _Refused(429, f"this address is already sending {self.per_client} request bodies: finish "
                                  f"those first, or retry in {RETRY_AFTER_S} s")
-        return _Refused(503, f"the server is busy receiving {self.total} other uploads: retry in {RETRY_AFTER_S} s")
+        return _Refused(503, f"the server is already receiving {self.total} request bodies: retry in "
+                             f"{RETRY_AFTER_S} s")
 
 
 class _Refused(Exception):

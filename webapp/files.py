@@ -4,8 +4,8 @@ A Gradio event carries file references (`{"path": ...}`) that the client writes,
 before anything opens it: it must resolve (symlinks followed) inside Gradio's upload folder (GRADIO_TEMP_DIR, where
 Gradio also keeps its copies of the shipped examples, which is how the UI sends them), be a
 regular file (not a FIFO, a device or a directory, which would block or never end) and be no larger than its kind
-takes (a photo EMOTION_MAX_UPLOAD_BYTES; any file the page's limit, `Settings.max_file_bytes`). Checks use `stat` only, so they are
-safe on the event loop.
+takes (a photo EMOTION_MAX_UPLOAD_BYTES; any file the page's limit, `Settings.max_file_bytes`). Checks use `stat`
+only, so they are safe on the event loop.
 """
 from __future__ import annotations
 

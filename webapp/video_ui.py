@@ -186,9 +186,10 @@ def build_video_tab(registry: ModelRegistry, bounded: Callable, model: gr.Dropdo
         return analyse(video, model, sampling, rate, max_faces, min_detection_score, progress)
 
     with gr.Tab("Video", id="video"):
+        limits = current()
         gr.Markdown(f"Each sampled frame is analysed and every face is followed from frame to frame (Face 1, Face "
-                    f"2, …), its probabilities smoothed along the way. Clips up to {megabytes(current().max_video_bytes)} "
-                    f"and {current().max_video_seconds:.0f} s; one video is analysed at a time.")
+                    f"2, …), its probabilities smoothed along the way. Clips up to {megabytes(limits.max_video_bytes)} "
+                    f"and {limits.max_video_seconds:.0f} s; one video is analysed at a time.")
         with gr.Row():
             with gr.Column():
                 clip = gr.Video(sources=["upload"], label="Video", height=360, elem_id="video")
