@@ -24,6 +24,16 @@ TOP_AUS = 3  # action units shown per face in the text output (--json has all of
 VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp"}
 
 
+def detector_options(parser: argparse.ArgumentParser) -> None:
+    """--max-faces, --min-score and --range, with the detector's defaults."""
+    from .faces import DEFAULT_MAX_FACES, DEFAULT_MIN_SCORE, DEFAULT_RANGE, RANGES
+
+    parser.add_argument("--max-faces", type=int, default=DEFAULT_MAX_FACES)
+    parser.add_argument("--min-score", type=float, default=DEFAULT_MIN_SCORE,
+                        help="minimum face detection score (0..1)")
+    parser.add_argument("--range", choices=RANGES, default=DEFAULT_RANGE, help="face detector range")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m emotion", description=__doc__, allow_abbrev=False)
     sub = p.add_subparsers(dest="command", required=True)
@@ -33,9 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "hf-hub:org/name[@rev] (default: EMOTION_MODEL or the shipped default)")
     pr.add_argument("--json", action="store_true", help="one JSON object per image (path, model, faces, image_size, "
                     "timings_ms) instead of a text line per face")
-    pr.add_argument("--max-faces", type=int, default=20)
-    pr.add_argument("--min-score", type=float, default=0.5, help="minimum face detection score (0..1)")
-    pr.add_argument("--range", choices=("short", "full", "auto"), default="auto", help="face detector range")
+    detector_options(pr)
     pr.add_argument("--action-units", action="store_true", help=AU_HELP + "; videos: columns au_1, ..., smoothed "
                     "along each track")
     video = pr.add_argument_group("videos")
@@ -69,9 +77,7 @@ def add_dataset_parser(sub) -> None:
     d.add_argument("--config", help="Hub data set configuration")
     d.add_argument("--image-column", help="column holding the images (default: found from the schema)")
     d.add_argument("--id-column", help="column holding each image's id (default: its file name, else a hash)")
-    d.add_argument("--max-faces", type=int, default=20)
-    d.add_argument("--min-score", type=float, default=0.5, help="minimum face detection score (0..1)")
-    d.add_argument("--range", choices=("short", "full", "auto"), default="auto", help="face detector range")
+    detector_options(d)
     d.add_argument("--action-units", action="store_true", help=AU_HELP + "; columns au_1, au_2, ..., "
                    "action_units_reason")
     d.add_argument("--no-progress", action="store_true", help="no progress bar")

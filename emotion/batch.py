@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .errors import EmotionError
+from .faces import DEFAULT_MAX_FACES, DEFAULT_MIN_SCORE, DEFAULT_RANGE
 from .labels import LABELS
 from .records import dataset_error_row, dataset_rows, dataset_schema
 
@@ -94,9 +95,9 @@ class Options:
     """What the predictor is built from; recorded in the manifest so a resumed run uses the same."""
 
     model: str | None = None
-    min_score: float = 0.5
-    max_faces: int = 20
-    range: str = "auto"
+    min_score: float = DEFAULT_MIN_SCORE
+    max_faces: int = DEFAULT_MAX_FACES
+    range: str = DEFAULT_RANGE
     threads: int | None = None  # torch threads per process (None: torch's default in 1 process, 1 each in N)
     action_units: bool = False  # also each face's AUs (columns au_1, ..., action_units_reason)
 

@@ -46,6 +46,8 @@ ASSETS = Path(__file__).resolve().parent / "assets"
 MODEL_FILES = {"short": "face_detection_short_range.tflite", "full": "face_detection_full_range.tflite"}
 INPUT_SIDE = {"short": 128, "full": 192}
 RANGES = ("short", "full", "auto")
+# The detector's defaults, for every entry point (Python, CLI, batch, REST, UI): written here only.
+DEFAULT_MIN_SCORE, DEFAULT_MAX_FACES, DEFAULT_RANGE = 0.5, 20, "auto"
 DETECT_MAX_SIDE = 1280  # whole-photo passes: BlazeFace sees 128/192 px anyway, a bigger image only costs resizing
 TILE_MAX_SIDE = 2048  # tiles are cut from the photo shrunk to this: bounds the work on a 50 MP photo
 MIN_FACE = 24  # px: the smallest face the tiles look for (in the photo shrunk to TILE_MAX_SIDE)
@@ -107,7 +109,8 @@ class FaceDetector:
         min_face: the smallest face, in pixels, the tiles look for.
     """
 
-    def __init__(self, min_score: float = 0.5, max_faces: int = 20, range: str = "auto",  # noqa: A002
+    def __init__(self, min_score: float = DEFAULT_MIN_SCORE, max_faces: int = DEFAULT_MAX_FACES,
+                 range: str = DEFAULT_RANGE,  # noqa: A002
                  min_face: int = MIN_FACE):
         self.min_score, self.max_faces, self.range = _check_options(min_score, max_faces, range)
         self.min_face = max(8, int(min_face))
@@ -280,7 +283,7 @@ class FaceDetector:
         return self._detectors[key]
 
 
-def largest_faces(images, min_score: float = 0.5) -> list[tuple[Image.Image, Face | None]]:
+def largest_faces(images, min_score: float = DEFAULT_MIN_SCORE) -> list[tuple[Image.Image, Face | None]]:
     """Each photo (RGB) with its largest face, or None where none is found: one detector for the whole list.
 
     `images` holds PIL images or `datasets` image dicts ({"bytes": ...}).
@@ -301,7 +304,7 @@ def largest_faces(images, min_score: float = 0.5) -> list[tuple[Image.Image, Fac
 
 
 def crop_largest_faces(images, margin: float, align_eyes: bool = True, offset_y: float = 0.0,
-                       min_score: float = 0.5) -> tuple[list[Image.Image], np.ndarray]:
+                       min_score: float = DEFAULT_MIN_SCORE) -> tuple[list[Image.Image], np.ndarray]:
     """Each photo's largest face, cropped as serving crops it; a photo without a face stays whole (RGB).
 
     For scoring and training on photo data sets. Returns the images and, per photo, whether a face was found.

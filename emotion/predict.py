@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .faces import Detections, Face, FaceDetector, crop_box, crop_face
+from .faces import DEFAULT_MAX_FACES, DEFAULT_MIN_SCORE, DEFAULT_RANGE, Detections, Face, FaceDetector, crop_box, crop_face
 from .images import load_image
 from .models import ModelInfo, load_model
 from .preprocess import batch
@@ -56,8 +56,8 @@ class Predictor:
         self._au_lock = threading.Lock()
 
     @classmethod
-    def from_pretrained(cls, source: str | None = None, *, min_score: float = 0.5, max_faces: int = 20,
-                        range: str = "auto") -> "Predictor":  # noqa: A002
+    def from_pretrained(cls, source: str | None = None, *, min_score: float = DEFAULT_MIN_SCORE,
+                        max_faces: int = DEFAULT_MAX_FACES, range: str = DEFAULT_RANGE) -> "Predictor":  # noqa: A002
         """Load `hf-hub:org/name[@revision]`, `local-dir:/path` or a shipped model's name such as "resnet50"
         (default: EMOTION_MODEL or the shipped default)."""
         source = source or default_source()

@@ -93,8 +93,11 @@ def revision(source: str | Source) -> str | None:
 def default_source() -> str:
     """EMOTION_MODEL if set (any form `parse` accepts), else the shipped model named in models/DEFAULT."""
     env = os.environ.get("EMOTION_MODEL", "").strip()
-    if env:
-        return str(parse(env, "EMOTION_MODEL"))
+    return str(parse(env, "EMOTION_MODEL")) if env else shipped_default()
+
+
+def shipped_default() -> str:
+    """The shipped model named in models/DEFAULT (else the first shipped one); EmotionError when none is shipped."""
     shipped = shipped_models()
     name = DEFAULT_FILE.read_text().strip() if DEFAULT_FILE.is_file() else next(iter(shipped), None)
     if name not in shipped:

@@ -99,6 +99,15 @@ def flat_png(width: int, height: int, color_type: int = 6) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
 
 
+def set_settings(monkeypatch: pytest.MonkeyPatch, **changes) -> None:
+    """The server's settings (webapp/settings.py) with `changes`, for this test only."""
+    import dataclasses
+
+    import webapp.settings
+
+    monkeypatch.setattr(webapp.settings, "_current", dataclasses.replace(webapp.settings.current(), **changes))
+
+
 @pytest.fixture(scope="module")
 def client(tiny_model):
     """The whole app in-process (REST + Gradio), serving the tiny model as its default; one per test module."""

@@ -16,7 +16,7 @@ from PIL import Image
 import app as app_module
 from emotion import LABELS, Predictor
 from webapp import render
-from webapp.api import BODY_LIMIT
+from webapp.settings import current
 from webapp.models import ModelRegistry
 from webapp.ui import strokes_box
 
@@ -181,9 +181,10 @@ BAD_REQUESTS = {
     "box-outside": (lambda png: {"data": {"x": "400", "y": "0", "w": "200", "h": "10"}, **upload(png)}, 400,
                     "goes outside the 512x512 image"),
     "too-many-pixels": (lambda png: upload(huge_png()), 413, "megapixels"),
-    "too-many-bytes": (lambda png: {"content": b"\0" * (BODY_LIMIT + 1), "headers": {"content-type": "image/png"}},
-                       413, "above the limit"),
-    "too-many-bytes-chunked": (lambda png: {"content": iter([b"\0" * 2**20] * (BODY_LIMIT // 2**20 + 2)),
+    "too-many-bytes": (lambda png: {"content": b"\0" * (current().photo_body_limit + 1),
+                                    "headers": {"content-type": "image/png"}}, 413, "above the limit"),
+    "too-many-bytes-chunked": (lambda png: {"content": iter([b"\0" * 2**20] * (current().photo_body_limit // 2**20
+                                                                                 + 2)),
                                             "headers": {"content-type": "image/png"}}, 413, "above the limit"),
 }
 

@@ -35,9 +35,17 @@ def torchrun(processes: int) -> list[str]:
             "--master_port", str(free_port()), "-m", "trainer"]
 
 
-def launched(launcher: list[str], data: Path, out: Path, epochs: int) -> list[str]:
+# A task the tiny model learns to near-zero loss in two epochs (no dropout, no augmentation to fight, a short
+# warmup), in fp32 (trainer_command): measured on an AMD EPYC over seeds 42, 1, 2, 3, epoch 1 -> 2, one process
+# 0.62 -> 0.11, 0.72 -> 0.12, 0.53 -> 0.11, 0.78 -> 0.13; two 0.80 -> 0.25, 0.95 -> 0.25, 0.77 -> 0.29, 0.99 -> 0.28.
+# The bars below are several times that spread away, so neither float rounding nor the CPU's kernels can cross them;
+# a run that does not learn stays near ln 8 = 2.08 and fails them all.
+EASY = ["--drop-rate", "0", "--augment", "gray", "--warmup-epochs", "0.25"]
+
+
+def launched(launcher: list[str], data: Path, out: Path, epochs: int, extra: list[str] = ()) -> list[str]:
     """The single-process command line, run by `launcher` instead of `python -m trainer`."""
-    return launcher + trainer_command(data, out, epochs)[3:]
+    return launcher + trainer_command(data, out, epochs)[3:] + list(extra)
 
 
 def kill_tree(proc) -> None:
@@ -63,9 +71,10 @@ def bars(tmp_path_factory) -> Path:
 
 def test_two_process_run_exports_a_model_that_loads_and_its_loss_falls_like_one_process(bars, tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
-    ref = start(trainer_command(bars, one, epochs=2), tmp_path / "one.log", tmp_path / "cache")
+    ref = start(trainer_command(bars, one, epochs=2) + EASY, tmp_path / "one.log", tmp_path / "cache")
     assert ref.wait(timeout=600) == 0, (tmp_path / "one.log").read_text()[-3000:]
-    proc = start(launched(accelerate_launch(2), bars, two, epochs=2), tmp_path / "two.log", tmp_path / "cache")
+    proc = start(launched(accelerate_launch(2), bars, two, epochs=2, extra=EASY), tmp_path / "two.log",
+                 tmp_path / "cache")
     assert proc.wait(timeout=600) == 0, (tmp_path / "two.log").read_text()[-3000:]
     text = (tmp_path / "two.log").read_text()
     assert "2 processes (MULTI_CPU), 4 images each per step" in text
@@ -73,8 +82,11 @@ def test_two_process_run_exports_a_model_that_loads_and_its_loss_falls_like_one_
 
     h1, h2 = history(one), history(two)
     assert [h["step"] for h in h2] == [h["step"] for h in h1] == [16, 32]  # a step is the same global batch
-    assert h2[-1]["train_loss"] < 0.75 * h2[0]["train_loss"]
-    assert h2[-1]["train_loss"] < 2 * h1[-1]["train_loss"] + 0.1
+    losses = [(h1[0]["train_loss"], h1[-1]["train_loss"]), (h2[0]["train_loss"], h2[-1]["train_loss"])]
+    print("train loss, epoch 1 -> 2: one process %.3f -> %.3f, two %.3f -> %.3f" % (*losses[0], *losses[1]))
+    for first, last in losses:  # both learn the task
+        assert last < 0.5 and last < 0.6 * first, losses
+    assert abs(h2[-1]["train_loss"] - h1[-1]["train_loss"]) < 0.35, losses  # two processes learn like one
     predictor = Predictor.from_pretrained(f"local-dir:{two / 'export'}")
     assert predictor.probabilities([bar_image(3, np.random.default_rng(0))]).shape == (1, 8)
 

@@ -1,6 +1,7 @@
 """The app for real: `python app.py` in a subprocess, called over HTTP, through gradio_client and in Chromium."""
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -8,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 import requests
@@ -39,14 +41,22 @@ def astronaut_file(astronaut, tmp_path_factory) -> Path:
 def app_process(tiny_model, tmp_path_factory):
     """`python app.py` serving the tiny model on a free loopback port -> (URL, process); its log shown on failure.
 
-    Short read deadlines (1 s headers, 1 s body pauses, 3 s body) so the slow-client tests are quick.
+    Short read deadlines (1 s headers, 1 s body pauses, 3 s body) so the slow-client tests are quick, and room for
+    their 10 stalled bodies from one address (the body-reader bounds are tested in test_slow_clients.py).
     """
+    with serving(tiny_model, tmp_path_factory, EMOTION_HEADER_TIMEOUT="1", EMOTION_BODY_IDLE_TIMEOUT="1",
+                 EMOTION_BODY_TIMEOUT="3", EMOTION_BODY_READERS_PER_CLIENT="16") as served:
+        yield served
+
+
+@contextlib.contextmanager
+def serving(tiny_model: Path, tmp_path_factory, **settings: str) -> Iterator[tuple[str, subprocess.Popen]]:
+    """`python app.py` with the tiny model and `settings` (environment variables) -> (URL, process), stopped after."""
     port = free_port()
     log_path = tmp_path_factory.mktemp("server") / "server.log"
     env = {**os.environ, "EMOTION_MODEL": f"local-dir:{tiny_model}", "PORT": str(port), "HOST": "127.0.0.1",
            "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
-           "GRADIO_TEMP_DIR": str(tmp_path_factory.mktemp("gradio_uploads")),
-           "EMOTION_HEADER_TIMEOUT": "1", "EMOTION_BODY_IDLE_TIMEOUT": "1", "EMOTION_BODY_TIMEOUT": "3"}
+           "GRADIO_TEMP_DIR": str(tmp_path_factory.mktemp("gradio_uploads")), **settings}
     env.pop("EMOTION_MODELS", None)
     with open(log_path, "wb") as log:
         proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)

@@ -159,9 +159,9 @@ def test_small_cnn_learns_separable_bars_well_above_chance(tmp_path):
     data = write_bars(tmp_path / "bars")
     out = tmp_path / "run"
     assert train("--data", str(data), "--img-size", "24", "--epochs", "3", "--batch-size", "8", *NO_GEOMETRY,
-                 "--output-dir", str(out)) == 0
+                 "--precision", "fp32", "--output-dir", str(out)) == 0
     results = read_json(out / "export" / "eval_results.json")
-    assert results["splits"]["validation"]["accuracy"] > 0.6  # chance is 1/8
+    assert results["splits"]["validation"]["accuracy"] > 0.6  # chance is 1/8; 1.0 measured (fp32, bf16, AMD EPYC)
     # and serving, through the same preprocessing, reads fresh bars the same way
     predictor = Predictor.from_pretrained(f"local-dir:{out / 'export'}")
     rng = np.random.default_rng(99)
@@ -261,8 +261,11 @@ def test_micro_batches_that_do_not_divide_the_batch_are_refused_in_one_line(tmp_
 
 # ------------------------------------------------------------------------------------------ kill, resume, SIGTERM
 def trainer_command(data: Path, out: Path, epochs: int, workers: int = 0) -> list[str]:
+    # fp32: `auto` is bf16 autocast wherever oneDNN offers it (emulated on AVX2, native on AMX), and its rounding
+    # differs with the CPU's kernels
     return [sys.executable, "-m", "trainer", "--data", str(data), "--img-size", "16", "--epochs", str(epochs),
-            "--batch-size", "8", "--ckpt-every", "2", "--workers", str(workers), *NO_GEOMETRY, "--output-dir", str(out)]
+            "--batch-size", "8", "--ckpt-every", "2", "--workers", str(workers), "--precision", "fp32", *NO_GEOMETRY,
+            "--output-dir", str(out)]
 
 
 def start(command: list[str], log: Path, cache: Path) -> subprocess.Popen:

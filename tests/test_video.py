@@ -14,7 +14,7 @@ from skimage import data
 from emotion import Predictor
 from emotion.video import FaceTracker, VideoError, sampled_frames
 
-from conftest import ASTRONAUT_FACE
+from conftest import ASTRONAUT_FACE, set_settings
 
 FPS = 10
 
@@ -184,12 +184,10 @@ def test_rest_refuses_bad_videos_and_options_with_json_4xx(client, clip, monkeyp
         assert r.status_code == status and "send" in r.json()["error"], (ctype, r.text)
     r = client.post("/api/predict_video?fps=0", files={"file": ("c.mp4", clip.read_bytes(), "video/mp4")})
     assert r.status_code == 422 and "fps" in r.json()["error"]
-    import webapp.video
-
-    monkeypatch.setattr(webapp.video, "MAX_VIDEO_SECONDS", 1.0)
+    set_settings(monkeypatch, max_video_seconds=1.0)
     r = client.post("/api/predict_video", files={"file": ("c.mp4", clip.read_bytes(), "video/mp4")})
     assert r.status_code == 413 and "limit of 1 s" in r.json()["error"]
-    monkeypatch.setattr(webapp.video, "MAX_VIDEO_BYTES", 1000)
+    set_settings(monkeypatch, max_video_bytes=1000)
     r = client.post("/api/predict_video", files={"file": ("c.mp4", clip.read_bytes(), "video/mp4")})
     assert r.status_code == 413
 
@@ -219,7 +217,7 @@ def test_a_webcam_session_keeps_no_ended_tracks(tiny_model, astronaut, monkeypat
 
     clock = iter(range(0, 1000, 2))  # 2 s between frames: every face has left (tracks end after 1 s unseen)
     monkeypatch.setattr(webapp.ui.time, "monotonic", lambda: float(next(clock)))
-    handlers = webapp.ui.Handlers(ModelRegistry({"tiny": f"local-dir:{tiny_model}"}, "tiny"), InferencePool())
+    handlers = webapp.ui.Handlers(ModelRegistry({"tiny": f"local-dir:{tiny_model}"}, "tiny"), InferencePool(1, 4))
     def data_url(pixels: np.ndarray) -> dict:  # what the browser sends for a webcam frame
         buf = io.BytesIO()
         Image.fromarray(pixels).save(buf, "PNG")
@@ -299,7 +297,7 @@ def test_video_tab_errors_say_what_to_fix(client, clip, tiny_model, tmp_path, mo
         event, data = gradio_call(client, "predict_video", [ref, tiny_model.name, sampling, rate, 20, 0.5, False])
         assert event == "error" and re.search(words, data["error"]), (words, data)
         assert "Traceback" not in str(data)
-    monkeypatch.setattr(webapp.video, "MAX_VIDEO_SECONDS", 1.0)
+    set_settings(monkeypatch, max_video_seconds=1.0)
     event, data = gradio_call(client, "predict_video", [video_ref, tiny_model.name, "fps", 5, 20, 0.5, False])
     assert event == "error" and "limit of 1 s" in data["error"]
 
@@ -326,7 +324,7 @@ def test_video_tab_runs_on_the_bounded_pool_and_reads_only_uploads(client, clip,
     for payload in ({"path": str(outside)}, str(outside), {"url": f"file://{outside}"}):
         with pytest.raises(EmotionError, match="upload"), video_upload(payload):
             pass
-    monkeypatch.setattr(webapp.video, "MAX_VIDEO_BYTES", 1000)
+    set_settings(monkeypatch, max_video_bytes=1000)
     with pytest.raises(EmotionError, match="video is over the limit of"), video_upload(ref):
         pass
 
@@ -342,9 +340,10 @@ def _padded(clip: Path, size: int) -> bytes:
 
 def test_the_video_tab_takes_videos_as_large_as_the_rest_route(client, clip, tiny_model):
     from test_app import gradio_call, gradio_upload
-    from webapp.service import MAX_UPLOAD_BYTES, megabytes
-    from webapp.video import MAX_VIDEO_BYTES
+    from webapp.service import megabytes
+    from webapp.settings import current
 
+    MAX_UPLOAD_BYTES, MAX_VIDEO_BYTES = current().max_upload_bytes, current().max_video_bytes
     assert client.get("/config").json()["max_file_size"] == MAX_VIDEO_BYTES > MAX_UPLOAD_BYTES  # the page's limit
     big = _padded(clip, MAX_UPLOAD_BYTES + 2**20)  # over a photo's limit, under a video's
     event, data = gradio_call(client, "predict_video", [gradio_upload(client, "big.mp4", big), tiny_model.name, "fps",
@@ -358,8 +357,10 @@ def test_the_video_tab_takes_videos_as_large_as_the_rest_route(client, clip, tin
 
 def test_a_photo_over_its_limit_is_refused_by_size_though_the_page_takes_videos_that_large(client, tiny_model):
     from test_app import gradio_call, gradio_upload
-    from webapp.service import MAX_UPLOAD_BYTES, megabytes
+    from webapp.service import megabytes
+    from webapp.settings import current
 
+    MAX_UPLOAD_BYTES = current().max_upload_bytes
     big = b"\x89PNG\r\n\x1a\n" + bytes(MAX_UPLOAD_BYTES)  # never opened: refused by its size
     event, data = gradio_call(client, "predict", [gradio_upload(client, "big.png", big), tiny_model.name, 20, 0.5,
                                                   "auto", False])

@@ -14,20 +14,18 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, create_model, model_serializer
 from starlette.datastructures import UploadFile
-from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.requests import ClientDisconnect
 
 from emotion import LABELS, EmotionError, ImageTooLargeError, UnsupportedImageError
 from emotion.records import ACTION_UNIT_FIELDS, FACE_JSON, IMAGE_JSON
 
+from .bodies import read_body, read_form
 from .models import ModelRegistry
 from .pool import InferencePool
-from .service import (INTERNAL_ERROR, MAX_UPLOAD_BYTES, PredictOptions, decode_base64_image, megabytes,
-                      parse_options, predict_image)
+from .service import INTERNAL_ERROR, PredictOptions, decode_base64_image, megabytes, parse_options, predict_image
+from .settings import Settings, current
 
 log = logging.getLogger(__name__)
 
-BODY_LIMIT = MAX_UPLOAD_BYTES * 4 // 3 + 64 * 1024  # room for base64 and multipart framing around the image
 HOW_TO_SEND = ('send the photo as multipart/form-data field "file" (curl -F file=@photo.jpg), as JSON '
                '{"image": "base64 or data URL"}, or as a raw image/* body')
 
@@ -84,10 +82,13 @@ class ErrorBody(BaseModel):
     error: str
 
 
-ERRORS = {s: {"model": ErrorBody, "description": d} for s, d in {
-    400: "bad image data, options or model name", 413: f"over {megabytes(MAX_UPLOAD_BYTES)} or 40 megapixels",
-    415: "not an image format we read", 422: "an option out of range",
-    503: "no model could be loaded, or the server is busy (then with Retry-After)"}.items()}
+def errors(settings: Settings) -> dict[int, dict]:
+    """The documented error answers of POST /api/predict."""
+    return {s: {"model": ErrorBody, "description": d} for s, d in {
+        400: "bad image data, options or model name",
+        413: f"over {megabytes(settings.max_upload_bytes)} or 40 megapixels", 415: "not an image format we read",
+        422: "an option out of range", 429: "this address is already sending too many bodies (with Retry-After)",
+        503: "no model could be loaded, or the server is busy (then with Retry-After)"}.items()}
 
 PREDICT_DOC = {
     "parameters": [{"name": name, "in": "query", "required": False, "schema": schema, "description":
@@ -105,19 +106,19 @@ PREDICT_DOC = {
 
 
 # -------------------------------------------------------------------------------------------------------------- routes
-def build_router(registry: ModelRegistry, pool: InferencePool) -> APIRouter:
+def build_router(registry: ModelRegistry, pool: InferencePool, settings: Settings) -> APIRouter:
     router = APIRouter(prefix="/api", tags=["emotion"])
 
-    @router.post("/predict", response_model=Prediction, responses=ERRORS, openapi_extra=PREDICT_DOC)
+    @router.post("/predict", response_model=Prediction, responses=errors(settings), openapi_extra=PREDICT_DOC)
     async def predict(request: Request) -> Any:
         """Every face in the photo with its box, emotion, confidence, uncertain flag and all 8 probabilities.
 
         Options (model, max_faces, min_detection_score, range, crop box x/y/w/h) come as query parameters, form fields
         or JSON keys. With a crop box there is no detection: the one face returned is the box itself.
         """
-        with pool.admit():  # 503 before the body is read when WORKERS + QUEUE requests are in progress
-            image, fields = await read_image(request)
-            options = parse_options(dict(request.query_params), fields)
+        image, fields = await read_image(request)  # bounded by BodyReaders, not by the inference pool
+        options = parse_options(dict(request.query_params), fields)
+        with pool.admit():  # a place once the body is complete and decoded, or 503 when workers + queue are taken
             try:
                 return await pool.run(predict_image, registry, image, options)
             except EmotionError:
@@ -141,7 +142,7 @@ def build_router(registry: ModelRegistry, pool: InferencePool) -> APIRouter:
             return JSONResponse({"status": "unavailable", "error": str(e)}, status_code=503)
         return {"status": "ok", "default_model": registry.default,
                 "loaded_models": [k for k in registry.sources if registry.is_loaded(k)],
-                "labels": list(LABELS), "max_upload_bytes": MAX_UPLOAD_BYTES}
+                "labels": list(LABELS), "max_upload_bytes": settings.max_upload_bytes}
 
     @router.get("/models")
     def models() -> Any:
@@ -154,7 +155,7 @@ def build_router(registry: ModelRegistry, pool: InferencePool) -> APIRouter:
 # ---------------------------------------------------------------------------------------------------- reading a body
 async def read_image(request: Request) -> tuple[bytes, dict[str, Any]]:
     """The image bytes and the option fields from a multipart, JSON or raw-image body."""
-    body = await _read_limited(request)
+    body = await read_body(request, current().photo_body_limit, _too_large)
     if not body:
         raise EmotionError(f"the request body is empty: {HOW_TO_SEND}")
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -167,37 +168,13 @@ async def read_image(request: Request) -> tuple[bytes, dict[str, Any]]:
     raise UnsupportedImageError(f"unsupported Content-Type {ctype or '(none)'!r}: {HOW_TO_SEND}")
 
 
-async def _read_limited(request: Request) -> bytes:
-    """The body, refused with 413 as soon as it is known to exceed BODY_LIMIT (before anything is decoded)."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > BODY_LIMIT:
-        raise _too_large(int(declared))
-    chunks, size = [], 0
-    try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > BODY_LIMIT:
-                raise _too_large(size, at_least=True)
-            chunks.append(chunk)
-    except ClientDisconnect:  # gone, or cut off by the server's body timeout: nobody reads this answer
-        raise EmotionError("the client disconnected before sending the whole body") from None
-    return b"".join(chunks)
-
-
 def _too_large(size: int, at_least: bool = False) -> ImageTooLargeError:
     return ImageTooLargeError(f"the request body is {'over ' if at_least else ''}{megabytes(size)}, above the "
-                              f"limit of {megabytes(MAX_UPLOAD_BYTES)} per image: send a smaller file")
+                              f"limit of {megabytes(current().max_upload_bytes)} per image: send a smaller file")
 
 
 async def _from_form(request: Request, body: bytes) -> tuple[bytes, dict[str, Any]]:
-    async def replay() -> dict:
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    try:
-        form = await Request(request.scope, replay).form(max_files=2, max_fields=50)
-    except (StarletteHTTPException, ValueError) as e:
-        detail = getattr(e, "detail", None) or str(e)
-        raise EmotionError(f"the form body could not be parsed ({detail}): {HOW_TO_SEND}") from None
+    form = await read_form(request, body, max_files=2, max_fields=50, how_to_send=HOW_TO_SEND)
     fields = {k: v for k, v in form.items() if isinstance(v, str) and k not in ("file", "image")}
     upload = form.get("file")
     if isinstance(upload, UploadFile):

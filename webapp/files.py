@@ -4,8 +4,8 @@ A Gradio event carries file references (`{"path": ...}`) that the client writes,
 before anything opens it: it must resolve (symlinks followed) inside Gradio's upload folder (GRADIO_TEMP_DIR, where
 Gradio also keeps its copies of the shipped examples, which is how the UI sends them), be a
 regular file (not a FIFO, a device or a directory, which would block or never end) and be no larger than its kind
-takes (a photo MAX_UPLOAD_BYTES; any file the page's limit, MAX_FILE_BYTES). Checks use `stat` only, so they are
-safe on the event loop.
+takes (a photo EMOTION_MAX_UPLOAD_BYTES; any file the page's limit, `Settings.max_file_bytes`). Checks use `stat`
+only, so they are safe on the event loop.
 """
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ from gradio.utils import get_upload_folder
 
 from emotion import EmotionError, ImageTooLargeError
 
-from .service import MAX_UPLOAD_BYTES, check_upload_size, megabytes
+from .service import check_upload_size, megabytes
+from .settings import current
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 SEND_A_FILE = "upload the image (gradio_client: handle_file(\"photo.jpg\")); server paths are not accepted"
@@ -58,7 +59,7 @@ def check_file_ref(path: Any, limit: int | None = None) -> Path:
 def read_upload(path: Any) -> bytes:
     """The bytes of an acceptable photo upload (see `check_file_ref`), re-checked on the open file itself."""
     with _open_upload(path, None) as f:
-        return f.read(MAX_UPLOAD_BYTES + 1)
+        return f.read(current().max_upload_bytes + 1)
 
 
 def copy_upload(path: Any, dest: BinaryIO, limit: int) -> int:

@@ -4,8 +4,9 @@ Gradio (6.x, mounted with `gr.mount_gradio_app`) hashes and copies any file an e
 and its body parsers accept 1,000 files per upload and any JSON. So before Gradio sees a POST:
 - a JSON body must parse (deep nesting, bad UTF-8: 400) and every file reference in it must be an upload of this
   server no larger than the page's upload limit (`files.check_file_ref`: 400/413 otherwise, without opening the
-  file; each handler then holds its own kind to its own limit, a photo to MAX_UPLOAD_BYTES);
-- a multipart body may hold at most MAX_PARTS parts and UPLOAD_BODY_LIMIT bytes (413).
+  file; each handler then holds its own kind to its own limit, a photo to EMOTION_MAX_UPLOAD_BYTES);
+- a multipart body may hold at most MAX_PARTS parts and `upload_body_limit()` bytes (413).
+How many bodies may be arriving at once is bounded in front of this guard, by `bodies.BodyReaders`.
 Every refusal is `{"error": ...}` like the REST API's.
 """
 from __future__ import annotations
@@ -20,15 +21,20 @@ from starlette.responses import JSONResponse
 from emotion import EmotionError
 
 from .files import check_file_ref, file_refs
-from .service import MAX_FILE_BYTES, MAX_UPLOAD_BYTES, megabytes
+from .service import megabytes
+from .settings import FRAMING, current
 
 log = logging.getLogger(__name__)
 
 GRADIO_PREFIX = "/gradio_api/"
 MAX_UPLOAD_FILES = 4  # per request: the UI and gradio_client send one file per upload
 MAX_PARTS = 16  # files plus the few text fields of an image-editor blob upload
-UPLOAD_BODY_LIMIT = max(MAX_UPLOAD_FILES * MAX_UPLOAD_BYTES, MAX_FILE_BYTES) + 64 * 1024
-JSON_BODY_LIMIT = MAX_UPLOAD_BYTES * 4 // 3 + 64 * 1024  # an event may carry one image as a data URL
+
+
+def upload_body_limit() -> int:
+    """A multipart upload to Gradio: MAX_UPLOAD_FILES photos, or one file of the page's limit, and framing."""
+    settings = current()
+    return max(MAX_UPLOAD_FILES * settings.max_upload_bytes, settings.max_file_bytes) + FRAMING
 
 
 class _Refused(Exception):
@@ -52,11 +58,12 @@ class GradioRequestGuard:
         try:
             declared = headers.get("content-length", "")
             if ctype.startswith("multipart/"):
-                _check_declared(declared, UPLOAD_BODY_LIMIT)
+                _check_declared(declared, upload_body_limit())
                 await self._multipart(scope, receive, send, ctype)
                 return
-            _check_declared(declared, JSON_BODY_LIMIT)
-            body = await _read_body(receive, JSON_BODY_LIMIT)
+            limit = current().photo_body_limit  # an event may carry one image as a data URL
+            _check_declared(declared, limit)
+            body = await _read_body(receive, limit)
             # FastAPI parses a body without a Content-Type as JSON too.
             if not ctype or ctype.startswith("application/json") or "+json" in ctype:
                 _check_json(body)
@@ -70,6 +77,7 @@ class GradioRequestGuard:
         boundary = ctype.partition("boundary=")[2].split(";")[0].strip().strip('"')
         delimiter = b"--" + boundary.encode("latin-1", "replace")
         state = {"size": 0, "parts": 0, "tail": b"", "responded": False}
+        limit = upload_body_limit()
 
         async def counting_receive() -> dict:
             if state["responded"]:
@@ -80,13 +88,13 @@ class GradioRequestGuard:
                 state["size"] += len(message.get("body", b""))
                 state["parts"] += chunk.count(delimiter)
                 state["tail"] = chunk[-(len(delimiter) - 1):] if len(delimiter) > 1 else b""
-                problem = (f"the upload is over {megabytes(UPLOAD_BODY_LIMIT)}" if state["size"] > UPLOAD_BODY_LIMIT
+                problem = (f"the upload is over {megabytes(limit)}" if state["size"] > limit
                            else f"the upload has more than {MAX_PARTS - 1} parts" if state["parts"] > MAX_PARTS
                            else None)
                 if problem:
                     state["responded"] = True
                     await JSONResponse({"error": f"{problem}: send at most {MAX_UPLOAD_FILES} files and "
-                                                 f"{megabytes(UPLOAD_BODY_LIMIT - 64 * 1024)} per request"}, 413)(
+                                                 f"{megabytes(limit - FRAMING)} per request"}, 413)(
                         scope, receive, send)
                     return {"type": "http.disconnect"}
             return message
@@ -131,7 +139,7 @@ def _check_json(body: bytes) -> None:
         raise _Refused(400, f"the request body is {what}: send the JSON that Gradio's client sends") from None
     try:
         for path in file_refs(payload):
-            check_file_ref(path, MAX_FILE_BYTES)
+            check_file_ref(path, current().max_file_bytes)
     except EmotionError as e:
         raise _Refused(e.status, str(e)) from None
 

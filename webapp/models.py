@@ -2,11 +2,15 @@
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
 from emotion import EmotionError, Predictor
-from emotion.sources import default_source, model_id, parse, revision, shipped_models
+from emotion.sources import model_id, parse, revision, shipped_default, shipped_models
+
+if TYPE_CHECKING:
+    from .settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -41,16 +45,23 @@ class ModelRegistry:
 
     @classmethod
     def from_env(cls) -> "ModelRegistry":
-        """Shipped models (models/) + EMOTION_MODEL + the comma-separated EMOTION_MODELS; EMOTION_MODEL is default."""
+        """The registry for the environment's settings (EMOTION_MODEL, EMOTION_MODELS); see `from_settings`."""
+        from .settings import Settings
+
+        return cls.from_settings(Settings.from_env())
+
+    @classmethod
+    def from_settings(cls, settings: "Settings") -> "ModelRegistry":
+        """Shipped models (models/) + settings.model + settings.models; settings.model is the default when set."""
         sources = dict(shipped_models())
-        extra = [os.environ.get("EMOTION_MODEL", "")] + os.environ.get("EMOTION_MODELS", "").split(",")
-        for source in (str(parse(s, "model source (from EMOTION_MODEL / EMOTION_MODELS)")) for s in extra if s.strip()):
+        for source in (str(parse(s, "model source (from EMOTION_MODEL / EMOTION_MODELS)"))
+                       for s in (settings.model, *settings.models) if s.strip()):
             if source in sources.values():
                 continue
             name = model_id(source)
             sources[name if name not in sources else source] = source
-        try:
-            chosen = default_source()  # EMOTION_MODEL, else models/DEFAULT
+        try:  # EMOTION_MODEL, else models/DEFAULT
+            chosen = str(parse(settings.model, "EMOTION_MODEL")) if settings.model else shipped_default()
         except EmotionError as e:
             if sources:
                 log.warning("no usable default model (%s); serving %s as the default", e, next(iter(sources)))

@@ -1,9 +1,11 @@
 """Bounded inference: a few worker threads shared by REST and the UI, and torch's threads sized to match them.
 
 On a small shared CPU, torch's default (one intra-op thread per core) plus concurrent requests oversubscribes the
-cores: with a second busy process on a 2-core machine a ~10 ms prediction took 200-400 ms. So WORKERS threads run
-predictions, each with cores // WORKERS torch threads, and at most WORKERS + QUEUE requests are admitted at once
-(their bodies read, their images decoded); the next one is answered 503 with Retry-After instead of waiting.
+cores: with a second busy process on a 2-core machine a ~10 ms prediction took 200-400 ms. So `workers` threads run
+predictions (EMOTION_WORKERS), each with cores // workers torch threads, and at most workers + queue requests
+(EMOTION_QUEUE) are admitted at once; the next one is answered 503 with Retry-After instead of waiting. A request is
+admitted only once its body is complete and decoded (bodies still arriving are bounded by `bodies.BodyReaders`), so
+slow uploads cannot hold these places.
 """
 from __future__ import annotations
 
@@ -22,8 +24,6 @@ from emotion import EmotionError
 log = logging.getLogger(__name__)
 
 CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-WORKERS = max(1, int(os.environ.get("EMOTION_WORKERS", min(CORES, 2))))
-QUEUE = max(0, int(os.environ.get("EMOTION_QUEUE", 4 * WORKERS)))
 RETRY_AFTER_S = 2
 
 
@@ -34,7 +34,7 @@ class ServerBusyError(EmotionError):
     retry_after = RETRY_AFTER_S
 
 
-def configure_torch_threads(workers: int = WORKERS) -> int:
+def configure_torch_threads(workers: int) -> int:
     """One share of the cores per worker (at least 1 thread), so concurrent predictions never oversubscribe."""
     import torch
 
@@ -52,9 +52,10 @@ def _release_free_memory() -> None:
 
 
 class InferencePool:
-    """WORKERS threads for predictions; `admit()` reserves a place or raises ServerBusyError (503)."""
+    """`workers` threads for predictions; `admit()` reserves one of workers + queue places or raises
+    ServerBusyError (503)."""
 
-    def __init__(self, workers: int = WORKERS, queue: int = QUEUE):
+    def __init__(self, workers: int, queue: int):
         self.workers, self.capacity = workers, workers + queue
         self._executor = ThreadPoolExecutor(workers, thread_name_prefix="inference")
         self._lock = threading.Lock()
@@ -62,7 +63,7 @@ class InferencePool:
 
     @contextlib.contextmanager
     def admit(self) -> Iterator[None]:
-        """Holds one of WORKERS + QUEUE places for the whole request (reading, decoding, predicting)."""
+        """Holds one of workers + queue places while a complete request is decoded and predicted."""
         with self._lock:
             if self._admitted >= self.capacity:
                 raise ServerBusyError(f"the server is busy ({self.capacity} requests in progress): retry in "

@@ -1,26 +1,24 @@
 """Serving with uvicorn, with deadlines for slow clients (uvicorn has none for reading a request).
 
 A client that stalls mid-headers or mid-body would otherwise hold its connection (and, mid-body, the request's
-buffers) forever. Here a request's headers must arrive within HEADER_TIMEOUT_S of the connection (or of the previous
-response), and its body may pause at most BODY_IDLE_TIMEOUT_S between chunks and take at most BODY_TIMEOUT_S in all;
-past that the client gets a 408 and the connection is closed.
+buffers) forever. Here a request's headers must arrive within EMOTION_HEADER_TIMEOUT seconds of the connection (or of
+the previous response), and its body may pause at most EMOTION_BODY_IDLE_TIMEOUT between chunks and take at most
+EMOTION_BODY_TIMEOUT in all; past that the client gets a 408 and the connection is closed.
 """
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
-import os
 from typing import Any
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from .settings import Settings, current
+
 log = logging.getLogger(__name__)
 
-HEADER_TIMEOUT_S = float(os.environ.get("EMOTION_HEADER_TIMEOUT", 10))
-BODY_IDLE_TIMEOUT_S = float(os.environ.get("EMOTION_BODY_IDLE_TIMEOUT", 15))
-BODY_TIMEOUT_S = float(os.environ.get("EMOTION_BODY_TIMEOUT", 120))
 KEEP_ALIVE_S = 5
 
 
@@ -31,7 +29,9 @@ def _timeout_response(what: str) -> bytes:
 
 
 class SlowClientProtocol(H11Protocol):
-    """uvicorn's h11 protocol plus header and body read deadlines."""
+    """uvicorn's h11 protocol plus header and body read deadlines (`protocol_for` sets them)."""
+
+    settings: Settings = current()
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
@@ -40,7 +40,7 @@ class SlowClientProtocol(H11Protocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._arm_deadline(HEADER_TIMEOUT_S, "headers")
+        self._arm_deadline(self.settings.header_timeout_s, "headers")
 
     def data_received(self, data: bytes) -> None:
         before = self.conn.their_state
@@ -52,7 +52,7 @@ class SlowClientProtocol(H11Protocol):
         super().on_response_complete()
         self._track(before)
         if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
-            self._arm_deadline(HEADER_TIMEOUT_S + KEEP_ALIVE_S, "headers")
+            self._arm_deadline(self.settings.header_timeout_s + KEEP_ALIVE_S, "headers")
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel()
@@ -64,10 +64,10 @@ class SlowClientProtocol(H11Protocol):
         state = self.conn.their_state
         if state is h11.SEND_BODY:
             if before is not h11.SEND_BODY:
-                self._arm_deadline(BODY_TIMEOUT_S, "body")
+                self._arm_deadline(self.settings.body_timeout_s, "body")
             if self._idle is not None:
                 self._idle.cancel()
-            self._idle = self.loop.call_later(BODY_IDLE_TIMEOUT_S, self._expire, "body")
+            self._idle = self.loop.call_later(self.settings.body_idle_timeout_s, self._expire, "body")
         elif state is not h11.IDLE:  # the whole request is in (DONE, MUST_CLOSE, ...)
             self._cancel()
 
@@ -95,10 +95,20 @@ class SlowClientProtocol(H11Protocol):
         self.transport.close()
 
 
+def protocol_for(settings: Settings) -> type[SlowClientProtocol]:
+    """The protocol class with `settings`' deadlines, for uvicorn's `http=`."""
+    return type("SlowClientProtocol", (SlowClientProtocol,), {"settings": settings})
+
+
+def server_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn's options (`uvicorn.run(app, **options)`) for settings.host:settings.port with its deadlines."""
+    # Open browser tabs hold Gradio's event streams forever: without a grace limit a restart would wait on them.
+    return {"host": settings.host, "port": settings.port, "http": protocol_for(settings),
+            "timeout_keep_alive": KEEP_ALIVE_S, "timeout_graceful_shutdown": 5}
+
+
 def run(app: Any) -> None:
-    """Serves `app` on $HOST:$PORT (default 0.0.0.0:7860) with the slow-client deadlines."""
+    """Serves `app` (from `create_app`, whose settings it uses) on $HOST:$PORT with the slow-client deadlines."""
     import uvicorn
 
-    # Open browser tabs hold Gradio's event streams forever: without a grace limit a restart would wait on them.
-    uvicorn.run(app, host=os.environ.get("HOST", "0.0.0.0"), port=int(os.environ.get("PORT", "7860")),
-                http=SlowClientProtocol, timeout_keep_alive=KEEP_ALIVE_S, timeout_graceful_shutdown=5)
+    uvicorn.run(app, **server_options(app.state.settings))

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import os
 import time
 from typing import Any, Literal, Mapping
 
@@ -20,13 +19,8 @@ from emotion.images import SEND_INSTEAD, load_image
 from emotion.records import ImagePrediction
 
 from .models import ModelRegistry
+from .settings import current
 
-MAX_UPLOAD_BYTES = int(os.environ.get("EMOTION_MAX_UPLOAD_BYTES", 20 * 1024 * 1024))  # a photo; checked before decoding
-MAX_VIDEO_BYTES = int(os.environ.get("EMOTION_MAX_VIDEO_BYTES", 50 * 1024 * 1024))  # a video, over REST and in the UI
-# The page's upload limit (Gradio's max_file_size, one value for every upload component) is the largest file any
-# tab takes; each handler then holds its own kind to its own limit (a photo over MAX_UPLOAD_BYTES is refused by its
-# size, before it is opened).
-MAX_FILE_BYTES = max(MAX_UPLOAD_BYTES, MAX_VIDEO_BYTES)
 MAX_FACES = 100
 BOX_KEYS = ("x", "y", "w", "h")
 INTERNAL_ERROR = "internal error (logged on the server): retry, or report it with the time of the request"
@@ -112,8 +106,10 @@ def megabytes(size: int) -> str:
 
 
 def check_upload_size(size: int, what: str = "the upload") -> None:
-    if size > MAX_UPLOAD_BYTES:
-        raise ImageTooLargeError(f"{what} is {megabytes(size)}, above the limit of {megabytes(MAX_UPLOAD_BYTES)}: "
+    """ImageTooLargeError (413) for a photo over the upload limit, before it is opened."""
+    limit = current().max_upload_bytes
+    if size > limit:
+        raise ImageTooLargeError(f"{what} is {megabytes(size)}, above the limit of {megabytes(limit)}: "
                                  "send a smaller file (a JPEG of the photo is usually well under)")
 
 

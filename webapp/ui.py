@@ -18,7 +18,7 @@ import gradio as gr
 from PIL import Image
 
 from emotion import EmotionError
-from emotion.faces import RANGES
+from emotion.faces import DEFAULT_MAX_FACES, DEFAULT_MIN_SCORE, DEFAULT_RANGE, RANGES
 from emotion.images import MAX_PIXELS, load_image
 from emotion.video import FaceTracker
 
@@ -29,8 +29,9 @@ from .face_list import face_details
 from .files import EXAMPLES, SEND_A_FILE, check_file_ref, read_upload
 from .models import ModelRegistry
 from .pool import InferencePool
-from .service import (INTERNAL_ERROR, MAX_FACES, MAX_UPLOAD_BYTES, answer, decode_base64_image, megabytes,
-                      parse_options, predict_faces, predict_image, predict_with_image)
+from .service import (INTERNAL_ERROR, MAX_FACES, answer, decode_base64_image, megabytes, parse_options, predict_faces,
+                      predict_image, predict_with_image)
+from .settings import current
 from .video_ui import build_video_tab
 
 log = logging.getLogger(__name__)
@@ -260,9 +261,9 @@ def build_ui(registry: ModelRegistry, pool: InferencePool) -> gr.Blocks:
             # min_width: on a phone the model gets a line of its own, so its name is not cut
             model = gr.Dropdown(choices, value=registry.default, label="Model", scale=2, min_width=320,
                                 elem_id="model", info=None if choices else "No model configured: set EMOTION_MODEL")
-            max_faces = gr.Slider(1, MAX_FACES, value=20, step=1, label="Max faces")
-            min_score = gr.Slider(0.05, 1.0, value=0.5, step=0.05, label="Min detection score")
-            face_range = gr.Radio(FACE_SEARCH, value="auto", label="Face search", min_width=300,
+            max_faces = gr.Slider(1, MAX_FACES, value=DEFAULT_MAX_FACES, step=1, label="Max faces")
+            min_score = gr.Slider(0.05, 1.0, value=DEFAULT_MIN_SCORE, step=0.05, label="Min detection score")
+            face_range = gr.Radio(FACE_SEARCH, value=DEFAULT_RANGE, label="Face search", min_width=300,
                                   info="Near: selfies, fastest. Far: groups.")
         with gr.Tabs() as tabs:
             with gr.Tab("Photo", id="photo"):
@@ -276,8 +277,8 @@ def build_ui(registry: ModelRegistry, pool: InferencePool) -> gr.Blocks:
                                     label="Example (NASA, public domain)")
                     with gr.Column():
                         annotated = gr.Image(label="Faces", interactive=False, height=420, elem_id="annotated")
-                        status = gr.Markdown(f"Upload a photo (up to {megabytes(MAX_UPLOAD_BYTES)}), paste one, or "
-                                             "take a webcam snapshot.", elem_id="summary")
+                        status = gr.Markdown(f"Upload a photo (up to {megabytes(current().max_upload_bytes)}), paste "
+                                             "one, or take a webcam snapshot.", elem_id="summary")
                         offer_crop = gr.Button("Crop the face yourself", visible=False, variant="secondary")
                         result = gr.JSON(show_label=False, elem_id="result-json", render=False)
                         face_details(result)  # above the JSON it is drawn from

@@ -8,7 +8,6 @@ and the sampling, and one video is analysed at a time.
 from __future__ import annotations
 
 import logging
-import os
 import tempfile
 import threading
 from contextlib import contextmanager
@@ -21,13 +20,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from emotion import EmotionError, ImageTooLargeError
 from emotion.video import VideoError, VideoPrediction, duration_s, open_video, predict_video
 
+from .bodies import read_body, read_form
 from .models import ModelRegistry
 from .pool import InferencePool, ServerBusyError
-from .service import ACTION_UNITS_DOC, INTERNAL_ERROR, MAX_FACES, MAX_VIDEO_BYTES, OptionsError, megabytes
+from .service import ACTION_UNITS_DOC, INTERNAL_ERROR, MAX_FACES, OptionsError, megabytes
+from .settings import current
 
 log = logging.getLogger(__name__)
 
-MAX_VIDEO_SECONDS = float(os.environ.get("EMOTION_MAX_VIDEO_SECONDS", 120))
 DEFAULT_FPS = 5.0  # sampled when the caller says neither every nor fps: a 2-minute clip is 600 analysed frames
 HOW_TO_SEND = ('send the video as multipart/form-data field "file" (curl -F file=@clip.mp4) or as a raw video/* '
                'body; options every, fps, max_faces, min_detection_score, action_units as query parameters or form '
@@ -54,9 +54,9 @@ def build_video_router(registry: ModelRegistry, pool: InferencePool) -> APIRoute
     async def predict_video_route(request: Request) -> Any:
         """Every face in the video, tracked: `rows` (time_s, track, box, 8 probabilities, emotion; with
         action_units=true also au_1, au_2, ... and action_units_reason) and `tracks`."""
-        with pool.admit():  # a place in the bounded inference pool, or 503 with Retry-After
-            data, fields = await _read_video(request)
-            options = video_options(dict(request.query_params), fields)
+        data, fields = await _read_video(request)  # bounded by BodyReaders, not by the inference pool
+        options = video_options(dict(request.query_params), fields)
+        with pool.admit():  # a place in the bounded inference pool once the upload is in, or 503 with Retry-After
             return await _analyse_on(pool, registry, data, options)
 
     return router
@@ -82,7 +82,7 @@ def analyse(registry: ModelRegistry, data: bytes, options: VideoOptions) -> dict
 @contextmanager
 def video_file(data: bytes) -> Iterator[str]:
     """The bytes in a private temp file (FFmpeg needs a seekable file), deleted afterwards."""
-    if len(data) > MAX_VIDEO_BYTES:
+    if len(data) > current().max_video_bytes:
         raise too_large()
     with tempfile.NamedTemporaryFile(suffix=".video") as tmp:
         tmp.write(data)
@@ -99,8 +99,9 @@ def run_video(registry: ModelRegistry, path: str, options: VideoOptions,
     container, stream = open_video(path)
     seconds, rate = duration_s(container, stream), float(stream.average_rate or 0)
     container.close()
-    if seconds is not None and seconds > MAX_VIDEO_SECONDS:
-        raise ImageTooLargeError(f"the video lasts {seconds:.0f} s, above the limit of {MAX_VIDEO_SECONDS:.0f} "
+    max_seconds = current().max_video_seconds
+    if seconds is not None and seconds > max_seconds:
+        raise ImageTooLargeError(f"the video lasts {seconds:.0f} s, above the limit of {max_seconds:.0f} "
                                  "s: cut it or send a shorter clip")
     fps = options.fps if options.every is None else None
     if fps is None and options.every is None:
@@ -113,7 +114,7 @@ def run_video(registry: ModelRegistry, path: str, options: VideoOptions,
     if not _one_at_a_time.acquire(blocking=False):  # never park a worker behind another video
         raise ServerBusyError("another video is being analysed: retry in a minute")
     try:
-        return key, predict_video(predictor, path, options.every, fps, progress=False, max_seconds=MAX_VIDEO_SECONDS,
+        return key, predict_video(predictor, path, options.every, fps, progress=False, max_seconds=max_seconds,
                                   on_frame=None if on_frame is None else lambda n: on_frame(n, total),
                                   action_units=options.action_units, **detect)
     finally:
@@ -133,28 +134,12 @@ def video_options(*sources: dict[str, Any]) -> VideoOptions:
 
 async def _read_video(request: Request) -> tuple[bytes, dict[str, Any]]:
     """The video bytes (refused with 413 as soon as they pass the limit) and the form fields."""
-    limit = MAX_VIDEO_BYTES + 64 * 1024
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise too_large()
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise too_large()
-        chunks.append(chunk)
-    body = b"".join(chunks)
+    body = await read_body(request, current().video_body_limit, lambda size, at_least: too_large())
     if not body:
         raise EmotionError(f"the request body is empty: {HOW_TO_SEND}")
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype == "multipart/form-data":
-        async def replay() -> dict:
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        try:
-            form = await Request(request.scope, replay).form(max_files=1, max_fields=20)
-        except Exception as e:  # noqa: BLE001 - starlette raises several kinds for a malformed form
-            raise EmotionError(f"the form body could not be parsed ({getattr(e, 'detail', e)}): {HOW_TO_SEND}") from None
+        form = await read_form(request, body, max_files=1, max_fields=20, how_to_send=HOW_TO_SEND)
         upload = form.get("file")
         if upload is None or isinstance(upload, str):
             raise EmotionError(f'the form has no file in field "file": {HOW_TO_SEND}')
@@ -168,6 +153,6 @@ async def _read_video(request: Request) -> tuple[bytes, dict[str, Any]]:
 
 
 def too_large() -> ImageTooLargeError:
-    """The refusal of a video over MAX_VIDEO_BYTES (REST and the Video tab say the same)."""
-    return ImageTooLargeError(f"the video is over the limit of {megabytes(MAX_VIDEO_BYTES)}: send a shorter or "
-                              "smaller clip")
+    """The refusal of a video over the size limit (REST and the Video tab say the same)."""
+    return ImageTooLargeError(f"the video is over the limit of {megabytes(current().max_video_bytes)}: send a "
+                              "shorter or smaller clip")

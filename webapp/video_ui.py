@@ -26,6 +26,7 @@ from . import au_ui, render, video
 from .files import copy_upload
 from .models import ModelRegistry
 from .service import OptionsError, megabytes
+from .settings import current
 
 SAMPLING = [("N frames per second", "fps"), ("every Nth frame", "every")]
 PLOT_TRACKS = 8  # faces drawn on the timeline and as key frames (the longest-seen); the table and CSV have all
@@ -46,7 +47,7 @@ def video_upload(payload: Any) -> Iterator[str]:
         raise EmotionError(f"the video must be an uploaded file: {SEND_A_VIDEO}")
     with tempfile.NamedTemporaryFile(suffix=".video") as tmp:
         try:
-            size = copy_upload(payload["path"], tmp, video.MAX_VIDEO_BYTES)  # the REST route's limit
+            size = copy_upload(payload["path"], tmp, current().max_video_bytes)  # the REST route's limit
         except ImageTooLargeError:
             raise video.too_large() from None
         if not size:
@@ -191,9 +192,10 @@ def build_video_tab(registry: ModelRegistry, bounded: Callable, model: gr.Dropdo
         return analyse(video, model, sampling, rate, max_faces, min_detection_score, action_units, progress)
 
     with gr.Tab("Video", id="video"):
+        limits = current()
         gr.Markdown(f"Each sampled frame is analysed and every face is followed from frame to frame (Face 1, Face "
-                    f"2, …), its probabilities smoothed along the way. Clips up to {megabytes(video.MAX_VIDEO_BYTES)} "
-                    f"and {video.MAX_VIDEO_SECONDS:.0f} s; one video is analysed at a time.")
+                    f"2, …), its probabilities smoothed along the way. Clips up to {megabytes(limits.max_video_bytes)} "
+                    f"and {limits.max_video_seconds:.0f} s; one video is analysed at a time.")
         with gr.Row():
             with gr.Column():
                 clip = gr.Video(sources=["upload"], label="Video", height=360, elem_id="video")
