@@ -25,6 +25,7 @@ from emotion.video import FaceTracker
 from . import render
 from .components import SafeImageEditor
 from .files import EXAMPLES, SEND_A_FILE, check_file_ref, read_upload
+from .live_ui import live_modes
 from .models import ModelRegistry
 from .pool import InferencePool
 from .service import (INTERNAL_ERROR, MAX_FACES, MAX_UPLOAD_BYTES, decode_base64_image, megabytes, parse_options,
@@ -255,9 +256,7 @@ def build_ui(registry: ModelRegistry, pool: InferencePool) -> gr.Blocks:
                         face_charts(result)  # the charts above the JSON they are drawn from
                         with gr.Accordion("JSON (as returned by the API)", open=False):
                             result.render()
-            with gr.Tab("Live webcam", id="live"):
-                gr.Markdown("Each frame is analysed as soon as the previous one is done; frames that arrive "
-                            "meanwhile are dropped, so the overlay stays current.")
+            with gr.Tab("Live webcam", id="live") as live_tab, live_modes(demo, live_tab):  # + "On this device"
                 with gr.Row():
                     cam = gr.Image(sources=["webcam"], streaming=True, type="filepath", label="Webcam")
                     live = gr.Image(label="Live result", interactive=False)
