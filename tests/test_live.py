@@ -103,6 +103,26 @@ def test_nothing_off_the_list_is_served(client, url):
     assert not got.content.startswith(b"\x08") and b"import" not in got.content
 
 
+def test_a_model_whose_id_holds_a_slash_is_served_by_its_id(tmp_path):
+    """Two configured folders of the same name: the second's id is its whole source (local-dir:/...)."""
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from webapp.live import install_live
+    from webapp.models import ModelRegistry
+
+    copy = tmp_path / "small_cnn"
+    shutil.copytree(Path(shipped_models()["small_cnn"].removeprefix("local-dir:")), copy)
+    registry = ModelRegistry({"small_cnn": shipped_models()["small_cnn"], f"local-dir:{copy}": f"local-dir:{copy}"},
+                             "small_cnn")
+    app = FastAPI()
+    install_live(app, registry)
+    with TestClient(app) as c:
+        models = c.get("/live/config.json").json()["models"]
+        assert [m["id"] for m in models] == ["small_cnn", f"local-dir:{copy}"]
+        assert c.get(models[1]["url"]).content == (copy / "model.onnx").read_bytes()
+
+
 # ---------------------------------------------------------------------------------- the page's arithmetic (Node)
 def test_the_page_crops_and_resizes_faces_as_the_server_does():
     """crop_face (margin, offset, eye levelling, edge padding) then to_model_pixels (native size, input size), on a

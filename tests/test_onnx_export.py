@@ -97,8 +97,8 @@ def test_float_weights_stay_float_and_the_file_names_its_inputs(tmp_path):
     meta = {p.key: p.value for p in proto.metadata_props}
     assert json.loads(meta["labels"])[4] == "happy"
     assert is_current(folder)
-    save_file({k: v + 1 if v.is_floating_point() else v for k, v in load_file(str(folder / "model.safetensors")).items()},
-              str(folder / "model.safetensors"))
+    weights = str(folder / "model.safetensors")
+    save_file({k: v + 1 if v.is_floating_point() else v for k, v in load_file(weights).items()}, weights)
     assert not is_current(folder)  # retrained weights: the export is stale until redone
 
 

@@ -14,6 +14,7 @@ import hashlib
 import json
 import threading
 from pathlib import Path
+from urllib.parse import quote
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
@@ -60,8 +61,10 @@ def browser_models(registry: ModelRegistry) -> dict[str, Path]:
 def model_facts(key: str, folder: Path, root: str) -> dict:
     """What the page needs to preprocess, run and read a model as the server does (from its config.json)."""
     info = ModelInfo.from_config(json.loads((folder / CONFIG_NAME).read_text()))
-    return {"id": key, "url": f"{root}/live/models/{key}/{ONNX_NAME}", "bytes": (folder / ONNX_NAME).stat().st_size,
-            "input": INPUT_NAME, "output": OUTPUT_NAME, "labels": list(info.labels), "input_size": list(info.input_size),
+    url = f"{root}/live/models/{quote(key, safe='/:')}/{ONNX_NAME}"
+    return {"id": key, "url": url, "bytes": (folder / ONNX_NAME).stat().st_size,
+            "input": INPUT_NAME, "output": OUTPUT_NAME, "labels": list(info.labels),
+            "input_size": list(info.input_size),
             "mean": list(info.mean), "std": list(info.std), "interpolation": info.interpolation,
             "native_size": info.native_size, "crop_margin": info.crop_margin, "crop_offset_y": info.crop_offset_y,
             "align_eyes": info.align_eyes, "temperature": info.temperature, "tta_flip": info.tta_flip,
@@ -92,11 +95,12 @@ def build_live_router(registry: ModelRegistry) -> APIRouter:
                              "detector": f"{root}/live/files/{DETECTOR.name}", "colours": COLOURS},
                             headers={"Cache-Control": "no-cache"})
 
-    @router.get("/models/{key}/model.onnx")
-    def model(key: str, request: Request) -> Response:
-        folder = browser_models(registry).get(key)
+    @router.get("/models/{path:path}")  # {id}/model.onnx; an id may hold a "/" (a source named twice)
+    def model(path: str, request: Request) -> Response:
+        key = path.removesuffix(f"/{ONNX_NAME}")
+        folder = browser_models(registry).get(key) if key != path else None
         if folder is None:
-            return _not_found(f"no model {key!r} runs in the browser: GET /live/config.json lists those that do")
+            return _not_found(f"no model {path!r} runs in the browser: GET /live/config.json lists those that do")
         return send_file(request, folder / ONNX_NAME)
 
     @router.get("/files/{name:path}")

@@ -35,11 +35,12 @@ def live_modes(demo: gr.Blocks, tab: gr.Tab) -> Iterator[None]:
         gr.Markdown(SERVER_NOTE)
         yield
 
-    def show(chosen: str):
+    def show_mode(chosen: str):
         on_device = chosen == "device"
         return gr.Column(visible=on_device), gr.Column(visible=not on_device), FRAME if on_device else ""
 
-    mode.change(show, mode, [device, server, frame], queue=False, api_visibility="private", show_progress="hidden")
+    mode.change(show_mode, mode, [device, server, frame], queue=False, api_visibility="private",
+                show_progress="hidden")
     # In the browser only (no request): the default mode, and the frame once the tab is opened.
     demo.load(None, None, mode, js=CAN_RUN)
     tab.select(None, mode, frame, js=f"(mode) => mode === 'device' ? {FRAME!r} : ''")

@@ -11,7 +11,8 @@ const MIN_SCORE = 0.5;  // BlazeFace's own score (the server re-scores faces on 
 const $ = (id) => document.getElementById(id);
 const video = $("video"), overlay = $("overlay"), frame = document.createElement("canvas");
 const state = {config: null, facts: null, session: null, detector: null, ort: null, tracker: new FaceTracker(),
-               shown: [], times: [], stream: null, paused: false, firstResult: null, switching: null};
+               shown: [], times: [], spent: {detect: 0, crop: 0, classify: 0}, stream: null, paused: false,
+               firstResult: null, switching: null};
 
 // ------------------------------------------------------------------------------------------------------ start
 async function main() {
@@ -29,7 +30,8 @@ async function main() {
 
 function unsupported() {
   if (typeof WebAssembly !== "object") return "this browser cannot run WebAssembly, which this mode needs.";
-  // SIMD: both libraries ship only SIMD builds of their WebAssembly (every browser since 2021 has it)
+  // SIMD (Chrome 91+, Firefox 89+, Safari 16.4+): onnxruntime-web has no build without it, and only
+  // tasks-vision's SIMD build is vendored
   const simd = new Uint8Array([0, 97, 115, 109, 1, 0, 0, 0, 1, 5, 1, 96, 0, 1, 123, 3, 2, 1, 0, 10, 10, 1, 8, 0,
                                65, 0, 253, 15, 253, 98, 11]);
   if (!WebAssembly.validate(simd)) return "this browser's WebAssembly has no SIMD, which this mode needs.";
@@ -118,6 +120,7 @@ function nextFrame() {
 async function analyse(now) {
   const W = video.videoWidth, H = video.videoHeight;
   const found = state.detector.detectForVideo(video, now).detections.map((d) => toFace(d, W, H));
+  const t1 = performance.now();
   const faces = found.sort((a, b) => b.score - a.score).slice(0, MAX_FACES)
     .sort((a, b) => a.box[0] - b.box[0] || a.box[1] - b.box[1]);
   const facts = state.facts;
@@ -128,10 +131,13 @@ async function analyse(now) {
     ctx.drawImage(video, 0, 0, W, H);
     const pixels = faces.map((f) => facePixels(ctx, f, W, H, facts));
     const batch = toBatch(pixels, facts, facts.tta_flip);
+    state.spent.crop += performance.now() - t1;
     const input = new state.ort.Tensor("float32", batch.data, batch.dims);
     const output = await state.session.run({[facts.input]: input});
     probs = probabilities(output[facts.output].data, faces.length, facts, facts.tta_flip);
   }
+  state.spent.detect += t1 - now;
+  state.spent.classify += performance.now() - t1;
   const tracks = state.tracker.update(now / 1000, faces.map((f) => f.box), probs);
   return faces.map((f, i) => reading(f, tracks[i], facts));
 }
@@ -198,7 +204,11 @@ function report() {
   const now = performance.now();
   state.times = state.times.filter((t) => now - t <= 1000);
   pauseWhenHidden();
+  const frames = Math.max(1, state.times.length), spent = state.spent;
+  const timings = Object.fromEntries(Object.entries(spent).map(([k, v]) => [k, +(v / frames).toFixed(1)]));
+  state.spent = {detect: 0, crop: 0, classify: 0};
   const stats = {mode: "device", fps: state.paused ? 0 : state.times.length, faces: state.shown,
+                 timings_ms: timings,  // per analysed frame over the last second (classify includes crop)
                  model: state.facts && state.facts.id,
                  first_result_s: state.firstResult && +(state.firstResult / 1000).toFixed(2),
                  downloaded_mb: +(downloaded() / 2 ** 20).toFixed(1)};
