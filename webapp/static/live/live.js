@@ -48,7 +48,10 @@ async function load() {
                                            import(`${FILES}/vendor/onnxruntime-web/ort.wasm.min.mjs`)]);
   // One thread: several need SharedArrayBuffer, which needs the page cross-origin isolated (COOP/COEP headers).
   ort.env.wasm.numThreads = 1;
+  ort.env.wasm.proxy = true;  // in a worker: the model runs while this thread detects the next frame
   ort.env.wasm.wasmPaths = `${FILES}/vendor/onnxruntime-web/`;
+  // Fetched here rather than by the worker, so that this page's resource timings (downloaded_mb) count it.
+  ort.env.wasm.wasmBinary = await fetchBytes(`${FILES}/vendor/onnxruntime-web/ort-wasm-simd-threaded.wasm`);
   state.ort = ort;
   const fileset = {wasmLoaderPath: `${FILES}/vendor/tasks-vision/vision_wasm_internal.js`,
                    wasmBinaryPath: `${FILES}/vendor/tasks-vision/vision_wasm_internal.wasm`};
@@ -67,13 +70,19 @@ async function useModel(id) {
   const facts = state.config.models.find((m) => m.id === id);
   const ticket = (state.switching = {});
   setStatus(`Loading ${id}…`);
-  const session = await state.ort.InferenceSession.create(facts.url, {executionProviders: ["wasm"],
-                                                                       graphOptimizationLevel: "all"});
+  const options = {executionProviders: ["wasm"], graphOptimizationLevel: "all"};
+  const session = await state.ort.InferenceSession.create(await fetchBytes(facts.url), options);
   if (state.switching !== ticket) return;  // another model was chosen meanwhile
   state.session = session;
   state.facts = facts;
   state.tracker = new FaceTracker();  // another model's probabilities are not this one's to smooth
   setStatus(`${id}: running on this device`);
+}
+
+async function fetchBytes(url) {
+  const response = await fetch(url);
+  if (!response.ok) throw new Error(`${url}: HTTP ${response.status}`);
+  return new Uint8Array(await response.arrayBuffer());
 }
 
 async function startCamera() {
@@ -95,21 +104,26 @@ async function startCamera() {
 
 // ------------------------------------------------------------------------------------------------------- loop
 async function loop() {
-  let last = -1;
+  let last = -1, pending = null;  // the previous frame, being classified (in onnxruntime's worker) meanwhile
   while (state.stream) {
     await nextFrame();
     if (state.paused || video.readyState < 2 || video.currentTime === last) continue;
     last = video.currentTime;
-    const now = performance.now();
     try {
-      state.shown = await analyse(now);
+      const next = detectAndCrop(performance.now());  // this thread: the detector, then the crops
+      if (pending) show(await pending);
+      pending = classify(next);
     } catch (e) {
       return fail(`analysing a frame failed (${e.message || e}).`);
     }
-    if (state.firstResult === null) state.firstResult = performance.now();
-    state.times.push(performance.now());
-    draw(state.shown);
   }
+}
+
+function show(faces) {
+  state.shown = faces;
+  if (state.firstResult === null) state.firstResult = performance.now();
+  state.times.push(performance.now());
+  draw(faces);
 }
 
 function nextFrame() {
@@ -117,27 +131,35 @@ function nextFrame() {
     ? video.requestVideoFrameCallback(() => resolve()) : requestAnimationFrame(() => resolve())));
 }
 
-async function analyse(now) {
+function detectAndCrop(now) {
   const W = video.videoWidth, H = video.videoHeight;
   const found = state.detector.detectForVideo(video, now).detections.map((d) => toFace(d, W, H));
   const t1 = performance.now();
   const faces = found.sort((a, b) => b.score - a.score).slice(0, MAX_FACES)
     .sort((a, b) => a.box[0] - b.box[0] || a.box[1] - b.box[1]);
-  const facts = state.facts;
-  let probs = [];
+  const job = {now, faces, facts: state.facts, session: state.session, batch: null};
   if (faces.length) {
     if (frame.width !== W || frame.height !== H) Object.assign(frame, {width: W, height: H});
     const ctx = frame.getContext("2d", {willReadFrequently: true});
     ctx.drawImage(video, 0, 0, W, H);
-    const pixels = faces.map((f) => facePixels(ctx, f, W, H, facts));
-    const batch = toBatch(pixels, facts, facts.tta_flip);
-    state.spent.crop += performance.now() - t1;
-    const input = new state.ort.Tensor("float32", batch.data, batch.dims);
-    const output = await state.session.run({[facts.input]: input});
-    probs = probabilities(output[facts.output].data, faces.length, facts, facts.tta_flip);
+    job.batch = toBatch(faces.map((f) => facePixels(ctx, f, W, H, job.facts)), job.facts, job.facts.tta_flip);
   }
   state.spent.detect += t1 - now;
-  state.spent.classify += performance.now() - t1;
+  state.spent.crop += performance.now() - t1;
+  return job;
+}
+
+// The model on the frame's faces, their tracks and smoothed readings. With onnxruntime's worker (proxy) the next
+// frame is detected meanwhile: the two stages overlap on two cores.
+async function classify({now, faces, facts, session, batch}) {
+  const t0 = performance.now();
+  let probs = [];
+  if (batch) {
+    const output = await session.run({[facts.input]: new state.ort.Tensor("float32", batch.data, batch.dims)});
+    probs = probabilities(output[facts.output].data, faces.length, facts, facts.tta_flip);
+  }
+  state.spent.classify += performance.now() - t0;
+  if (facts !== state.facts) return [];  // another model was chosen meanwhile: its tracker starts afresh
   const tracks = state.tracker.update(now / 1000, faces.map((f) => f.box), probs);
   return faces.map((f, i) => reading(f, tracks[i], facts));
 }
@@ -208,7 +230,7 @@ function report() {
   const timings = Object.fromEntries(Object.entries(spent).map(([k, v]) => [k, +(v / frames).toFixed(1)]));
   state.spent = {detect: 0, crop: 0, classify: 0};
   const stats = {mode: "device", fps: state.paused ? 0 : state.times.length, faces: state.shown,
-                 timings_ms: timings,  // per analysed frame over the last second (classify includes crop)
+                 timings_ms: timings,  // per analysed frame over the last second
                  model: state.facts && state.facts.id,
                  first_result_s: state.firstResult && +(state.firstResult / 1000).toFixed(2),
                  downloaded_mb: +(downloaded() / 2 ** 20).toFixed(1)};
