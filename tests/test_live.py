@@ -342,3 +342,28 @@ def test_where_the_page_cannot_run_it_says_why_and_offers_the_server_mode(live_s
             assert "not allowed" in page.text_content("#status")
         finally:
             browser.close()
+
+
+def test_the_live_tab_opens_the_device_mode_where_it_can_run_and_the_server_mode_elsewhere(live_server):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = chromium(p)
+        try:
+            for has_wasm in (True, False):
+                page = browser.new_page()
+                if not has_wasm:
+                    page.add_init_script("delete globalThis.WebAssembly")
+                page.goto(live_server)
+                page.get_by_role("tab", name="Live webcam").click()
+                page.locator("#live-mode input[value=server]").wait_for(timeout=30_000)
+                page.wait_for_function("document.querySelector('#live-mode input:checked')", timeout=10_000)
+                if has_wasm:  # the page in a frame, loaded only now that the tab is open
+                    page.locator("#live-frame iframe").wait_for(timeout=10_000)
+                    assert page.locator("#live-mode input[value=device]").is_checked()
+                else:
+                    page.locator("#live-mode input[value=server]:checked").wait_for(timeout=10_000)
+                    assert page.locator("#live-frame iframe").count() == 0
+                page.close()
+        finally:
+            browser.close()
