@@ -12,7 +12,7 @@ const $ = (id) => document.getElementById(id);
 const video = $("video"), overlay = $("overlay"), frame = document.createElement("canvas");
 const state = {config: null, facts: null, session: null, detector: null, ort: null, tracker: new FaceTracker(),
                shown: [], times: [], spent: {detect: 0, crop: 0, classify: 0}, stream: null, paused: false,
-               firstResult: null, switching: null};
+               firstResult: null, switching: null, running: null};
 
 // ------------------------------------------------------------------------------------------------------ start
 async function main() {
@@ -59,7 +59,9 @@ async function load() {
   for (const m of state.config.models) menu.add(new Option(`${m.id} (${(m.bytes / 2 ** 20).toFixed(0)} MB)`, m.id));
   const asked = new URLSearchParams(location.search).get("model");  // /live?model=resnet50
   menu.value = state.config.models.some((m) => m.id === asked) ? asked : state.config.default;
-  menu.onchange = () => useModel(menu.value);
+  menu.onchange = () => useModel(menu.value).catch((e) => {
+    setStatus(`${menu.value} could not load (${e.message || e}); ${state.facts.id} is still running`);
+  });
   [state.detector] = await Promise.all([
     vision.FaceDetector.createFromOptions(fileset, {baseOptions: {modelAssetPath: state.config.detector,
       delegate: "CPU"}, runningMode: "VIDEO", minDetectionConfidence: MIN_SCORE}),
@@ -72,9 +74,11 @@ async function useModel(id) {
   setStatus(`Loading ${id}…`);
   const options = {executionProviders: ["wasm"], graphOptimizationLevel: "all"};
   const session = await state.ort.InferenceSession.create(await fetchBytes(facts.url), options);
-  if (state.switching !== ticket) return;  // another model was chosen meanwhile
+  if (state.switching !== ticket) return session.release();  // another model was chosen meanwhile
+  const old = state.session;
   state.session = session;
   state.facts = facts;
+  if (old) Promise.resolve(state.running).finally(() => old.release());  // once its last frame is read
   state.tracker = new FaceTracker();  // another model's probabilities are not this one's to smooth
   setStatus(`${id}: running on this device`);
 }
@@ -152,10 +156,12 @@ function detectAndCrop(now) {
 // The model on the frame's faces, their tracks and smoothed readings. With onnxruntime's worker (proxy) the next
 // frame is detected meanwhile: the two stages overlap on two cores.
 async function classify({now, faces, facts, session, batch}) {
+  if (session !== state.session) return [];  // cropped for the model used before: skipped
   const t0 = performance.now();
   let probs = [];
   if (batch) {
-    const output = await session.run({[facts.input]: new state.ort.Tensor("float32", batch.data, batch.dims)});
+    state.running = session.run({[facts.input]: new state.ort.Tensor("float32", batch.data, batch.dims)});
+    const output = await state.running;
     probs = probabilities(output[facts.output].data, faces.length, facts, facts.tta_flip);
   }
   state.spent.classify += performance.now() - t0;
