@@ -23,6 +23,7 @@ from webapp.bodies import BodyReaders  # noqa: E402
 from webapp.docs import install_docs  # noqa: E402
 from webapp.files import EXAMPLES  # noqa: E402
 from webapp.guard import GradioRequestGuard  # noqa: E402
+from webapp.live import install_live  # noqa: E402
 from webapp.models import ModelRegistry  # noqa: E402
 from webapp.pool import InferencePool, configure_torch_threads  # noqa: E402
 from webapp.settings import Settings, use  # noqa: E402
@@ -45,6 +46,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(build_router(registry, pool, settings))
     app.include_router(build_video_router(registry, pool))
     install_docs(app)  # /docs from local assets (works offline)
+    install_live(app, registry)  # /live: the webcam read in the visitor's browser (its files served from here)
     app.add_middleware(GradioRequestGuard)  # checks bodies and file references before Gradio parses them
     demo = build_ui(registry, pool)
     # max_file_size: the largest file any tab takes (a video); photos are held to their own limit when read

@@ -40,7 +40,9 @@ def test_wheel_installs_packages_data_and_console_scripts(wheel, installed, tmp_
     names = zipfile.ZipFile(wheel).namelist()
     for needed in ("emotion/assets/face_detection_short_range.tflite", "emotion/assets/face_landmarker.task",
                    "trainer/configs/small_cnn.yaml",
-                   "model_card/template.md", "webapp/api.py", "trainer/metrics/classification/classification.py"):
+                   "model_card/template.md", "webapp/api.py", "trainer/metrics/classification/classification.py",
+                   "webapp/static/live/live.js", "webapp/static/vendor/SHA256SUMS",
+                   "webapp/static/vendor/onnxruntime-web/ort-wasm-simd-threaded.wasm"):
         assert needed in names
     entry_points = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
     assert "emotion = emotion.__main__:main" in entry_points and "emotion-train = trainer.__main__:main" in entry_points

@@ -1,4 +1,5 @@
-"""`python -m trainer [train] --config trainer/configs/small_cnn.yaml [--field value ...]`, and evaluate/compare/push."""
+"""`python -m trainer [train] --config trainer/configs/small_cnn.yaml [--field value ...]`, and
+evaluate/compare/push/export-onnx."""
 from __future__ import annotations
 
 import argparse
@@ -16,7 +17,7 @@ from .config import add_config_args, resolve_config  # noqa: E402
 from .distributed import launched_rank  # noqa: E402
 from .errors import TrainerError  # noqa: E402
 
-COMMANDS = ("train", "loso", "evaluate", "compare", "push")
+COMMANDS = ("train", "loso", "evaluate", "compare", "push", "export-onnx")
 DATA_HELP = "Hub dataset id, a folder of parquet shards, or an image folder [default: ../shared/data/ferplus]"
 
 
@@ -61,6 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--private", action="store_true", help="create the repo private")
     u.add_argument("--revision", help="the branch to upload to (default: main)")
     u.add_argument("--dry-run", action="store_true", help="list what would be uploaded; no network")
+    o = sub.add_parser("export-onnx", help="write model.onnx beside model.safetensors (training does it too)",
+                       description="Write model.onnx into exported model folders, from their model.safetensors "
+                       "(input 'pixels' (batch, C, H, W), output 'logits'; see emotion/onnx_export.py).",
+                       allow_abbrev=False)
+    o.add_argument("model_dirs", nargs="+", metavar="FOLDER", help="exported model folders, e.g. models/small_cnn")
     return p
 
 
@@ -102,6 +108,13 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         print(push_to_hub(args.export_dir, args.repo_id, private=args.private, revision=args.revision,
                           dry_run=args.dry_run))
+        return 0
+    if args.command == "export-onnx":
+        from emotion.onnx_export import export_onnx
+
+        for folder in args.model_dirs:
+            path = export_onnx(folder)
+            print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MB)")
         return 0
     from .compare import compare, evaluate_model
 

@@ -9,6 +9,7 @@ import torch
 from safetensors.torch import save_file
 
 from emotion.info import CONFIG_NAME, WEIGHTS_NAME, ModelInfo
+from emotion.onnx_export import export_onnx
 
 from .evaluation import save_confusion_png
 
@@ -31,8 +32,8 @@ def hub_config(model: torch.nn.Module, info: ModelInfo) -> dict:
 
 def export_model(model: torch.nn.Module, info: ModelInfo, export_dir: Path, results: dict,
                  dtype: str = "float16") -> Path:
-    """Write model.safetensors, config.json, eval_results.json (with the weights' size), confusion_matrix.png and the
-    model card."""
+    """Write model.safetensors, config.json, model.onnx (from those weights: `emotion.onnx_export`),
+    eval_results.json (with the weights' size), confusion_matrix.png and the model card."""
     export_dir.mkdir(parents=True, exist_ok=True)
     half = dtype == "float16"
     state = {k: (v.half() if half and v.is_floating_point() else v).detach().cpu().contiguous()
@@ -40,6 +41,7 @@ def export_model(model: torch.nn.Module, info: ModelInfo, export_dir: Path, resu
     save_file(state, str(export_dir / WEIGHTS_NAME), metadata={"format": "pt"})
     results = {**results, "size_mb": round((export_dir / WEIGHTS_NAME).stat().st_size / 2**20, 2)}
     (export_dir / CONFIG_NAME).write_text(json.dumps(hub_config(model, info), indent=2) + "\n")
+    export_onnx(export_dir)  # for ONNX Runtime: the /live page runs it in the visitor's browser
     (export_dir / "eval_results.json").write_text(json.dumps(results, indent=2) + "\n")
     first = next(iter(results.get("splits", {}).values()), None)
     if first and "confusion_matrix" in first:

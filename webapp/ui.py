@@ -27,6 +27,7 @@ from .au_ui import action_unit_charts, action_units_box
 from .components import SafeImageEditor
 from .face_list import face_details
 from .files import EXAMPLES, SEND_A_FILE, check_file_ref, read_upload
+from .live_ui import live_modes
 from .models import ModelRegistry
 from .pool import InferencePool
 from .service import (INTERNAL_ERROR, MAX_FACES, answer, decode_base64_image, megabytes, parse_options, predict_faces,
@@ -217,11 +218,10 @@ def to_editor(image):
     return {"background": path, "layers": [], "composite": path}, gr.Tabs(selected="crop")
 
 
-def webcam_tab() -> tuple[gr.Image, gr.Image, gr.Markdown]:
-    """The Live webcam tab's components: the stream in, the annotated frame and its summary out."""
-    with gr.Tab("Live webcam", id="live"):
-        gr.Markdown("Each frame is analysed as soon as the previous one is done; frames that arrive "
-                    "meanwhile are dropped, so the overlay stays current.")
+def webcam_tab(demo: gr.Blocks) -> tuple[gr.Image, gr.Image, gr.Markdown]:
+    """The Live webcam tab: "On this device" (live_ui) and, in server mode, the stream in, the annotated frame and
+    its summary out."""
+    with gr.Tab("Live webcam", id="live") as live_tab, live_modes(demo, live_tab):
         with gr.Row():
             cam = gr.Image(sources=["webcam"], streaming=True, type="filepath", label="Webcam")
             live = gr.Image(label="Live result", interactive=False)
@@ -285,7 +285,7 @@ def build_ui(registry: ModelRegistry, pool: InferencePool) -> gr.Blocks:
                         action_unit_charts(result)
                         with gr.Accordion("JSON (as returned by the API)", open=False):
                             result.render()
-            cam, live, live_status = webcam_tab()
+            cam, live, live_status = webcam_tab(demo)
             editor, crop_run, crop_result, crop_annotated, crop_status = crop_tab()
             build_video_tab(registry, h.bounded, model, max_faces, min_score)
 
