@@ -78,3 +78,23 @@ def test_the_servers_emotion_backend_setting_reaches_its_predictors(default_fold
     for env, expected in (({}, "onnxruntime"), ({"EMOTION_BACKEND": "torch"}, "torch")):
         registry = ModelRegistry.from_settings(Settings.from_env({"EMOTION_MODEL": source, **env}))
         assert registry.get()[1].backend == expected
+
+
+def test_a_hub_model_downloads_its_model_onnx_and_is_served_in_onnxruntime(default_folder, tmp_path, monkeypatch):
+    """snapshot_download stands in for the Hub (unreachable from tests): it copies the files of the shipped default
+    that the download's allow_patterns take, as the Hub would."""
+    import fnmatch
+
+    import huggingface_hub
+
+    def snapshot_download(repo_id, revision=None, allow_patterns=None, **_):
+        out = tmp_path / "snapshot"
+        out.mkdir(exist_ok=True)
+        for f in default_folder.iterdir():
+            if any(fnmatch.fnmatch(f.name, p) for p in allow_patterns):
+                shutil.copy(f, out / f.name)
+        return str(out)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    predictor = Predictor.from_pretrained("hf-hub:org/name")
+    assert (tmp_path / "snapshot" / ONNX_NAME).is_file() and predictor.backend == "onnxruntime"
