@@ -15,8 +15,7 @@ from importlib import resources
 from pathlib import Path, PurePath
 
 from .errors import EmotionError
-from .info import CONFIG_NAME, WEIGHTS_NAME
-from .onnx_export import ONNX_NAME
+from .info import CONFIG_NAME, ONNX_NAME, WEIGHTS_NAME
 
 HUB, LOCAL = "hf-hub:", "local-dir:"
 PREFIXES = (HUB, LOCAL)
