@@ -25,6 +25,9 @@ from .preprocess import batch, to_model_pixels
 log = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "torch", "onnxruntime")
+# ONNX Runtime's input buffer is kept for batches up to this many rows (faces and mirrors: 8 video frames of 4
+# faces; 4.9 MB at 3x80x80); a larger batch gets a buffer of its own, so one group photo does not hold memory.
+REUSED_ROWS = 64
 
 
 def merge_flipped(logits: torch.Tensor, flipped: bool, info: ModelInfo) -> torch.Tensor:
@@ -94,9 +97,13 @@ class OnnxBackend:
         pixels = [np.asarray(to_model_pixels(c, self.info), dtype=np.float32) / 255.0 for c in crops]
         with self._lock:
             rows = 2 * n if flip else n
-            if len(self._buffer) < rows:  # grows to the largest batch seen, then is reused
-                self._buffer = np.empty((rows, *self.info.input_size), np.float32)
-            x = self._buffer[:rows]
+            if rows > REUSED_ROWS:
+                x = np.empty((rows, *self.info.input_size), np.float32)
+            else:
+                if len(self._buffer) < rows:  # the first batch's size; REUSED_ROWS once a larger one comes
+                    size = REUSED_ROWS if len(self._buffer) else rows
+                    self._buffer = np.empty((size, *self.info.input_size), np.float32)
+                x = self._buffer[:rows]
             for i, arr in enumerate(pixels):
                 x[i] = (arr - self._mean) / self._std  # the gray face in every channel, as to_tensor does
             if flip:

@@ -44,7 +44,8 @@ def test_auto_serves_the_default_model_in_onnxruntime_with_torchs_probabilities(
     slow = Predictor.from_pretrained(f"local-dir:{default_folder}", backend="torch")
     assert (fast.backend, slow.backend) == ("onnxruntime", "torch")
     crops = fast.crops(photo, found.faces) + rows
-    for batch in (crops, crops[:1], crops):  # a smaller batch between two larger ones: the reused buffer
+    # a smaller batch between two larger ones (the reused buffer), and one too large to keep a buffer for
+    for batch in (crops, crops[:1], crops, crops * 4):
         np.testing.assert_allclose(fast.probabilities(batch), slow.probabilities(batch), atol=TOLERANCE, rtol=0)
     assert [p.emotion for p in fast.predict(photo).faces] == [p.emotion for p in slow.predict(photo).faces]
 
