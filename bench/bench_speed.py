@@ -210,14 +210,16 @@ def video_rows(args, before, model_source: str, tmp: Path) -> None:
             ("now: search now, auto backend, backs off while stable", FaceDetector, "auto", True))
     for label, options in (("every frame", {}), ("5 fps sampling", {"fps": 5})):
         walls: dict[str, list[float]] = {}
+        searches: dict[str, int] = {}
         for _ in range(args.video_rounds):  # alternating, like the photos' medians
             for name, make, backend, backoff in runs:
-                wall, frames, tracks, searches = _video_run(model_source, clip, make, backend, backoff, options)
+                wall, frames, tracks, searches[name] = _video_run(model_source, clip, make, backend, backoff,
+                                                                  options)
                 walls.setdefault(name, []).append(wall)
         for name, *_ in runs:
             s = statistics.median(walls[name])
-            print(f"| {label} ({tracks} tracks) | {name} | {frames} | {searches} | {s:.2f} | {frames / s:.1f} | "
-                  f"{args.seconds / s:.2f} |")
+            print(f"| {label} ({tracks} tracks) | {name} | {frames} | {searches[name]} | {s:.2f} | "
+                  f"{frames / s:.1f} | {args.seconds / s:.2f} |")
 
 
 def _video_run(source: str, clip: Path, make, backend: str, backoff: bool, options):
