@@ -9,12 +9,13 @@ and a 720p clip (bench_video.make_clip: 25 fps, two faces ~140 px moving), every
 
 "before" is emotion/faces.py at --base (git show; the search as it was: short- and full-range whole-photo passes
 on every photo, the tiles on all but portraits, both passes while following a video), loaded beside today's.
-Classification is `Predictor.classify_detected` (crop, preprocess, flip-averaged forward pass, softmax) in torch,
-and the same crops through ONNX Runtime (models/*/model.onnx where it exists, else a torch.onnx.export into a
-temporary folder), for the default model on the photos and for every shipped model on 1 and 6 faces.
+Classification is `Predictor.classify_detected` (crop, preprocess, flip-averaged forward pass, softmax) with the
+torch backend and with the ONNX Runtime one (models/*/model.onnx where current, else `export_onnx` into a copy of
+the folder), for the default model on the photos and for every shipped model on 1 and 6 faces. Serving uses ONNX
+Runtime wherever a model has a current model.onnx (`emotion.backends`).
 
-    python bench/bench_speed.py [--repeats 40] [--threads 1] [--seconds 6] [--base 4990d3c] [--skip-video]
-                                [--video-rounds 3] [--fer-lib DIR]
+    python bench/bench_speed.py [--repeats 40] [--threads 1] [--seconds 6] [--base 4990d3c]
+                                [--skip-video | --skip-photos] [--video-rounds 3] [--fer-lib DIR]
 
 --fer-lib adds the peer fer 25.10.3 (Haar cascade + its quantized TFLite classifier) as a column. It needs
 TensorFlow for tf.lite.Interpreter; LiteRT's interpreter stands in for it, so install both into a folder of
@@ -25,13 +26,13 @@ their own, leaving the project's environment as it is:
 from __future__ import annotations
 
 import argparse
+import shutil
 import importlib.util
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -41,10 +42,8 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
-from emotion.crops import crop_face  # noqa: E402
 from emotion.faces import FaceDetector  # noqa: E402
 from emotion.predict import Predictor, shipped_models  # noqa: E402
-from emotion.preprocess import batch  # noqa: E402
 
 BASE = "4990d3c"  # the last commit before the short-pass portrait and the no-room stop
 ASTRONAUT_FACE = (178, 80, 94, 100)
@@ -63,6 +62,9 @@ def legacy_faces(commit: str):
     module.__package__, module.__file__ = "emotion", str(ROOT / "emotion" / "faces.py")
     sys.modules[spec.name] = module
     exec(compile(src, f"{commit}:emotion/faces.py", "exec"), module.__dict__)  # noqa: S102 - our own history
+    from emotion import faces
+
+    module.Face = faces.Face  # its faces are today's class (the same fields), so Predictor.crops takes them
     return module
 
 
@@ -108,38 +110,19 @@ def medians(fns, repeats: int, rounds: int = 3) -> list[float]:
     return [statistics.median(out) * 1000 if out else float("nan") for out in times]
 
 
-def onnx_session(predictor: Predictor, source: str, tmp: Path, threads: int):
-    """An ONNX Runtime session for the predictor's model: its model.onnx if shipped, else exported here."""
-    import onnxruntime as ort
+def onnx_predictor(source: str, tmp: Path) -> Predictor:
+    """The model served in ONNX Runtime as `Predictor` serves it (backend "onnxruntime", threads as torch's): its
+    own model.onnx when current, else one exported here into a copy of its folder."""
+    from emotion.onnx_export import export_onnx, is_current
+    from emotion.sources import resolve
 
-    path = Path(source.removeprefix("local-dir:")) / "model.onnx"
-    if not path.is_file():
-        path = tmp / f"{abs(hash(source))}.onnx"
-        c, h, w = predictor.info.input_size
-        with warnings.catch_warnings():  # the TorchScript exporter is deprecated; its graph is what we time
-            warnings.simplefilter("ignore")
-            torch.onnx.export(predictor.model, (torch.zeros(2, c, h, w),), str(path), input_names=["x"],
-                              output_names=["logits"], dynamic_axes={"x": {0: "n"}, "logits": {0: "n"}},
-                              dynamo=False)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
-def onnx_probabilities(session, predictor: Predictor, crops) -> np.ndarray:
-    """`Predictor.probabilities` with the forward pass in ONNX Runtime (flip averaging, bias, temperature)."""
-    info = predictor.info
-    x = batch(crops, info).numpy()
-    if info.tta_flip:
-        x = np.concatenate([x, x[..., ::-1]])
-    logits = session.run(None, {session.get_inputs()[0].name: np.ascontiguousarray(x)})[0]
-    if info.tta_flip:
-        logits = (logits[: len(crops)] + logits[len(crops):]) / 2
-    bias = info.bias_vector()
-    logits = logits if bias is None else logits + bias.numpy()
-    z = logits / info.temperature
-    e = np.exp(z - z.max(1, keepdims=True))
-    return e / e.sum(1, keepdims=True)
+    folder = resolve(source)
+    if not is_current(folder):
+        copy = tmp / f"onnx-{abs(hash(source))}"
+        shutil.copytree(folder, copy, dirs_exist_ok=True)
+        export_onnx(copy)
+        source = f"local-dir:{copy}"
+    return Predictor.from_pretrained(source, backend="onnxruntime")
 
 
 def fer_detector(lib: str):
@@ -171,24 +154,18 @@ def fer_detector(lib: str):
     return FER()
 
 
-def photo_rows(args, before, predictor: Predictor, session, fer) -> None:
+def photo_rows(args, before, predictor: Predictor, fast: Predictor | None, fer) -> None:
     print("| image | faces before / now / fer | detect before ms | detect now ms | classify torch ms | "
           "classify ORT ms | total before ms | total now ms | now with ORT ms | fer-tflite ms | fer / now with ORT |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     old, new = before.FaceDetector(), FaceDetector()
-    info = predictor.info
     for name, image in photos().items():
         found_old, found = old.find(image), new.find(image)
-
-        def ort_path():
-            crops = [crop_face(image, f, info.crop_margin, info.align_eyes, info.crop_offset_y) for f in found.faces]
-            return onnx_probabilities(session, predictor, crops) if crops else None
-
         bgr = np.ascontiguousarray(np.asarray(image)[:, :, ::-1])  # fer reads OpenCV's BGR arrays
         fns = {"before": lambda: old.find(image), "now": lambda: new.find(image),
                "torch": lambda: predictor.classify_detected([(image, found)])}
-        if session is not None:
-            fns["ort"] = ort_path
+        if fast is not None:
+            fns["ort"] = lambda: fast.classify_detected([(image, found)])
         if fer is not None:
             fns["fer"] = lambda: fer.detect_emotions(bgr)
         ms = dict(zip(fns, medians(list(fns.values()), args.repeats)))
@@ -211,58 +188,56 @@ def model_rows(args, tmp: Path) -> None:
     print("| model | faces | torch ms | ONNX Runtime ms | max abs prob diff |")
     print("|---|---|---|---|---|")
     for name, source in shipped_models().items():
-        predictor = Predictor.from_pretrained(source)
-        session = onnx_session(predictor, source, tmp, args.threads)
+        predictor, fast = Predictor.from_pretrained(source, backend="torch"), onnx_predictor(source, tmp)
         for n in (1, 6):
             crops = [face] * n
-            diff = np.abs(predictor.probabilities(crops) - onnx_probabilities(session, predictor, crops)).max()
-            t, o = medians([lambda: predictor.probabilities(crops),
-                            lambda: onnx_probabilities(session, predictor, crops)], args.repeats)
+            diff = np.abs(predictor.probabilities(crops) - fast.probabilities(crops)).max()
+            t, o = medians([lambda: predictor.probabilities(crops), lambda: fast.probabilities(crops)], args.repeats)
             print(f"| {name} | {n} | {t:.1f} | {o:.1f} | {diff:.1e} |")
 
 
-def video_rows(args, before, model_source: str, tmp: Path, threads: int, with_ort: bool) -> None:
-    """The clip through `predict_video` with the search before and now; then what-if rows for the lead: the
-    classification in ONNX Runtime, and the full (tiled) search every 3 s instead of every FULL_SEARCH_SECONDS."""
+def video_rows(args, before, model_source: str, tmp: Path) -> None:
+    """The clip through `predict_video`: the search before, the last release's path (today's search, torch, a full
+    search every FULL_SEARCH_SECONDS) and now (ONNX Runtime where the model has a model.onnx, the full search
+    backing off to STABLE_SEARCH_SECONDS while the faces are stable)."""
     from bench_video import make_clip
 
     clip = make_clip(tmp / "clip.mp4", args.seconds)
-    print("| clip 1280x720, 25 fps, 2 faces | search | frames | wall s | frames/s | x real time |")
-    print("|---|---|---|---|---|---|")
-    runs = (("before", before.FaceDetector, False, None), ("now", FaceDetector, False, None),
-            ("now, classify in ORT (what if)", FaceDetector, True, None),
-            ("now, ORT, full search every 3 s (what if)", FaceDetector, True, 3.0))
-    runs = runs if with_ort else runs[:2]
+    print("| clip 1280x720, 25 fps, 2 faces | path | frames | full searches | wall s | frames/s | x real time |")
+    print("|---|---|---|---|---|---|---|")
+    runs = (("before: old search, torch, full search every 1 s", before.FaceDetector, "torch", False),
+            ("last release: search now, torch, every 1 s", FaceDetector, "torch", False),
+            ("now: search now, auto backend, backs off while stable", FaceDetector, "auto", True))
     for label, options in (("every frame", {}), ("5 fps sampling", {"fps": 5})):
         walls: dict[str, list[float]] = {}
+        searches: dict[str, int] = {}
         for _ in range(args.video_rounds):  # alternating, like the photos' medians
-            for search, make, ort, every in runs:
-                wall, frames, tracks = _video_run(model_source, clip, make, tmp, threads if ort else 0, every,
-                                                  options)
-                walls.setdefault(search, []).append(wall)
-        for search, *_ in runs:
-            s = statistics.median(walls[search])
-            print(f"| {label} ({tracks} tracks) | {search} | {frames} | {s:.2f} | {frames / s:.1f} | "
-                  f"{args.seconds / s:.2f} |")
+            for name, make, backend, backoff in runs:
+                wall, frames, tracks, searches[name] = _video_run(model_source, clip, make, backend, backoff,
+                                                                  options)
+                walls.setdefault(name, []).append(wall)
+        for name, *_ in runs:
+            s = statistics.median(walls[name])
+            print(f"| {label} ({tracks} tracks) | {name} | {frames} | {searches[name]} | {s:.2f} | "
+                  f"{frames / s:.1f} | {args.seconds / s:.2f} |")
 
 
-def _video_run(source: str, clip: Path, make, tmp: Path, ort_threads: int, full_every: float | None, options):
-    """(wall s, frames analysed, tracks) of one `predict_video`; ort_threads > 0 classifies in ONNX Runtime."""
+def _video_run(source: str, clip: Path, make, backend: str, backoff: bool, options):
+    """(wall s, frames analysed, tracks, full searches) of one `predict_video`."""
     from emotion import video
 
-    predictor = Predictor.from_pretrained(source)
+    predictor = Predictor.from_pretrained(source, backend=backend)
     predictor.detector = make()
-    if ort_threads:
-        session = onnx_session(predictor, source, tmp, ort_threads)
-        predictor.probabilities = lambda crops: onnx_probabilities(session, predictor, crops)
-    saved = video.FULL_SEARCH_SECONDS
-    video.FULL_SEARCH_SECONDS = full_every or saved
+    saved = video.STABLE_SEARCH_SECONDS
+    video.STABLE_SEARCH_SECONDS = saved if backoff else video.FULL_SEARCH_SECONDS
+    searches, find = [], predictor.detector.find
+    predictor.detector.find = lambda *a, **k: searches.append(1) or find(*a, **k)
     try:
         t = time.perf_counter()
         result = predictor.predict_video(clip, progress=False, **options)
-        return time.perf_counter() - t, result.frames, len(result.tracks)
+        return time.perf_counter() - t, result.frames, len(result.tracks), len(searches)
     finally:
-        video.FULL_SEARCH_SECONDS = saved
+        video.STABLE_SEARCH_SECONDS = saved
         predictor.detector.close()
 
 
@@ -275,6 +250,7 @@ def main() -> None:
     p.add_argument("--model", default=None, help="the model for the photo and video rows (default: shipped "
                    "default)")
     p.add_argument("--skip-video", action="store_true")
+    p.add_argument("--skip-photos", action="store_true", help="the video rows alone")
     p.add_argument("--video-rounds", type=int, default=3, help="runs of each video row (median), alternating")
     p.add_argument("--fer-lib", default=None, metavar="DIR", help="a folder holding fer 25.10.3 and ai-edge-litert "
                    "(see fer_detector) to time the peer fer-tflite on the same photos")
@@ -290,20 +266,21 @@ def main() -> None:
     print(f"machine: {cpu_name()}; {args.threads} torch / ONNX Runtime thread(s), torch {torch.__version__}; "
           f"median of {args.repeats}; before = emotion/faces.py at {args.base}; model {source}\n")
     with tempfile.TemporaryDirectory() as tmp:
-        predictor = Predictor.from_pretrained(source)
+        predictor = Predictor.from_pretrained(source, backend="torch")
         try:
-            session = onnx_session(predictor, source, Path(tmp), args.threads)
+            fast = onnx_predictor(source, Path(tmp))
         except ImportError:
             print("(onnxruntime not installed: ORT columns empty; pip install onnx onnxruntime)\n")
-            session = None
+            fast = None
         fer = fer_detector(args.fer_lib) if args.fer_lib else None
-        photo_rows(args, before, predictor, session, fer)
-        if session is not None:
+        if not args.skip_photos:
+            photo_rows(args, before, predictor, fast, fer)
+        if fast is not None and not args.skip_photos:
             print()
             model_rows(args, Path(tmp))
         if not args.skip_video:
             print()
-            video_rows(args, before, source, Path(tmp), args.threads, session is not None)
+            video_rows(args, before, source, Path(tmp))
 
 
 if __name__ == "__main__":

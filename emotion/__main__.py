@@ -41,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("paths", nargs="+", help="image files or folders (every image inside is predicted)")
     pr.add_argument("--model", help="a shipped model's name (small_cnn, resnet50, ...), local-dir:/path or "
                     "hf-hub:org/name[@rev] (default: EMOTION_MODEL or the shipped default)")
+    pr.add_argument("--backend", choices=("auto", "torch", "onnxruntime"), default="auto",
+                    help="what runs the classifier (auto: ONNX Runtime where the model has a current model.onnx)")
     pr.add_argument("--json", action="store_true", help="one JSON object per image (path, model, faces, image_size, "
                     "timings_ms) instead of a text line per face")
     detector_options(pr)
@@ -108,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         predictor = Predictor.from_pretrained(args.model, min_score=args.min_score, max_faces=args.max_faces,
-                                              range=args.range)
+                                              range=args.range, backend=args.backend)
     except EmotionError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -13,6 +13,7 @@ from .labels import LABELS
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
+ONNX_NAME = "model.onnx"  # the ONNX export beside the weights (emotion.onnx_export)
 
 
 @dataclass

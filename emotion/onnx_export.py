@@ -23,9 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from .errors import EmotionError
-from .info import WEIGHTS_NAME
+from .info import ONNX_NAME, WEIGHTS_NAME  # noqa: F401  (ONNX_NAME re-exported)
 
-ONNX_NAME = "model.onnx"
 OPSET = 17  # supported by onnxruntime >= 1.14 and onnxruntime-web; every layer of the shipped models has it
 INPUT_NAME, OUTPUT_NAME = "pixels", "logits"
 DIGEST_KEY = "weights_sha256"  # metadata: the model.safetensors this file was made from (see `is_current`)

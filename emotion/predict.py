@@ -11,31 +11,14 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .backends import BACKENDS, face_logits, make_backend  # noqa: F401  (re-exported: the trainer's evaluation)
 from .faces import DEFAULT_MAX_FACES, DEFAULT_MIN_SCORE, DEFAULT_RANGE, Detections, Face, FaceDetector, crop_box, crop_face
 from .images import load_image
 from .models import ModelInfo, load_model
-from .preprocess import batch
 from .records import FacePrediction, ImagePrediction  # noqa: F401  (re-exported: the currency every path passes on)
 from .sources import default_source, shipped_models  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
-
-
-@torch.inference_mode()
-def face_logits(model: torch.nn.Module, x: torch.Tensor, info: ModelInfo, tta_flip: bool | None = None) -> torch.Tensor:
-    """Preprocessed faces (N, C, H, W) -> (N, classes) float logits as serving uses them: averaged with the mirrored
-    face when the model says so, plus the model's `logit_bias`. Serving and the trainer's evaluation both call this.
-    """
-    flip = info.tta_flip if tta_flip is None else tta_flip
-    if flip:  # the mirrored faces in the same batch
-        x = torch.cat([x, torch.flip(x, dims=[3])])
-    # channels_last: oneDNN's faster CPU convolutions (measured, 1 thread, 2 faces: small_cnn 18.4 -> 15.8 ms,
-    # resnet50 90 -> 82, efficientnet_lite0 35 -> 24; logits equal within 3e-6); load_model stores weights so too
-    logits = model(x.contiguous(memory_format=torch.channels_last)).float()
-    if flip:
-        logits = (logits[: len(x) // 2] + logits[len(x) // 2:]) / 2
-    bias = info.bias_vector()
-    return logits if bias is None else logits + bias.to(logits.device)
 
 
 class Predictor:
@@ -46,23 +29,34 @@ class Predictor:
         info: the model's facts (input size, normalisation, crop margin, temperature, ...).
         source: where it came from, for reports.
         detector: the face detector (a default `FaceDetector()` if None).
+        folder: the model's folder; with `backend` "auto" its current model.onnx (if any) serves in ONNX Runtime.
+        backend: "auto", "torch" or "onnxruntime" (`emotion.backends.make_backend`); `self.backend` says which
+            one runs.
     """
 
-    def __init__(self, model: torch.nn.Module, info: ModelInfo, source: str = "", detector: FaceDetector | None = None):
+    def __init__(self, model: torch.nn.Module, info: ModelInfo, source: str = "", detector: FaceDetector | None = None,
+                 folder: str | Path | None = None, backend: str = "auto"):
         self.model, self.info, self.source = model.eval(), info, source
         self.detector = detector or FaceDetector()
-        self._lock = threading.Lock()  # torch modules are not re-entrant under concurrent calls on all backends
+        self._backend = make_backend(self.model, info, folder, backend)
         self.au_reader = None  # an ActionUnitReader, loaded on the first request for action units (never before)
         self._au_lock = threading.Lock()
 
     @classmethod
     def from_pretrained(cls, source: str | None = None, *, min_score: float = DEFAULT_MIN_SCORE,
-                        max_faces: int = DEFAULT_MAX_FACES, range: str = DEFAULT_RANGE) -> "Predictor":  # noqa: A002
+                        max_faces: int = DEFAULT_MAX_FACES, range: str = DEFAULT_RANGE,  # noqa: A002
+                        backend: str = "auto") -> "Predictor":
         """Load `hf-hub:org/name[@revision]`, `local-dir:/path` or a shipped model's name such as "resnet50"
-        (default: EMOTION_MODEL or the shipped default)."""
+        (default: EMOTION_MODEL or the shipped default); `backend` as in `Predictor`."""
         source = source or default_source()
-        model, info, _ = load_model(source)
-        return cls(model, info, source, FaceDetector(min_score=min_score, max_faces=max_faces, range=range))
+        model, info, folder = load_model(source)
+        return cls(model, info, source, FaceDetector(min_score=min_score, max_faces=max_faces, range=range), folder,
+                   backend)
+
+    @property
+    def backend(self) -> str:
+        """What runs the classifier: "onnxruntime" or "torch"."""
+        return self._backend.name
 
     @property
     def labels(self) -> list[str]:
@@ -70,11 +64,11 @@ class Predictor:
 
     # ---------------------------------------------------------------------------------------------- classify
     def probabilities(self, crops: Sequence[Image.Image]) -> np.ndarray:
-        """Face crops -> (N, 8) calibrated probabilities, softmax(logits / temperature), one forward pass."""
+        """Face crops -> (N, 8) calibrated probabilities, softmax(logits / temperature), one forward pass of the
+        faces and their mirrors (in ONNX Runtime or torch: `backend`)."""
         if not crops:
             return np.zeros((0, len(self.info.labels)), np.float32)
-        with self._lock:
-            logits = face_logits(self.model, batch(crops, self.info), self.info)
+        logits = self._backend.logits(crops)
         return torch.softmax(logits / self.info.temperature, dim=1).numpy()
 
     @property

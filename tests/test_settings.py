@@ -26,6 +26,7 @@ def test_defaults_are_the_documented_ones_and_the_queue_scales_with_the_workers(
     assert (s.workers, s.queue, s.models, s.max_upload_bytes) == (3, 12, ("small_cnn", "hf-hub:org/name@v2"),
                                                                   20 * 2**20)
     assert Settings.from_env({"EMOTION_QUEUE": "0"}).queue == 0
+    assert (s.backend, Settings.from_env({"EMOTION_BACKEND": "torch"}).backend) == ("auto", "torch")
 
 
 @pytest.mark.parametrize("name,value,takes", [
@@ -39,6 +40,7 @@ def test_defaults_are_the_documented_ones_and_the_queue_scales_with_the_workers(
     ("EMOTION_BODY_READERS", "1.5", "a whole number >= 1"),
     ("EMOTION_BODY_READERS_PER_CLIENT", "0", "a whole number >= 1"),
     ("PORT", "70000", "a TCP port number"),
+    ("EMOTION_BACKEND", "cuda", "auto, torch or onnxruntime"),
     ("EMOTION_MODEL", "org/name", "hf-hub:org/name"),
     ("EMOTION_MODELS", "local-dir:", "local-dir:/path/to/folder"),
 ])

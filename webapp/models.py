@@ -39,6 +39,7 @@ class ModelRegistry:
     sources: dict[str, str]
     default: str | None
     problem: str | None = None
+    backend: str = "auto"  # what runs the classifiers (EMOTION_BACKEND; emotion.backends)
     _loaded: dict[str, Predictor] = field(default_factory=dict, repr=False)
     _locks: dict[str, threading.Lock] = field(default_factory=dict, repr=False)
     _guard: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -65,9 +66,9 @@ class ModelRegistry:
         except EmotionError as e:
             if sources:
                 log.warning("no usable default model (%s); serving %s as the default", e, next(iter(sources)))
-            return cls(sources, next(iter(sources), None), None if sources else str(e))
+            return cls(sources, next(iter(sources), None), None if sources else str(e), settings.backend)
         default = next((k for k, v in sources.items() if v == chosen), None)
-        return cls(sources, default)
+        return cls(sources, default, backend=settings.backend)
 
     def resolve(self, name: str | None) -> str:
         """A request's model (an id, a configured source, or None for the default) -> its id."""
@@ -96,7 +97,7 @@ class ModelRegistry:
             if key not in self._loaded:
                 log.info("loading model %s from %s", key, self.sources[key])
                 try:
-                    self._loaded[key] = Predictor.from_pretrained(self.sources[key])
+                    self._loaded[key] = Predictor.from_pretrained(self.sources[key], backend=self.backend)
                 except EmotionError as e:  # its message may name server paths: logged here, not answered
                     log.error("model %s (%s) could not be loaded: %s", key, self.sources[key], e)
                     raise ModelUnavailableError(f"model {key!r} could not be loaded (the server log says why): "

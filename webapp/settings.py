@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from emotion import EmotionError
+from emotion.backends import BACKENDS
 from emotion.sources import parse
 
 MB = 2**20
@@ -43,6 +44,8 @@ class Settings:
     model: str = _setting("EMOTION_MODEL", "a model source: a shipped model's name, hf-hub:org/name[@revision] "
                                            "or local-dir:/path", "")  # the default model; else models/DEFAULT
     models: tuple[str, ...] = _setting("EMOTION_MODELS", "comma-separated model sources, each as EMOTION_MODEL", ())
+    backend: str = _setting("EMOTION_BACKEND", "auto, torch or onnxruntime (auto: ONNX Runtime where a model has "
+                            "a current model.onnx)", "auto")  # what runs the classifiers (emotion.backends)
     workers: int = _setting("EMOTION_WORKERS", "a whole number >= 1", low=1, factory=lambda: min(_cores(), 2))
     queue: int = _setting("EMOTION_QUEUE", "a whole number >= 0 (default: 4 x EMOTION_WORKERS)", -1, low=0)
     max_upload_bytes: int = _setting("EMOTION_MAX_UPLOAD_BYTES", "a whole number of bytes >= 1 (20971520 is 20 "
@@ -67,6 +70,8 @@ class Settings:
             if low is not None and not (value >= low if f.name in _INCLUSIVE else value > low) \
                     or high is not None and value > high or isinstance(value, float) and not math.isfinite(value):
                 raise _bad(f, value)
+        if self.backend not in BACKENDS:
+            raise _bad(next(f for f in dataclasses.fields(self) if f.name == "backend"), self.backend)
         for source in (self.model, *self.models):
             if source:
                 parse(source, "model source (from EMOTION_MODEL / EMOTION_MODELS)")  # one line naming the forms

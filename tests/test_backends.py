@@ -1,0 +1,101 @@
+"""The classifier's backends (`emotion.backends`): ONNX Runtime serves where a model folder has a current model.onnx,
+with torch's probabilities; torch serves otherwise, and a forced choice that cannot run says why."""
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from emotion import EmotionError, shipped_models
+from emotion.onnx_export import ONNX_NAME
+from emotion.predict import Predictor
+
+pytest.importorskip("onnxruntime", reason="onnxruntime is in requirements.txt: pip install -r requirements.txt")
+
+FERPLUS_ROWS = 8
+TOLERANCE = 1e-4  # probabilities; measured ~1e-9 (ONNX Runtime and oneDNN sum in different orders)
+
+
+@pytest.fixture(scope="module")
+def default_folder():
+    from emotion.sources import resolve, shipped_default
+
+    try:
+        return resolve(shipped_default())
+    except EmotionError as e:
+        pytest.skip(f"no shipped default model: {e}")
+
+
+@pytest.fixture(scope="module")
+def faces(astronaut, detector, ferplus_dir):
+    """The astronaut's face as serving cuts it (whole photo and mirror in one batch) and a few FER+ rows."""
+    from trainer.compare import load_eval_split
+
+    split = load_eval_split(str(ferplus_dir), "validation", FERPLUS_ROWS)
+    photo = Image.fromarray(astronaut)
+    return photo, detector.find(photo), list(split.images)
+
+
+def test_auto_serves_the_default_model_in_onnxruntime_with_torchs_probabilities(default_folder, faces):
+    photo, found, rows = faces
+    fast = Predictor.from_pretrained(f"local-dir:{default_folder}")
+    slow = Predictor.from_pretrained(f"local-dir:{default_folder}", backend="torch")
+    assert (fast.backend, slow.backend) == ("onnxruntime", "torch")
+    crops = fast.crops(photo, found.faces) + rows
+    # a smaller batch between two larger ones (the reused buffer), and one too large to keep a buffer for
+    for batch in (crops, crops[:1], crops, crops * 4):
+        np.testing.assert_allclose(fast.probabilities(batch), slow.probabilities(batch), atol=TOLERANCE, rtol=0)
+    assert [p.emotion for p in fast.predict(photo).faces] == [p.emotion for p in slow.predict(photo).faces]
+
+
+def test_a_missing_or_stale_onnx_falls_back_to_torch(default_folder, tmp_path, faces):
+    folder = tmp_path / "model"
+    shutil.copytree(default_folder, folder)
+    assert Predictor.from_pretrained(f"local-dir:{folder}").backend == "onnxruntime"
+    (folder / ONNX_NAME).unlink()
+    assert Predictor.from_pretrained(f"local-dir:{folder}").backend == "torch"
+    with pytest.raises(EmotionError, match="export-onnx"):
+        Predictor.from_pretrained(f"local-dir:{folder}", backend="onnxruntime")
+    shutil.copy(default_folder / ONNX_NAME, folder / ONNX_NAME)
+    weights = folder / "model.safetensors"  # new weights, the old model.onnx: stale
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1
+    weights.write_bytes(bytes(data))
+    assert Predictor.from_pretrained(f"local-dir:{folder}").backend == "torch"
+
+
+def test_an_unknown_backend_is_refused_with_the_choices():
+    with pytest.raises(EmotionError, match="auto, torch, onnxruntime"):
+        Predictor.from_pretrained(next(iter(shipped_models().values())), backend="tensorrt")
+
+
+def test_the_servers_emotion_backend_setting_reaches_its_predictors(default_folder):
+    from webapp.models import ModelRegistry
+    from webapp.settings import Settings
+
+    source = f"local-dir:{default_folder}"
+    for env, expected in (({}, "onnxruntime"), ({"EMOTION_BACKEND": "torch"}, "torch")):
+        registry = ModelRegistry.from_settings(Settings.from_env({"EMOTION_MODEL": source, **env}))
+        assert registry.get()[1].backend == expected
+
+
+def test_a_hub_model_downloads_its_model_onnx_and_is_served_in_onnxruntime(default_folder, tmp_path, monkeypatch):
+    """snapshot_download stands in for the Hub (unreachable from tests): it copies the files of the shipped default
+    that the download's allow_patterns take, as the Hub would."""
+    import fnmatch
+
+    import huggingface_hub
+
+    def snapshot_download(repo_id, revision=None, allow_patterns=None, **_):
+        out = tmp_path / "snapshot"
+        out.mkdir(exist_ok=True)
+        for f in default_folder.iterdir():
+            if any(fnmatch.fnmatch(f.name, p) for p in allow_patterns):
+                shutil.copy(f, out / f.name)
+        return str(out)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    predictor = Predictor.from_pretrained("hf-hub:org/name")
+    assert (tmp_path / "snapshot" / ONNX_NAME).is_file() and predictor.backend == "onnxruntime"
