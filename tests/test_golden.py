@@ -216,7 +216,7 @@ def test_webcam_faces_are_smoothed_as_before(model, photos, monkeypatch):
     monkeypatch.setattr(webapp.ui.render, "summary", lambda result, *a: shown.append(result) or summary(result, *a))
     clock = iter([0.0, 0.2, 0.4, 0.6, 0.8, 2.0, 2.2, 2.4])  # the handler's clock only (time.monotonic is shared)
     monkeypatch.setattr(webapp.ui, "time", SimpleNamespace(monotonic=lambda: next(clock)))
-    handlers = webapp.ui.Handlers(ModelRegistry({"tiny": f"local-dir:{model}"}, "tiny"), InferencePool())
+    handlers = webapp.ui.Handlers(ModelRegistry({"tiny": f"local-dir:{model}"}, "tiny"), InferencePool(1, 4))
     astronaut = np.asarray(Image.open(photos / "astronaut.jpg").convert("RGB"))
     group = np.asarray(Image.open(photos / "group.png").convert("RGB"))
     shifted = np.roll(astronaut, 12, axis=1)
