@@ -18,6 +18,8 @@ from safetensors.torch import save_file  # noqa: E402
 DATA_DIR = Path(os.environ.get("EMOTION_TEST_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 FERPLUS = DATA_DIR / "ferplus"
 POSED = DATA_DIR / "taiwanese_performers"
+CKPLUS = DATA_DIR / "ckplus_dev"
+CONTEMPT = DATA_DIR / "contempt_dev"
 
 
 def write_export(folder: Path, architecture: str = "small_cnn", temperature: float = 1.0, seed: int = 0,
@@ -78,6 +80,20 @@ def posed_dir() -> Path:
     if not any(POSED.glob("validation-*.parquet")):
         pytest.skip(f"posed performers' data not found at {POSED} (set EMOTION_TEST_DATA to the folder holding it)")
     return POSED
+
+
+@pytest.fixture(scope="session")
+def ckplus_dir() -> Path:
+    if not any(CKPLUS.glob("train-*.parquet")):
+        pytest.skip(f"CK+ development half not found at {CKPLUS} (set EMOTION_TEST_DATA to the folder holding it)")
+    return CKPLUS
+
+
+@pytest.fixture(scope="session")
+def contempt_dir() -> Path:
+    if not any(CONTEMPT.glob("train-*.parquet")):
+        pytest.skip(f"wild contempt crops not found at {CONTEMPT} (set EMOTION_TEST_DATA to the folder holding them)")
+    return CONTEMPT
 
 
 def flat_png(width: int, height: int, color_type: int = 6) -> bytes:
