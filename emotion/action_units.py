@@ -54,6 +54,7 @@ import numpy as np
 from PIL import Image
 
 from .errors import EmotionError
+from .faces import close_later
 
 logger = logging.getLogger(__name__)
 
@@ -152,7 +153,7 @@ class ActionUnitReader:
         self._all: list = []
         self._lock = threading.Lock()
         # Close before interpreter teardown: MediaPipe's own __del__ fails noisily once its C bindings are gone.
-        weakref.finalize(self, _close_all, self._all)
+        weakref.finalize(self, close_later, _close_all, self._all)  # on the closer thread: see faces.close_later
 
     def read(self, image, boxes) -> list[FaceActionUnits]:
         """The AUs of each face in `boxes`, in the same order.

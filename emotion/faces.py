@@ -22,9 +22,11 @@ The crops the classifier sees live in `crops.py` (re-exported here).
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import numbers
+import queue
 import os
 import sys
 import threading
@@ -122,7 +124,7 @@ class FaceDetector:
         # MediaPipe task objects are not thread-safe; a detection takes a few ms, so one lock costs little.
         self._lock = threading.Lock()
         # Close before interpreter teardown: MediaPipe's own __del__ fails noisily once its C bindings are gone.
-        weakref.finalize(self, _close_all, self._detectors)
+        weakref.finalize(self, close_later, _close_all, self._detectors)
 
     def detect(self, image: Image.Image, min_score: float | None = None, max_faces: int | None = None,
                range: str | None = None) -> list[Face]:  # noqa: A002
@@ -324,6 +326,36 @@ def calibrated(view_score: float) -> float:
     if view_score < OPERATING_POINT:
         return 0.5 * view_score / OPERATING_POINT
     return 0.5 + 0.5 * (view_score - OPERATING_POINT) / (1 - OPERATING_POINT)
+
+
+_TO_CLOSE: queue.SimpleQueue = queue.SimpleQueue()  # (close function, its argument) for the closer thread
+
+
+def close_later(close, tasks) -> None:
+    """Close MediaPipe task objects on the closer thread, never on the caller's. For weakref finalizers: the garbage
+    collector may run one in the middle of a MediaPipe call on this very thread, and closing there re-enters
+    MediaPipe's dispatcher (a thread pool's non-reentrant lock) and deadlocks (seen: a test hung for good inside
+    FaceDetector.detect). `SimpleQueue.put` is reentrant, made for finalizers; at exit, `_close_queued` closes
+    what is still queued, on the main thread."""
+    _TO_CLOSE.put((close, tasks))
+
+
+def _closer() -> None:
+    while True:
+        close, tasks = _TO_CLOSE.get()
+        with contextlib.suppress(Exception):  # a task already closed, or MediaPipe shutting down at exit
+            close(tasks)
+
+
+@atexit.register
+def _close_queued() -> None:  # registered before any finalizer's own exit hook, so it runs after them (LIFO)
+    while not _TO_CLOSE.empty():
+        close, tasks = _TO_CLOSE.get_nowait()
+        with contextlib.suppress(Exception):
+            close(tasks)
+
+
+threading.Thread(target=_closer, name="mediapipe-closer", daemon=True).start()
 
 
 def _close_all(detectors: dict) -> None:

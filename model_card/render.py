@@ -95,8 +95,12 @@ def _context(export_dir: Path, config: dict, results: dict, repo_id: str | None,
     fer_data = dataset["id"] == "ferplus" or "fer2013" in dataset["name"].lower()
     sources = _sources(results)
     posed_data = any("taiwanese" in str(s.get("path", "")).lower() for s in sources)
-    covers = " and ".join(x for x, on in (("the FER2013 training images", fer_data),
-                                          ("the posed performers' photos", posed_data)) if on)
+    ckplus_data = any("ckplus" in str(s.get("path", "")).lower() for s in sources)
+    contempt_data = any("contempt_dev" in str(s.get("path", "")).lower() for s in sources)
+    covers = ", ".join(x for x, on in (("the FER2013 training images", fer_data),
+                                       ("the posed performers' photos", posed_data),
+                                       ("the CK+ lab crops", ckplus_data),
+                                       ("the wild contempt crops", contempt_data)) if on)
     if license == "other":
         licence_note = LICENCE_NOTE_OTHER.format(covers=covers) if covers else LICENCE_NOTE_UNKNOWN
     else:
@@ -106,6 +110,7 @@ def _context(export_dir: Path, config: dict, results: dict, repo_id: str | None,
         "title": f"Facial expression recognition: {repo_id or results.get('model_name') or config.get('architecture')}",
         "summary": _summary(config, results, labels, dataset, first), "run_facts": _run_facts(config, results),
         "labels": labels, "preprocessing": _preprocessing(config), "fer_data": fer_data, "posed_data": posed_data,
+        "ckplus_data": ckplus_data, "contempt_data": contempt_data,
         "source_rows": [[f"`{s.get('name')}`", fmt_pct(s.get("weight_share")) or "–", fmt_num(s.get("train_rows")) or "–",
                          fmt_num(s.get("val_rows")) or "–", ", ".join(s.get("classes") or [])] for s in sources],
         "dataset_name": dataset["name"], "licence_note": licence_note,
