@@ -98,3 +98,13 @@ def test_the_cli_prints_an_expected_error_in_one_line_and_keeps_the_trace_of_a_b
     monkeypatch.setattr(cli, "_dispatch", bug)
     with pytest.raises(RuntimeError, match="a torch bug"):
         cli.main(["evaluate", "--model", "small_cnn"])
+
+
+def test_no_function_is_over_60_lines():
+    """Small functions (STYLE.md): a newcomer reads one on a screen. Tests, benches and tools included."""
+    long = []
+    for path in [ROOT / "app.py", *(p for d in (*PACKAGES, "bench", "tools", "tests") for p in (ROOT / d).rglob("*.py"))]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 60:
+                long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1})")
+    assert not long, long

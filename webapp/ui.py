@@ -251,20 +251,26 @@ def crop_tab() -> tuple:
     return editor, crop_run, crop_result, crop_annotated, crop_status
 
 
+def controls(registry: ModelRegistry) -> tuple[gr.Dropdown, gr.Slider, gr.Slider, gr.Radio]:
+    """The row every tab shares: model, max faces, min detection score, face search."""
+    choices = [(f"{k} (default)" if k == registry.default else k, k) for k in registry.sources]
+    with gr.Row(equal_height=True):
+        # min_width: on a phone the model gets a line of its own, so its name is not cut
+        model = gr.Dropdown(choices, value=registry.default, label="Model", scale=2, min_width=320,
+                            elem_id="model", info=None if choices else "No model configured: set EMOTION_MODEL")
+        max_faces = gr.Slider(1, MAX_FACES, value=DEFAULT_MAX_FACES, step=1, label="Max faces")
+        min_score = gr.Slider(0.05, 1.0, value=DEFAULT_MIN_SCORE, step=0.05, label="Min detection score")
+        face_range = gr.Radio(FACE_SEARCH, value=DEFAULT_RANGE, label="Face search", min_width=300,
+                              info="Near: selfies, fastest. Far: groups.")
+    return model, max_faces, min_score, face_range
+
+
 def build_ui(registry: ModelRegistry, pool: InferencePool) -> gr.Blocks:
     """The Blocks app; models load on the first request, never here. Every handler runs on `pool`'s workers."""
     h = Handlers(registry, pool)
-    choices = [(f"{k} (default)" if k == registry.default else k, k) for k in registry.sources]
     with gr.Blocks(title="Emotion Detection", delete_cache=DELETE_CACHE) as demo:
         gr.Markdown(INTRO)
-        with gr.Row(equal_height=True):
-            # min_width: on a phone the model gets a line of its own, so its name is not cut
-            model = gr.Dropdown(choices, value=registry.default, label="Model", scale=2, min_width=320,
-                                elem_id="model", info=None if choices else "No model configured: set EMOTION_MODEL")
-            max_faces = gr.Slider(1, MAX_FACES, value=DEFAULT_MAX_FACES, step=1, label="Max faces")
-            min_score = gr.Slider(0.05, 1.0, value=DEFAULT_MIN_SCORE, step=0.05, label="Min detection score")
-            face_range = gr.Radio(FACE_SEARCH, value=DEFAULT_RANGE, label="Face search", min_width=300,
-                                  info="Near: selfies, fastest. Far: groups.")
+        model, max_faces, min_score, face_range = controls(registry)
         with gr.Tabs() as tabs:
             with gr.Tab("Photo", id="photo"):
                 with gr.Row():
