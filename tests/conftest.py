@@ -68,32 +68,31 @@ def astronaut() -> np.ndarray:
     return data.astronaut()
 
 
+def shared_data(folder: Path, shards: str, what: str) -> Path:
+    """A data set of ../shared/data (EMOTION_TEST_DATA), or a skip that says where it was looked for."""
+    if not any(folder.glob(shards)):
+        pytest.skip(f"{what} not found at {folder} (set EMOTION_TEST_DATA to the folder holding {folder.name}/)")
+    return folder
+
+
 @pytest.fixture(scope="session")
 def ferplus_dir() -> Path:
-    if not any(FERPLUS.glob("validation-*.parquet")):
-        pytest.skip(f"FER+ data not found at {FERPLUS} (set EMOTION_TEST_DATA to the folder holding ferplus/)")
-    return FERPLUS
+    return shared_data(FERPLUS, "validation-*.parquet", "FER+ data")
 
 
 @pytest.fixture(scope="session")
 def posed_dir() -> Path:
-    if not any(POSED.glob("validation-*.parquet")):
-        pytest.skip(f"posed performers' data not found at {POSED} (set EMOTION_TEST_DATA to the folder holding it)")
-    return POSED
+    return shared_data(POSED, "validation-*.parquet", "posed performers' data")
 
 
 @pytest.fixture(scope="session")
 def ckplus_dir() -> Path:
-    if not any(CKPLUS.glob("train-*.parquet")):
-        pytest.skip(f"CK+ development half not found at {CKPLUS} (set EMOTION_TEST_DATA to the folder holding it)")
-    return CKPLUS
+    return shared_data(CKPLUS, "train-*.parquet", "CK+ development half")
 
 
 @pytest.fixture(scope="session")
 def contempt_dir() -> Path:
-    if not any(CONTEMPT.glob("train-*.parquet")):
-        pytest.skip(f"wild contempt crops not found at {CONTEMPT} (set EMOTION_TEST_DATA to the folder holding them)")
-    return CONTEMPT
+    return shared_data(CONTEMPT, "train-*.parquet", "wild contempt crops")
 
 
 def flat_png(width: int, height: int, color_type: int = 6) -> bytes:
