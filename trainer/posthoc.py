@@ -46,12 +46,9 @@ def fit_class_bias(logits: dict[str, np.ndarray], vals: dict[str, FaceSplit], la
                    cfg: TrainConfig, name: str, grid=BIAS_GRID, quiet: bool = False) -> dict:
     """The bias on class `name`'s logit maximising the selection mix on validation (ties: the smallest change),
     with every report at every bias tried."""
-    col = labels.index(name)
     rows = []
     for b in grid:
-        shift = np.zeros(len(labels), np.float32)
-        shift[col] = b
-        reports = view_reports({k: v + shift for k, v in logits.items()}, vals)
+        reports = view_reports(shifted(logits, labels, name, b), vals)
         rows.append({"bias": float(b), "select": select_score(reports, cfg), "reports": reports})
     top = max(r["select"] for r in rows)
     best = min((r for r in rows if r["select"] >= top - BIAS_TIE), key=lambda r: abs(r["bias"]))
@@ -97,7 +94,11 @@ def fit_interpolation(model: torch.nn.Module, info, vals: dict[str, FaceSplit], 
         if cfg.recalibrate_bn and train is not None:
             recalibrate_bn(model, train, info, cfg)
         logits = {name: predict_logits(model, split, info) for name, split in vals.items()}
-        rows.append({"alpha": a, **fit_biases(logits, vals, info.labels, cfg)})
+        sweeps, biased = fit_biases(logits, vals, info.labels, cfg)
+        reports = view_reports(biased, vals)
+        rows.append({"alpha": a, "bias": sweeps["neutral"]["chosen"] if "neutral" in sweeps else 0.0,
+                     "contempt_bias": sweeps["contempt"]["chosen"] if "contempt" in sweeps else 0.0,
+                     "select": select_score(reports, cfg), "reports": reports})
         log.info("interpolation %.1f: select %.4f (neutral bias %.1f, contempt bias %.1f)", a, rows[-1]["select"],
                  rows[-1]["bias"], rows[-1]["contempt_bias"])
     best = max(rows, key=lambda r: (round(r["select"], 6), r["alpha"]))
@@ -107,22 +108,29 @@ def fit_interpolation(model: torch.nn.Module, info, vals: dict[str, FaceSplit], 
     return {"chosen": best["alpha"], "grid": rows}
 
 
-def fit_biases(logits: dict[str, np.ndarray], vals: dict[str, FaceSplit], labels: list[str], cfg: TrainConfig) -> dict:
-    """The neutral bias, then the contempt bias on top of it (each when configured), as `evaluate_splits` fits them
-    for the export: a weight average is judged with the biases it will be served with. Measured: judged without the
-    contempt bias, every average past 0.8 of a fine-tune with the wild contempt source fell under the FER+ floor
-    (contempt over-called on FER+ faces), so the sweep could not reach the averages that read contempt best."""
-    out = {"bias": 0.0, "contempt_bias": 0.0}
-    for name, key, grid in (("neutral", "bias", BIAS_GRID), ("contempt", "contempt_bias", CONTEMPT_GRID)):
-        if getattr(cfg, f"{name}_bias") != "fit":
-            continue
-        sweep = fit_class_bias(logits, vals, labels, cfg, name, grid, quiet=True)
-        out[key] = sweep["chosen"]
-        shift = np.zeros(len(labels), np.float32)
-        shift[labels.index(name)] = sweep["chosen"]
-        logits = {k: v + shift for k, v in logits.items()}
-    reports = view_reports(logits, vals)
-    return {**out, "select": select_score(reports, cfg), "reports": reports}
+BIASES = (("neutral", BIAS_GRID), ("contempt", CONTEMPT_GRID))  # fitted in this order, each on top of the last
+
+
+def fit_biases(logits: dict[str, np.ndarray], vals: dict[str, FaceSplit], labels: list[str], cfg: TrainConfig,
+               quiet: bool = True) -> tuple[dict[str, dict], dict[str, np.ndarray]]:
+    """The neutral bias, then the contempt bias on top of it (each when configured): their sweeps by class name,
+    and `logits` with the chosen biases added. The weight-average sweep and the export's evaluation both fit them
+    this way, so an average is judged with the biases it will be served with. Measured: judged without the contempt
+    bias, every average past 0.8 of a fine-tune with the wild contempt source fell under the FER+ floor (contempt
+    over-called on FER+ faces), so the sweep could not reach the averages that read contempt best."""
+    sweeps = {}
+    for name, grid in BIASES:
+        if getattr(cfg, f"{name}_bias") == "fit":
+            sweeps[name] = fit_class_bias(logits, vals, labels, cfg, name, grid, quiet)
+            logits = shifted(logits, labels, name, sweeps[name]["chosen"])
+    return sweeps, logits
+
+
+def shifted(logits: dict[str, np.ndarray], labels: list[str], name: str, bias: float) -> dict[str, np.ndarray]:
+    """`logits` with `bias` added to class `name`'s logit, as serving adds `logit_bias`."""
+    shift = np.zeros(len(labels), np.float32)
+    shift[labels.index(name)] = bias
+    return {k: v + shift for k, v in logits.items()}
 
 
 def mix(start: dict, tuned: dict, a: float) -> dict:

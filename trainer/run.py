@@ -15,7 +15,7 @@ from .config import TrainConfig
 from .data import FaceSplit, load_splits
 from .evaluation import compute_metrics, expected_calibration_error, fit_temperature, predict_logits, softmax
 from .export import export_model
-from .posthoc import CONTEMPT_GRID, fit_class_bias, fit_interpolation, fit_neutral_bias, recalibrate_bn
+from .posthoc import fit_biases, fit_interpolation, recalibrate_bn
 from .train import Trainer
 
 log = logging.getLogger(__name__)
@@ -23,21 +23,20 @@ log = logging.getLogger(__name__)
 
 def evaluate_splits(model, info, vals: FaceSplit | dict[str, FaceSplit], device: str = "cpu",
                     cfg: TrainConfig | None = None) -> tuple[dict, float, dict | None]:
-    """Fit the neutral bias (when `cfg.neutral_bias == 'fit'`) and T on validation, then full metrics per report.
+    """Fit the neutral and contempt biases (where the config says fit) and T on validation, then full metrics.
 
     Returns the metrics by report name (`validation`, `validation_dedup`, `posed`, `posed_clean`, ...), the
-    temperature, and the neutral-bias sweep (None when not fitted). `info.logit_bias` is set to the chosen bias.
+    temperature, and the neutral-bias sweep with the contempt sweep under "contempt" (None when neither is fitted).
+    `info.logit_bias` is set to the chosen biases.
     """
     vals = vals if isinstance(vals, dict) else {"validation": vals}
     logits = {name: predict_logits(model, split, info, device=device) for name, split in vals.items()}
     sweep = None
-    if cfg is not None and cfg.neutral_bias == "fit":
-        sweep = fit_neutral_bias(logits, vals, info.labels, cfg)
-        logits = _shifted(logits, info, "neutral", sweep["chosen"])
-    if cfg is not None and cfg.contempt_bias == "fit":  # after neutral's: the two are fitted in turn, not jointly
-        contempt = fit_class_bias(logits, vals, info.labels, cfg, "contempt", CONTEMPT_GRID)
-        logits = _shifted(logits, info, "contempt", contempt["chosen"])
-        sweep = {**(sweep or {}), "contempt": contempt}
+    if cfg is not None:  # neutral, then contempt on top of it, as the weight-average sweep judged them
+        sweeps, logits = fit_biases(logits, vals, info.labels, cfg, quiet=False)
+        if sweeps:
+            info.logit_bias = {name: s["chosen"] for name, s in sweeps.items() if s["chosen"]}
+            sweep = {**sweeps.get("neutral", {}), **({"contempt": sweeps["contempt"]} if "contempt" in sweeps else {})}
     # T from the reports that hold more than one class: on a one-class source (wild contempt crops) the NLL-optimal
     # T measures how often that class is missed, not calibration (measured on small_cnn_transfer: with it T 0.70 and
     # FER+ ECE after T 0.056; without it T 0.56 and 0.018)
@@ -52,14 +51,6 @@ def evaluate_splits(model, info, vals: FaceSplit | dict[str, FaceSplit], device:
             if rows.any() and not rows.all():
                 splits[f"{name}_{view}"] = compute_metrics(logits[name][rows], split.labels[rows], temperature)
     return splits, temperature, sweep
-
-
-def _shifted(logits: dict[str, np.ndarray], info, name: str, bias: float) -> dict[str, np.ndarray]:
-    """`logits` with `bias` added to class `name`, recorded in `info.logit_bias` (which serving adds)."""
-    shift = np.zeros(len(info.labels), np.float32)
-    shift[info.labels.index(name)] = bias
-    info.logit_bias = {k: v for k, v in {**info.logit_bias, name: bias}.items() if v}
-    return {k: v + shift for k, v in logits.items()}
 
 
 def describe_data(cfg: TrainConfig, source: dict) -> dict:
