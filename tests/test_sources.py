@@ -93,6 +93,36 @@ def test_ratings_become_soft_targets_and_calm_faces_keep_their_label(two_sources
     assert not mask[LABELS.index("contempt")] and mask.sum() == 7
 
 
+def test_vote_weights_and_vote_positive_turn_a_crowd_frown_away_from_neutral(tmp_path):
+    """FER+'s crowd calls a closed-mouth frown neutral (issue #21): neutral votes can count less, or every emotion with
+    enough of the votes can be a positive. 7 neutral / 3 anger -> 0.54 / 0.46 at weight 0.5, 0.5 / 0.5 at >= 30%."""
+    import datasets
+
+    v = [0] * 8
+    v[LABELS.index("neutral")], v[LABELS.index("anger")] = 7, 3
+    w = [0] * 8
+    w[LABELS.index("neutral")], w[LABELS.index("sad")] = 9, 1
+    ds = datasets.Dataset.from_dict({"votes": [v, w]})
+    labels = np.array([LABELS.index("neutral")] * 2)
+    neutral, anger, sad = (LABELS.index(n) for n in ("neutral", "anger", "sad"))
+    plain = soft_targets(ds, labels, list(LABELS), SourceConfig("f", "x"))
+    assert plain[0, neutral] == pytest.approx(0.7) and plain[0, anger] == pytest.approx(0.3)
+    weighted = soft_targets(ds, labels, list(LABELS), SourceConfig("f", "x", vote_weights={"neutral": 0.5}))
+    assert weighted[0, neutral] == pytest.approx(3.5 / 6.5) and weighted[0, anger] == pytest.approx(3 / 6.5)
+    positive = soft_targets(ds, labels, list(LABELS), SourceConfig("f", "x", vote_positive=0.3))
+    assert positive[0, neutral] == positive[0, anger] == pytest.approx(0.5)
+    assert positive[1, neutral] == 1 and positive[1, sad] == 0  # one vote in ten is not a positive
+    both = soft_targets(ds, labels, list(LABELS), SourceConfig("f", "x", vote_weights={"neutral": 0.2},
+                                                                vote_positive=0.3))
+    assert both[1, neutral] == both[1, sad] == pytest.approx(0.5)  # 1.8 vs 1 weighted votes: both >= 30%
+    for t in (weighted, positive, both):
+        np.testing.assert_allclose(t.sum(1), 1, rtol=1e-6)
+    for bad in ({"vote_weights": {"neutral": -1}}, {"vote_weights": {"bored": 0.5}}, {"vote_positive": 0},
+                {"vote_positive": 1.5}):
+        with pytest.raises(Exception, match="vote_weights|vote_positive|bored"):
+            SourceConfig("f", "x", **bad)
+
+
 def test_a_source_without_contempt_teaches_nothing_about_contempt():
     logits = torch.zeros(2, 8, requires_grad=True)
     target = torch.zeros(2, 8)
@@ -166,16 +196,24 @@ def test_training_on_two_sources_reports_each_and_selects_on_the_mix(mixed_run):
 
 def test_a_fine_tune_is_averaged_with_its_starting_weights_at_the_best_mix(two_sources, mixed_run, tmp_path):
     config = mixed_config(*two_sources, tmp_path / "tuned", epochs=1, init=f"local-dir:{mixed_run / 'export'}",
-                          interpolate="fit")
+                          interpolate="fit", interpolate_grid=[0.5, 0.75, 1.0])
     assert train_yaml(config, tmp_path / "tune.yaml") == 0
     results = json.loads((tmp_path / "tuned" / "export" / "eval_results.json").read_text())
     grid = results["interpolation"]["grid"]
-    assert [g["alpha"] for g in grid] == [0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
+    assert [g["alpha"] for g in grid] == [0.5, 0.75, 1.0]  # the config's weights (default 0.4 ... 1.0 by 0.1)
     best = max(grid, key=lambda g: (round(g["select"], 6), g["alpha"]))
     assert results["interpolation"]["chosen"] == best["alpha"]
     # the export holds the chosen average: its scores are the grid's at that weight and bias
     assert results["splits"]["posed_clean"]["accuracy"] == pytest.approx(best["reports"]["posed_clean"]["accuracy"])
     assert results["neutral_bias_sweep"]["chosen"] == best["bias"]
+
+
+@pytest.mark.parametrize("grid", [[], [0.0, 0.5], [0.5, 1.2]])
+def test_an_interpolation_grid_outside_zero_to_one_is_refused(grid):
+    from trainer.config import ConfigError, TrainConfig
+
+    with pytest.raises(ConfigError, match="interpolate_grid"):
+        TrainConfig(interpolate_grid=grid)
 
 
 def test_a_floor_ranks_every_candidate_that_keeps_it_above_those_that_do_not():

@@ -80,6 +80,7 @@ class TrainConfig:
     uncertain_threshold: float = info_default("uncertain_threshold")  # serving flags a face whose top probability is below this
     recalibrate_bn: bool = False  # after training: BatchNorm statistics from un-augmented training faces
     interpolate: str = "none"  # 'fit': average the tuned weights with init's (WiSE-FT), weight chosen on select_on
+    interpolate_grid: list[float] = field(default_factory=lambda: [0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0])  # weights tried
     neutral_bias: str = "none"  # 'fit': a logit bias on neutral chosen on the select_on mix, written to config.json; 'none'
     contempt_bias: str = "none"  # 'fit': the same for contempt (after neutral's): a one-class contempt source shifts the prior
     # run
@@ -122,6 +123,8 @@ class TrainConfig:
             ("contempt_bias", self.contempt_bias in ("none", "fit"), "none or fit"),
             ("interpolate", self.interpolate in ("none", "fit") and (self.interpolate == "none" or self.init),
              "none, or fit together with init: (the weights to interpolate with)"),
+            ("interpolate_grid", len(self.interpolate_grid) > 0 and all(0 < a <= 1 for a in self.interpolate_grid),
+             "a non-empty list of weights in (0, 1]"),
             ("augment", isinstance(self.augment, list) and set(self.augment) <= set(AUGMENT_FAMILIES),
              f"a list drawn from {', '.join(AUGMENT_FAMILIES)}"),
             ("sources", self.sources is None or (isinstance(self.sources, list) and len(self.sources) > 0),

@@ -33,7 +33,6 @@ BIAS_GRID = tuple(float(b) for b in np.round(np.arange(0.5, -2.01, -0.1), 2))
 # of FER+ accuracy and lost 1.6 points of its macro-F1).
 BIAS_TIE = 0.002
 CONTEMPT_GRID = tuple(float(b) for b in np.round(np.arange(-2.0, 2.01, 0.1), 2))
-ALPHA_GRID = (0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 
 
 def fit_neutral_bias(logits: dict[str, np.ndarray], vals: dict[str, FaceSplit], labels: list[str],
@@ -82,14 +81,15 @@ def recalibrate_bn(model: torch.nn.Module, train: FaceSplit, info, cfg: TrainCon
 
 
 def fit_interpolation(model: torch.nn.Module, info, vals: dict[str, FaceSplit], cfg: TrainConfig,
-                      train: FaceSplit | None = None, grid=ALPHA_GRID) -> dict:
-    """Set `model` to the best average of its weights with `cfg.init`'s (jointly with the biases that are fitted)."""
+                      train: FaceSplit | None = None) -> dict:
+    """Set `model` to the best average of its weights with `cfg.init`'s (jointly with the biases that are fitted),
+    over `cfg.interpolate_grid`."""
     if not cfg.init:
         raise ValueError("interpolate: fit needs init: the weights the fine-tune started from")
     start = build_model(cfg)[0].state_dict()
     tuned = {k: v.clone() for k, v in model.state_dict().items()}
     rows = []
-    for a in grid:
+    for a in cfg.interpolate_grid:
         model.load_state_dict(mix(start, tuned, a))
         if cfg.recalibrate_bn and train is not None:
             recalibrate_bn(model, train, info, cfg)
@@ -99,7 +99,7 @@ def fit_interpolation(model: torch.nn.Module, info, vals: dict[str, FaceSplit], 
         rows.append({"alpha": a, "bias": sweeps["neutral"]["chosen"] if "neutral" in sweeps else 0.0,
                      "contempt_bias": sweeps["contempt"]["chosen"] if "contempt" in sweeps else 0.0,
                      "select": select_score(reports, cfg), "reports": reports})
-        log.info("interpolation %.1f: select %.4f (neutral bias %.1f, contempt bias %.1f)", a, rows[-1]["select"],
+        log.info("interpolation %.2f: select %.4f (neutral bias %.1f, contempt bias %.1f)", a, rows[-1]["select"],
                  rows[-1]["bias"], rows[-1]["contempt_bias"])
     best = max(rows, key=lambda r: (round(r["select"], 6), r["alpha"]))
     model.load_state_dict(mix(start, tuned, best["alpha"]))

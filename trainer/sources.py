@@ -35,6 +35,8 @@ class SourceConfig:
     weight: float = 1.0  # share of the training draws that come from this source (normalised over sources)
     soft_column: str | None = "votes"  # a per-row list of votes/shares; missing column or null row = hard label
     soft_names: list[str] | None = None  # label names of soft_column's entries; default: the label feature's names
+    vote_weights: dict[str, float] | None = None  # soft_column: a class's votes times this ({neutral: 0.5})
+    vote_positive: float | None = None  # soft_column: each class with this share of the votes is an equal positive
     classes: list[str] | None = None  # the classes this source can express; default: those present in its train split
     detect_faces: bool = False  # the images are photos: crop faces with the serving detector first
     context: float = 0.2  # photos: extra margin (fraction of the box) kept around the serving crop for re-framing
@@ -61,9 +63,14 @@ class SourceConfig:
             raise ConfigError(f"source {self.name}: context={self.context!r}, expected a number in [0, 1]")
         if not 0 < self.val_fraction < 1:
             raise ConfigError(f"source {self.name}: val_fraction={self.val_fraction!r}, expected a number in (0, 1)")
-        for names in (self.soft_names, self.classes):
+        for names in (self.soft_names, self.classes, list(self.vote_weights or {})):
             for n in names or []:
                 canonical(n)  # an unknown emotion name fails here, with the list of known ones
+        for n, w in (self.vote_weights or {}).items():
+            if isinstance(w, bool) or not isinstance(w, (int, float)) or not 0 <= w < float("inf"):
+                raise ConfigError(f"source {self.name}: vote_weights.{n}={w!r}, expected a number >= 0")
+        if self.vote_positive is not None and not 0 < self.vote_positive <= 1:
+            raise ConfigError(f"source {self.name}: vote_positive={self.vote_positive!r}, expected a number in (0, 1]")
 
     @classmethod
     def parse(cls, value: Any) -> "SourceConfig":
@@ -82,7 +89,12 @@ class SourceConfig:
 
 def soft_targets(ds, labels: np.ndarray, label_names: list[str] | None, src: SourceConfig) -> np.ndarray:
     """One-hot targets, replaced by the normalised votes/shares of `soft_column` where the row has them and they
-    can speak for the row's label (raters offered no 'neutral', so a calm face keeps its hard label)."""
+    can speak for the row's label (raters offered no 'neutral', so a calm face keeps its hard label).
+
+    How votes become targets (issue #21: FER+'s crowd calls a closed-mouth frown neutral): `vote_weights` scales a
+    class's votes before normalising (neutral 0.5: a 7-neutral/3-anger face becomes 0.54/0.46), and `vote_positive`
+    makes every class with at least that share of the (weighted) votes an equal positive (0.3: that face is 0.5/0.5).
+    """
     targets = np.eye(len(LABELS), dtype=np.float32)[labels]
     if not src.soft_column or src.soft_column not in ds.column_names:
         return targets
@@ -90,6 +102,11 @@ def soft_targets(ds, labels: np.ndarray, label_names: list[str] | None, src: Sou
     if names is None:
         raise ValueError(f"source {src.name}: give soft_names for the column {src.soft_column}")
     cols = np.array([LABEL2ID[canonical(n)] for n in names])
+    scale = None
+    if src.vote_weights:
+        scale = np.ones(len(LABELS), np.float32)
+        for n, w in src.vote_weights.items():
+            scale[LABEL2ID[canonical(n)]] = w
     for i, row in enumerate(ds[src.soft_column]):
         if row is None or labels[i] not in cols:
             continue
@@ -98,8 +115,21 @@ def soft_targets(ds, labels: np.ndarray, label_names: list[str] | None, src: Sou
             continue
         soft = np.zeros(len(LABELS), np.float32)
         soft[cols] = v
-        targets[i] = soft / soft.sum()
+        targets[i] = vote_target(soft, scale, src.vote_positive) if scale is not None or src.vote_positive else \
+            soft / soft.sum()
     return targets
+
+
+def vote_target(votes: np.ndarray, scale: np.ndarray | None, positive: float | None) -> np.ndarray:
+    """One row's votes (canonical order) -> its target under `vote_weights` (`scale`) and `vote_positive`."""
+    v = votes * scale if scale is not None else votes
+    if v.sum() <= 0:  # every vote went to a class weighted 0: keep the plain shares
+        v = votes
+    share = v / v.sum()
+    if positive is None:
+        return share
+    keep = (share >= positive - 1e-6) | (share == share.max())
+    return keep.astype(np.float32) / keep.sum()
 
 
 def class_mask(labels: np.ndarray, src: SourceConfig) -> np.ndarray:
