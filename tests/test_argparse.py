@@ -62,6 +62,16 @@ def test_train_help_shows_the_config_comment_and_default(capsys):
     assert "--ema-decay EMA_DECAY keep an exponential moving average of the weights" in text
 
 
+def test_a_list_option_takes_comma_separated_values_of_its_type():
+    from trainer.__main__ import build_parser
+    from trainer.config import ConfigError, resolve_config
+
+    cfg = resolve_config(build_parser().parse_args(["train", "--interpolate-grid", "0.5,0.75,1"]))
+    assert cfg.interpolate_grid == [0.5, 0.75, 1.0]
+    with pytest.raises(ConfigError, match="interpolate_grid"):
+        resolve_config(build_parser().parse_args(["train", "--interpolate-grid", "0.5,x"]))
+
+
 @pytest.mark.parametrize("path", sorted((Path(__file__).parents[1] / "trainer" / "configs").glob("*.yaml")),
                          ids=lambda p: p.name)
 def test_every_shipped_config_parses(path):

@@ -188,13 +188,16 @@ def add_config_args(parser: argparse.ArgumentParser) -> None:
             continue
         opt = "--" + f.name.replace("_", "-")
         default = f.default_factory() if callable(f.default_factory) else f.default
-        shown = ",".join(default) if isinstance(default, list) else default
+        shown = ",".join(map(str, default)) if isinstance(default, list) else default
         help = f"{comments.get(f.name, '')} [default: {shown}]".replace("%", "%%")  # argparse %-formats help
         if f.name == "augment":
             parser.add_argument(opt, dest=f.name, default=None, metavar="FAMILY,...",
                                 type=lambda v: [x for x in v.split(",") if x],
                                 help=f"comma-separated augmentation families from {', '.join(AUGMENT_FAMILIES)}"
                                      f" [default: {shown}]")
+        elif isinstance(default, list):  # comma-separated; the items go through the YAML coercion
+            parser.add_argument(opt, dest=f.name, default=None, metavar="VALUE,...",
+                                type=lambda v: [x for x in v.split(",") if x], help=help)
         elif str(f.type) == "bool":
             parser.add_argument(opt, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help)
         else:
