@@ -12,7 +12,7 @@ from trainer.__main__ import main
 from trainer.config import ConfigError, TrainConfig
 from trainer.data import FaceSplit, load_raw
 from trainer.loso import arm_config, loso_table
-from trainer.posthoc import CONTEMPT_GRID, fit_class_bias
+from trainer.posthoc import BIAS_GRID, CONTEMPT_GRID, fit_biases, fit_class_bias
 from trainer.sources import SourceConfig, group_split, load_sources
 
 from test_sources import POSED_NAMES, ratings, votes, write_parquet_source
@@ -108,6 +108,30 @@ def test_the_contempt_bias_recovers_an_under_called_class_within_the_floor():
     rows = labels == contempt
     recall = lambda b: (np.argmax(logits[rows] + b * np.eye(len(LABELS))[contempt], 1) == contempt).mean()  # noqa
     assert recall(fit["chosen"]) > recall(0.0) + 0.5
+
+
+def test_the_neutral_and_contempt_biases_are_chosen_together():
+    """Neutral faces that lose to contempt need a neutral bias larger than contempt's; contempt faces need it smaller
+    than 0.45 more; faces that lose neutral to happy need 0.5 on neutral. Only neutral +0.5 with contempt +0.1 reads
+    all of them; fitting neutral first (contempt at 0) stops at +0.3, and no contempt bias on top of it recovers."""
+    def rows(n, **vals):
+        z = np.full((n, len(LABELS)), -5.0, np.float32)
+        for name, v in vals.items():
+            z[:, LABELS.index(name)] = v
+        return z
+
+    logits = np.concatenate([rows(10, neutral=0, happy=0.45),       # A: right only when neutral's bias > 0.45
+                             rows(20, neutral=0, contempt=0.25),    # D: neutral's bias - contempt's > 0.25
+                             rows(12, contempt=0, neutral=-0.45)])  # E: neutral's bias - contempt's < 0.45
+    labels = np.array([LABELS.index("neutral")] * 30 + [LABELS.index("contempt")] * 12)
+    vals = {"validation": FaceSplit([None] * len(labels), np.eye(len(LABELS), dtype=np.float32)[labels], labels)}
+    cfg = TrainConfig(select_metric="accuracy", neutral_bias="fit", contempt_bias="fit")
+    sweeps, biased = fit_biases({"validation": logits}, vals, list(LABELS), cfg)
+    assert (sweeps["neutral"]["chosen"], sweeps["contempt"]["chosen"]) == (0.5, 0.1)
+    assert (biased["validation"].argmax(1) == labels).all()
+    first = fit_class_bias({"validation": logits}, vals, list(LABELS), cfg, "neutral", BIAS_GRID, quiet=True)
+    assert first["chosen"] == 0.3  # one after the other: 32 of 42 at best, whatever contempt's bias is then
+    assert max(g["select"] for g in sweeps["neutral"]["grid"]) == sweeps["neutral"]["grid"][0]["select"] == 1.0
 
 
 def test_the_loso_table_shows_a_dash_for_classes_the_held_out_rows_lack():

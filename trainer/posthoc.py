@@ -3,6 +3,7 @@
 - `fit_neutral_bias`: a prior on the neutral logit that serving adds (FER+ taggers call subtle faces neutral).
 - `fit_class_bias` on contempt: a source with one class (wild contempt crops) shifts the model's prior towards that
   class; the contempt logit's bias is chosen on the selection mix under the floors, so FER+'s precision holds.
+  `fit_biases` chooses the neutral and contempt biases together (a 2-D grid), since each moves the other's trade-off.
 - `recalibrate_bn`: BatchNorm statistics re-estimated on un-augmented training faces. Training batches are
   augmented (blur, JPEG, noise, gamma...), so the running statistics describe degraded faces, not the clean ones a
   user or the validation split shows; measured on small_cnn_mixed, this mismatch alone cost FER+ accuracy.
@@ -108,22 +109,48 @@ def fit_interpolation(model: torch.nn.Module, info, vals: dict[str, FaceSplit], 
     return {"chosen": best["alpha"], "grid": rows}
 
 
-BIASES = (("neutral", BIAS_GRID), ("contempt", CONTEMPT_GRID))  # fitted in this order, each on top of the last
+BIASES = (("neutral", BIAS_GRID), ("contempt", CONTEMPT_GRID))  # the classes whose logit bias can be fitted
 
 
 def fit_biases(logits: dict[str, np.ndarray], vals: dict[str, FaceSplit], labels: list[str], cfg: TrainConfig,
                quiet: bool = True) -> tuple[dict[str, dict], dict[str, np.ndarray]]:
-    """The neutral bias, then the contempt bias on top of it (each when configured): their sweeps by class name,
-    and `logits` with the chosen biases added. The weight-average sweep and the export's evaluation both fit them
-    this way, so an average is judged with the biases it will be served with. Measured: judged without the contempt
-    bias, every average past 0.8 of a fine-tune with the wild contempt source fell under the FER+ floor (contempt
-    over-called on FER+ faces), so the sweep could not reach the averages that read contempt best."""
-    sweeps = {}
-    for name, grid in BIASES:
-        if getattr(cfg, f"{name}_bias") == "fit":
-            sweeps[name] = fit_class_bias(logits, vals, labels, cfg, name, grid, quiet)
-            logits = shifted(logits, labels, name, sweeps[name]["chosen"])
-    return sweeps, logits
+    """The biases the config fits (neutral, contempt), chosen jointly: every neutral bias with the best contempt bias
+    on top of it, the best pair winning (ties within BIAS_TIE: the smallest total change). Returns their sweeps by
+    class name (neutral's grid rows carry the select of each neutral bias with its best contempt bias; contempt's
+    sweep is the one at the chosen neutral bias) and `logits` with the chosen biases added.
+
+    The weight-average sweep and the export's evaluation both fit them this way, so an average is judged with the
+    biases it will be served with. Measured on the transfer recipe (issue #21): fitted one after the other, every
+    average past 0.7 fell under the FER+ floor, because neutral's bias was chosen with contempt's at zero (contempt
+    over-called on FER+ faces, no neutral bias reached the floor) and contempt's was then fitted from there."""
+    todo = [(name, grid) for name, grid in BIASES if getattr(cfg, f"{name}_bias") == "fit"]
+    sweeps, biased, _ = _fit_joint(logits, vals, labels, cfg, todo)
+    if not quiet:
+        for name, sweep in sweeps.items():
+            log.info("%s bias %.2f", name, sweep["chosen"])
+    return sweeps, biased
+
+
+def _fit_joint(logits, vals, labels, cfg, todo) -> tuple[dict[str, dict], dict[str, np.ndarray], float]:
+    """`todo`'s biases (first class outermost) maximising the selection mix: (sweeps, biased logits, select)."""
+    if not todo:
+        return {}, logits, select_score(view_reports(logits, vals), cfg)
+    (name, grid), rest = todo[0], todo[1:]
+    if not rest:
+        sweep = fit_class_bias(logits, vals, labels, cfg, name, grid, quiet=True)
+        chosen = next(r for r in sweep["grid"] if r["bias"] == sweep["chosen"])
+        return {name: sweep}, shifted(logits, labels, name, sweep["chosen"]), chosen["select"]
+    rows = []
+    for b in grid:
+        inner, biased, select = _fit_joint(shifted(logits, labels, name, b), vals, labels, cfg, rest)
+        change = abs(b) + sum(abs(s["chosen"]) for s in inner.values())
+        rows.append({"bias": float(b), "select": select, "change": change, "inner": inner, "logits": biased})
+    top = max(r["select"] for r in rows)
+    best = min((r for r in rows if r["select"] >= top - BIAS_TIE), key=lambda r: r["change"])
+    grid_rows = [{"bias": r["bias"], "select": r["select"], "reports": view_reports(r["logits"], vals),
+                  **{f"{k}_bias": s["chosen"] for k, s in r["inner"].items()}} for r in rows]
+    sweep = {"chosen": best["bias"], "metric": cfg.select_metric, "select_on": cfg.select_on, "grid": grid_rows}
+    return {name: sweep, **best["inner"]}, best["logits"], best["select"]
 
 
 def shifted(logits: dict[str, np.ndarray], labels: list[str], name: str, bias: float) -> dict[str, np.ndarray]:
