@@ -131,26 +131,29 @@ def fit_biases(logits: dict[str, np.ndarray], vals: dict[str, FaceSplit], labels
     return sweeps, biased
 
 
-def _fit_joint(logits, vals, labels, cfg, todo) -> tuple[dict[str, dict], dict[str, np.ndarray], float]:
-    """`todo`'s biases (first class outermost) maximising the selection mix: (sweeps, biased logits, select)."""
+def _fit_joint(logits, vals, labels, cfg, todo) -> tuple[dict[str, dict], dict[str, np.ndarray], dict]:
+    """`todo`'s biases (first class outermost) maximising the selection mix: (sweeps, biased logits, and the chosen
+    candidate's select and reports)."""
     if not todo:
-        return {}, logits, select_score(view_reports(logits, vals), cfg)
+        reports = view_reports(logits, vals)
+        return {}, logits, {"select": select_score(reports, cfg), "reports": reports}
     (name, grid), rest = todo[0], todo[1:]
     if not rest:
         sweep = fit_class_bias(logits, vals, labels, cfg, name, grid, quiet=True)
         chosen = next(r for r in sweep["grid"] if r["bias"] == sweep["chosen"])
-        return {name: sweep}, shifted(logits, labels, name, sweep["chosen"]), chosen["select"]
+        return {name: sweep}, shifted(logits, labels, name, sweep["chosen"]), chosen
     rows = []
     for b in grid:
-        inner, biased, select = _fit_joint(shifted(logits, labels, name, b), vals, labels, cfg, rest)
+        inner, biased, scored = _fit_joint(shifted(logits, labels, name, b), vals, labels, cfg, rest)
         change = abs(b) + sum(abs(s["chosen"]) for s in inner.values())
-        rows.append({"bias": float(b), "select": select, "change": change, "inner": inner, "logits": biased})
+        rows.append({"bias": float(b), "select": scored["select"], "reports": scored["reports"], "change": change,
+                     "inner": inner, "logits": biased})
     top = max(r["select"] for r in rows)
     best = min((r for r in rows if r["select"] >= top - BIAS_TIE), key=lambda r: r["change"])
-    grid_rows = [{"bias": r["bias"], "select": r["select"], "reports": view_reports(r["logits"], vals),
+    grid_rows = [{"bias": r["bias"], "select": r["select"], "reports": r["reports"],
                   **{f"{k}_bias": s["chosen"] for k, s in r["inner"].items()}} for r in rows]
     sweep = {"chosen": best["bias"], "metric": cfg.select_metric, "select_on": cfg.select_on, "grid": grid_rows}
-    return {name: sweep, **best["inner"]}, best["logits"], best["select"]
+    return {name: sweep, **best["inner"]}, best["logits"], best
 
 
 def shifted(logits: dict[str, np.ndarray], labels: list[str], name: str, bias: float) -> dict[str, np.ndarray]:

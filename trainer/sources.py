@@ -115,13 +115,13 @@ def soft_targets(ds, labels: np.ndarray, label_names: list[str] | None, src: Sou
             continue
         soft = np.zeros(len(LABELS), np.float32)
         soft[cols] = v
-        targets[i] = vote_target(soft, scale, src.vote_positive) if scale is not None or src.vote_positive else \
-            soft / soft.sum()
+        targets[i] = vote_target(soft, scale, src.vote_positive)
     return targets
 
 
 def vote_target(votes: np.ndarray, scale: np.ndarray | None, positive: float | None) -> np.ndarray:
-    """One row's votes (canonical order) -> its target under `vote_weights` (`scale`) and `vote_positive`."""
+    """One row's votes (canonical order) -> its target: the shares, under `vote_weights` (`scale`) and
+    `vote_positive` where set."""
     v = votes * scale if scale is not None else votes
     if v.sum() <= 0:  # every vote went to a class weighted 0: keep the plain shares
         v = votes
