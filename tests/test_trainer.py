@@ -558,6 +558,24 @@ def test_rng_state_through_a_checkpoint_replays_the_same_random_numbers(tmp_path
 
 
 # ------------------------------------------------------------------------------------------- evaluate and compare
+def test_quick_metrics_equal_the_evaluate_metric_also_with_absent_and_never_predicted_classes():
+    """The post-hoc fits score thousands of candidates with `quick_metrics` (numpy); the reports go through the
+    `evaluate` metric (scikit-learn). They must be the same numbers, also where a class is absent or never predicted."""
+    from trainer.evaluation import _metric, quick_metrics
+
+    rng = np.random.default_rng(0)
+    for n, classes in ((1, 1), (2, 8), (7, 3), (40, 8), (500, 5)):
+        logits = rng.normal(size=(n, len(LABELS)))
+        labels = rng.integers(0, classes, n)
+        ref = _metric("classification").compute(predictions=logits.argmax(1).tolist(), references=labels.tolist(),
+                                                labels=list(range(len(LABELS))), per_class=False)
+        got = quick_metrics(logits, labels)
+        assert got["accuracy"] == pytest.approx(ref["accuracy"], abs=1e-12)
+        assert got["macro_f1"] == pytest.approx(ref["macro_f1"], abs=1e-12)
+    with pytest.raises(ValueError, match="no faces"):
+        quick_metrics(np.zeros((0, len(LABELS))), np.zeros(0, np.int64))
+
+
 def test_evaluate_reports_metrics_and_with_detect_faces_crops_photos(tmp_path, tiny_model, astronaut, capsys):
     """`evaluate --detect-faces` treats the images as photos: the astronaut's face is found and cropped first."""
     root = tmp_path / "photos"
