@@ -135,6 +135,35 @@ def test_a_source_without_contempt_teaches_nothing_about_contempt():
     assert logits.grad[0, LABELS.index("neutral")] > 0  # the posed source does say "not neutral"
 
 
+def test_one_vs_rest_charges_a_face_for_the_contempt_it_is_given_and_only_where_its_source_speaks_for_it():
+    c, anger = LABELS.index("contempt"), LABELS.index("anger")
+    logits = torch.zeros(3, 8)
+    logits[:, c] = torch.tensor([6.0, 6.0, 6.0])  # all three look like contempt to the model
+    target = torch.zeros(3, 8)
+    target[0, anger] = target[1, anger] = 1  # rows 0-1: angry faces (row 1's source has no contempt)
+    target[2, c] = 1  # row 2: a contempt face
+    mask = torch.ones(3, 8, dtype=torch.bool)
+    mask[1, c] = False
+    plain = torch.stack([soft_cross_entropy(logits[i:i + 1], target[i:i + 1], 0.0, None, mask[i:i + 1])
+                         for i in range(3)])
+    ovr = torch.stack([soft_cross_entropy(logits[i:i + 1], target[i:i + 1], 0.0, None, mask[i:i + 1], {c: 2.0})
+                       for i in range(3)])
+    p = torch.softmax(logits[0], 0)[c]
+    assert ovr[0] - plain[0] == pytest.approx(float(-2.0 * torch.log(1 - p)), rel=1e-4)  # -w log(1 - p)
+    assert ovr[1] == pytest.approx(float(plain[1]))  # its source does not speak for contempt: no charge
+    assert ovr[2] - plain[2] == pytest.approx(float(-2.0 * torch.log(p)), rel=1e-4)  # a contempt face: -w log p
+    far = torch.zeros(1, 8)
+    far[0, c] = 40.0  # p = 1 - 7e-18 in float32: log(1 - p) must stay finite and large
+    extra = soft_cross_entropy(far, target[:1], 0.0, None, None, {c: 1.0}) - soft_cross_entropy(far, target[:1],
+                                                                                                0.0, None, None)
+    assert torch.isfinite(extra) and float(extra) == pytest.approx(40 - np.log(7), rel=1e-3)
+    from trainer.config import TrainConfig
+
+    for bad in ({"bored": 1.0}, {"contempt": -1}):
+        with pytest.raises(Exception, match="one_vs_rest"):
+            TrainConfig(one_vs_rest=bad)
+
+
 def test_the_sampler_mixes_sources_by_weight_and_replays_after_resume():
     source = np.repeat([0, 1], [900, 100])
     labels = np.arange(1000) % 8

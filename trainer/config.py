@@ -16,6 +16,7 @@ import yaml
 
 from emotion.errors import EmotionError
 from emotion.info import default as info_default
+from emotion.labels import LABELS
 from emotion.sources import parse as parse_source
 
 from .errors import ConfigError
@@ -72,6 +73,7 @@ class TrainConfig:
     weight_decay: float = 0.05  # AdamW decoupled weight decay (not applied to norms and biases)
     warmup_epochs: float = 1.0  # linear LR warmup, in epochs (fractions allowed)
     label_smoothing: float = 0.0  # mass moved from the targets to a uniform distribution
+    one_vs_rest: dict[str, float] | None = None  # class -> weight of a binary cross-entropy on its probability, added to the loss (e.g. {contempt: 1.0}: a face that is not contempt pays -log(1 - p) for the contempt it is given)
     ema_decay: float = 0.0  # keep an exponential moving average of the weights (e.g. 0.998); validated and exported instead of the raw weights; 0 = off
     grad_accum: int = 1  # split each step's batch into this many micro-batches (same step, less memory); batch_size stays the effective batch
     balance: str = "none"  # 'sampler' (class-balanced sampling), 'weights' (loss weights), or 'none'
@@ -114,6 +116,9 @@ class TrainConfig:
             ("shift", 0 <= self.shift <= 0.3, "a number in [0, 0.3]"),
             ("erase", 0 <= self.erase <= 1, "a probability in [0, 1]"),
             ("label_smoothing", 0 <= self.label_smoothing < 1, "a number in [0, 1)"),
+            ("one_vs_rest", self.one_vs_rest is None or (isinstance(self.one_vs_rest, dict) and all(
+                k in LABELS and isinstance(v, (int, float)) and v >= 0 for k, v in self.one_vs_rest.items())),
+             f"a mapping of class ({', '.join(LABELS)}) -> weight >= 0"),
             ("ema_decay", self.ema_decay == 0 or 0.5 <= self.ema_decay < 1, "0 (off) or a number in [0.5, 1)"),
             ("grad_accum", self.grad_accum >= 1, "an integer >= 1 that divides batch_size per process"),
             ("std", self.std > 0, "a number > 0"),
@@ -184,7 +189,7 @@ def add_config_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="YAML file with defaults, e.g. trainer/configs/small_cnn.yaml")
     comments = field_comments(TrainConfig)
     for f in dataclasses.fields(TrainConfig):
-        if f.name in ("extra", "sources", "select_on", "select_floor"):  # structured: YAML only
+        if f.name in ("extra", "sources", "select_on", "select_floor", "one_vs_rest"):  # structured: YAML only
             continue
         opt = "--" + f.name.replace("_", "-")
         default = f.default_factory() if callable(f.default_factory) else f.default

@@ -48,20 +48,33 @@ def _ignore_signals(worker_id: int) -> None:
 
 
 def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, smoothing: float,
-                       class_weights: torch.Tensor | None, mask: torch.Tensor | None = None) -> torch.Tensor:
+                       class_weights: torch.Tensor | None, mask: torch.Tensor | None = None,
+                       one_vs_rest: dict[int, float] | None = None) -> torch.Tensor:
     """Cross-entropy against soft targets, over each row's `mask` of classes its source speaks for.
 
     A row from a source without contempt gets a softmax over the other 7 classes: the model is taught which of
     those it is, and nothing about contempt (rather than that contempt never occurs).
+
+    `one_vs_rest` (class index -> weight) adds, for rows whose mask holds the class, the binary cross-entropy of its
+    probability p against its target t: -(t log p + (1 - t) log(1 - p)). The softmax term only asks a face's own
+    class to be likely; this one also charges a face that is not contempt for the contempt it is given, most when p
+    is near 1 (the FER+ faces a one-class contempt source teaches the model to call contempt).
     """
     logits = logits.float()
     if mask is None:
         mask = torch.ones_like(logits, dtype=torch.bool)
     targets = targets * (1 - smoothing) + smoothing * mask / mask.sum(1, keepdim=True)
-    log_p = logits - torch.logsumexp(logits.masked_fill(~mask, float("-inf")), dim=1, keepdim=True)
+    masked = logits.masked_fill(~mask, float("-inf"))
+    norm = torch.logsumexp(masked, dim=1, keepdim=True)
+    log_p = logits - norm
     loss = -(targets * log_p.masked_fill(~mask, 0.0)).sum(1)
     if class_weights is not None:
         loss = loss * (targets @ class_weights)
+    for c, w in (one_vs_rest or {}).items():
+        rest = torch.logsumexp(masked[:, torch.arange(masked.shape[1], device=masked.device) != c], dim=1)
+        log_not = rest - norm[:, 0]  # log(1 - p_c), without cancelling 1 - p when p is near 1
+        bce = -(targets[:, c] * log_p[:, c] + (1 - targets[:, c]) * log_not)
+        loss = loss + w * torch.where(mask[:, c], bce, torch.zeros_like(bce))
     return loss.mean()
 
 
@@ -119,6 +132,7 @@ class Trainer:
             1 + math.cos(math.pi * min(1.0, s / self.total_steps))))
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.device.type == "cuda")
         self.class_weights = self._class_weights() if cfg.balance == "weights" else None
+        self.one_vs_rest = {LABELS.index(k): float(w) for k, w in (cfg.one_vs_rest or {}).items() if w}
         self.step, self.epoch, self.best_f1, self.history = 0, 0, -1.0, []
         self.loss_sum = 0.0  # this epoch's summed training loss so far (checkpointed: a resumed epoch reports it whole)
         self._signal, self._resume_checked = None, False
@@ -271,7 +285,8 @@ class Trainer:
         for i, (xs, ys, ms) in enumerate(zip(x.chunk(n), y.chunk(n), mask.chunk(n))):
             sync = self.acc.no_sync(self.ddp) if i < n - 1 and self.world > 1 else contextlib.nullcontext()
             with sync, torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-                loss = soft_cross_entropy(self.ddp(xs), ys, cfg.label_smoothing, self.class_weights, ms) / n
+                loss = soft_cross_entropy(self.ddp(xs), ys, cfg.label_smoothing, self.class_weights, ms,
+                                          self.one_vs_rest) / n
             self.scaler.scale(loss).backward()
             total = total + loss.detach()
         return total
