@@ -60,7 +60,7 @@ def test_an_arm_loads_no_row_of_the_held_out_source(sources, tmp_path):
     assert set(vals) == {"validation"} and [s["name"] for s in described["sources"]] == ["fer"]
 
 
-def test_loso_trains_each_arm_without_its_source_and_scores_every_row_of_it(sources, tmp_path):
+def test_loso_trains_each_arm_without_its_source_and_scores_every_row_of_it(sources, tmp_path, capsys):
     path = tmp_path / "loso.yaml"
     path.write_text(yaml.safe_dump(config(*sources, tmp_path / "run")))
     assert main(["loso", "--config", str(path), "--workers", "0"]) == 0
@@ -74,6 +74,40 @@ def test_loso_trains_each_arm_without_its_source_and_scores_every_row_of_it(sour
     assert not any(k.startswith("posed") for k in trained["splits"])  # nor scored, selected or calibrated on it
     table = (tmp_path / "run-loso.md").read_text()
     assert "| posed | fer |" in table and "**mean**" in table
+    # the threshold-free separation of one class (tools/contempt_separation.py) reads an arm's export and its raw run
+    tool = load_tool("contempt_separation")
+    arm = tmp_path / "run-without-posed"
+    capsys.readouterr()
+    assert tool.main(["--config", str(path), "--model", f"local-dir:{arm / 'export'}", "--raw", str(arm),
+                      "--positive", "validation"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    assert len(rows) == 3 and all(len(r.split(" | ")) == 6 for r in rows[1:])  # head, the model, its raw run
+    assert rows[2].startswith(f"| {arm} (raw) |")
+    with pytest.raises(SystemExit):
+        tool.main(["--config", str(path), "--model", f"local-dir:{arm / 'export'}", "--positive", "ckplus"])
+    assert "no report 'ckplus'" in capsys.readouterr().err
+
+
+def load_tool(name: str):
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "tools" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_recall_at_a_false_rate_lets_through_at_most_that_share_of_the_negatives():
+    from trainer.evaluation import class_margin, recall_at_false_rate
+
+    negative = np.arange(100.0)  # 1% of them is one face: the threshold sits at 98, only 99 passes; 50%: at 49
+    positive = np.array([50.5, 98.5, 99.5, 200.0])
+    assert recall_at_false_rate(positive, negative, (0.0, 0.01, 0.5)) == {0.0: 0.5, 0.01: 0.75, 0.5: 1.0}
+    logits = np.array([[0.0, 3.0, 1.0], [2.0, 1.0, 0.5]])
+    np.testing.assert_allclose(class_margin(logits, 1), [2.0, -1.0])
+    with pytest.raises(ValueError, match="positive and negative"):
+        recall_at_false_rate(positive, np.array([]))
 
 
 def test_a_source_without_validation_is_cut_by_person_never_across_one():

@@ -50,6 +50,25 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
     return float(log_t.detach().exp().clamp(0.05, 20.0))
 
 
+def class_margin(logits: np.ndarray, index: int) -> np.ndarray:
+    """Class `index`'s logit minus the largest other logit: > 0 where the face is called that class."""
+    return logits[:, index] - np.delete(logits, index, axis=1).max(1)
+
+
+def recall_at_false_rate(positive: np.ndarray, negative: np.ndarray, rates=(0.005, 0.01, 0.02)) -> dict[float, float]:
+    """For each rate r: the share of `positive` scores above the threshold that lets at most r of the `negative`
+    scores through (floor(r * n) of them). A threshold-free view of how well one class is told from the rest: the
+    recall a bias could buy at that cost, whatever bias was chosen."""
+    neg = np.sort(np.asarray(negative, np.float64))[::-1]
+    if not len(neg) or not len(positive):
+        raise ValueError("recall at a false rate needs positive and negative scores")
+    out = {}
+    for r in rates:
+        threshold = neg[min(int(np.floor(r * len(neg))), len(neg) - 1)]
+        out[r] = float((np.asarray(positive) > threshold).mean())
+    return out
+
+
 def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
     """ECE with equal-width confidence bins: the mean |accuracy - confidence| weighted by bin size."""
     conf, pred = probs.max(1), probs.argmax(1)
