@@ -56,7 +56,7 @@ class TrainConfig:
     crop_margin: float = info_default("crop_margin")  # margin around the detector's box
     crop_offset_y: float = info_default("crop_offset_y")  # crop centre shift (negative = up)
     # augmentation (training only): families from trainer/augment.py
-    augment: list[str] = field(default_factory=lambda: ["framing", "geometry", "light", "occlusion"])  # families used
+    augment: list[str] = field(default_factory=lambda: ["framing", "geometry", "light", "occlusion"])  # augmentation families used, from framing, geometry, light, degrade, gray, occlusion (trainer/augment.py)
     scale_min: float = 0.8  # framing: tightest crop, as a share of the serving crop's area
     scale_max: float = 1.2  # framing: loosest crop, as a multiple of the serving crop's side (edges repeat past the data)
     shift: float = 0.06  # framing: the crop centre moves by up to this share of the side, either way
@@ -195,12 +195,7 @@ def add_config_args(parser: argparse.ArgumentParser) -> None:
         default = f.default_factory() if callable(f.default_factory) else f.default
         shown = ",".join(map(str, default)) if isinstance(default, list) else default
         help = f"{comments.get(f.name, '')} [default: {shown}]".replace("%", "%%")  # argparse %-formats help
-        if f.name == "augment":
-            parser.add_argument(opt, dest=f.name, default=None, metavar="FAMILY,...",
-                                type=lambda v: [x for x in v.split(",") if x],
-                                help=f"comma-separated augmentation families from {', '.join(AUGMENT_FAMILIES)}"
-                                     f" [default: {shown}]")
-        elif isinstance(default, list):  # comma-separated; the items go through the YAML coercion
+        if isinstance(default, list):  # comma-separated; the items go through the YAML coercion
             parser.add_argument(opt, dest=f.name, default=None, metavar="VALUE,...",
                                 type=lambda v: [x for x in v.split(",") if x], help=help)
         elif str(f.type) == "bool":
