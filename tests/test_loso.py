@@ -86,6 +86,11 @@ def test_loso_trains_each_arm_without_its_source_and_scores_every_row_of_it(sour
     with pytest.raises(SystemExit):
         tool.main(["--config", str(path), "--model", f"local-dir:{arm / 'export'}", "--positive", "ckplus"])
     assert "no report 'ckplus'" in capsys.readouterr().err
+    (arm / "checkpoints" / "best.safetensors").unlink()  # and its .prev: a run folder with no checkpoint left
+    (arm / "checkpoints" / "best.prev.safetensors").unlink(missing_ok=True)
+    with pytest.raises(SystemExit):
+        tool.main(["--config", str(path), "--raw", str(arm), "--positive", "validation"])
+    assert "no readable checkpoints/best.safetensors" in capsys.readouterr().err
 
 
 def load_tool(name: str):

@@ -42,6 +42,11 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.label not in LABELS:
         ap.error(f"--label must be one of {', '.join(LABELS)}")
+    if not Path(args.config).is_file():
+        ap.error(f"no config file {args.config}")
+    for d in args.raw:
+        if not (Path(d) / "export").is_dir():
+            ap.error(f"--raw {d}: no export/ there (a finished trainer run folder is needed)")
     cfg = TrainConfig(**yaml.safe_load(Path(args.config).read_text()))
     _, vals, _ = load_splits(cfg)
     for name in (args.positive, args.negative):
@@ -58,8 +63,10 @@ def main(argv: list[str] | None = None) -> int:
     for title, source, run_dir in todo:
         model, info, _ = load_model(source)
         if run_dir:
-            state, _ = load_latest_good(Path(run_dir) / "checkpoints" / "best.safetensors")
-            model.load_state_dict(state["model"])
+            found = load_latest_good(Path(run_dir) / "checkpoints" / "best.safetensors")
+            if found is None:
+                ap.error(f"--raw {run_dir}: no readable checkpoints/best.safetensors")
+            model.load_state_dict(found[0]["model"])
             info.logit_bias = {}
         pos = predict_logits(model, pos_split, info)[pos_keep]
         neg = predict_logits(model, neg_split, info)[neg_keep]
