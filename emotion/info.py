@@ -41,6 +41,9 @@ class ModelInfo:
     # Added to the logits before the temperature, by label (e.g. {"neutral": -0.6}): a prior fitted after training
     # on the validation mix, so that subtle expressions are not all read as neutral (see the model card).
     logit_bias: dict[str, float] = field(default_factory=dict)
+    # A linear read-out of the face's blendshapes added to one label's logit (emotion/blendshape_head.py): label,
+    # weights by feature name, gate. Empty: none, and the landmarker never loads for classification.
+    blendshape_head: dict = field(default_factory=dict)
 
     def __post_init__(self):
         self.input_size = tuple(int(v) for v in self.input_size)
@@ -59,6 +62,18 @@ class ModelInfo:
         if unknown:
             raise EmotionError(f"logit_bias names {', '.join(unknown)}, which are not labels of this model")
         self.logit_bias = {k: float(v) for k, v in self.logit_bias.items()}
+        if self.blendshape_head:
+            from .blendshape_head import BlendshapeHead
+
+            self.blendshape_head = BlendshapeHead.from_dict(self.blendshape_head, self.labels).as_dict()
+
+    def head(self):
+        """The `BlendshapeHead` of `blendshape_head`, or None when the model has none."""
+        if not self.blendshape_head:
+            return None
+        from .blendshape_head import BlendshapeHead
+
+        return BlendshapeHead.from_dict(self.blendshape_head, self.labels)
 
     def bias_vector(self) -> torch.Tensor | None:
         """`logit_bias` as a (num_classes,) tensor in label order, or None when there is none."""

@@ -39,7 +39,8 @@ class Predictor:
         self.model, self.info, self.source = model.eval(), info, source
         self.detector = detector or FaceDetector()
         self._backend = make_backend(self.model, info, folder, backend)
-        self.au_reader = None  # an ActionUnitReader, loaded on the first request for action units (never before)
+        self.au_reader = None  # an ActionUnitReader, loaded on first use (action units, or the blendshape head)
+        self._head = info.head()
         self._au_lock = threading.Lock()
 
     @classmethod
@@ -65,10 +66,13 @@ class Predictor:
     # ---------------------------------------------------------------------------------------------- classify
     def probabilities(self, crops: Sequence[Image.Image]) -> np.ndarray:
         """Face crops -> (N, 8) calibrated probabilities, softmax(logits / temperature), one forward pass of the
-        faces and their mirrors (in ONNX Runtime or torch: `backend`)."""
+        faces and their mirrors (in ONNX Runtime or torch: `backend`), plus the model's blendshape head where it
+        has one (the landmarker on the faces its gate lets through: emotion/blendshape_head.py)."""
         if not crops:
             return np.zeros((0, len(self.info.labels)), np.float32)
         logits = self._backend.logits(crops)
+        if self._head is not None:
+            logits = self._head.apply(logits, crops, self.info.labels, self.read_action_units)
         return torch.softmax(logits / self.info.temperature, dim=1).numpy()
 
     @property

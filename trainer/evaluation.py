@@ -27,11 +27,25 @@ def _metric(name: str):
 @torch.inference_mode()
 def predict_logits(model: torch.nn.Module, split: FaceSplit, info: ModelInfo, batch_size: int = 256,
                    tta_flip: bool | None = None, device: str = "cpu") -> np.ndarray:
-    """Logits (N, 8) for pre-cropped faces, through serving's preprocessing and `face_logits` (flip, bias)."""
+    """Logits (N, 8) for pre-cropped faces, through serving's preprocessing and `face_logits` (flip, bias), plus the
+    model's blendshape head where it has one, read on each row's image as serving reads a crop."""
     loader = torch.utils.data.DataLoader(FaceDataset(split, info), batch_size=batch_size)
     model.eval()
     out = [face_logits(model, x.to(device), info, tta_flip).cpu() for x, *_ in loader]
-    return torch.cat(out).numpy() if out else np.zeros((0, len(LABELS)), np.float32)
+    if not out:
+        return np.zeros((0, len(LABELS)), np.float32)
+    logits, head = torch.cat(out), info.head()
+    if head is not None:
+        logits = head.apply(logits, split.images, info.labels, _landmarks().read)
+    return logits.numpy()
+
+
+@lru_cache(maxsize=1)
+def _landmarks():
+    """One landmarker for every evaluation in this process (loads on the first model with a blendshape head)."""
+    from emotion.action_units import ActionUnitReader
+
+    return ActionUnitReader()
 
 
 def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:

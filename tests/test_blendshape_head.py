@@ -1,0 +1,186 @@
+"""The blendshape head (emotion/blendshape_head.py): mirror-symmetric features, a config that is checked, a gate that
+never changes a top class the full computation would give, the Predictor path, and its fit (trainer/blendshape_fit)."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from emotion.action_units import BLENDSHAPES, FaceActionUnits
+from emotion.blendshape_head import FEATURES, PAIRS, BlendshapeHead, features
+from emotion.errors import EmotionError
+from emotion.info import ModelInfo
+from emotion.labels import LABELS
+from trainer import blendshape_fit as bf
+
+from test_loso import load_tool
+
+ROOT = Path(__file__).resolve().parents[1]
+C = LABELS.index("contempt")
+
+
+def shapes(rng, **set_) -> dict[str, float]:
+    out = {n: float(v) for n, v in zip(BLENDSHAPES, rng.uniform(0, 1, len(BLENDSHAPES)))}
+    out.update(set_)
+    return out
+
+
+def mirrored(blendshapes: dict[str, float]) -> dict[str, float]:
+    out = dict(blendshapes)
+    for left, right in PAIRS.values():
+        out[left], out[right] = blendshapes[right], blendshapes[left]
+    return out
+
+
+def test_features_are_the_same_for_a_mirrored_face_and_asymmetry_is_the_sides_difference():
+    face = shapes(np.random.default_rng(0), mouthSmileLeft=0.9, mouthSmileRight=0.2)
+    assert features(face) == features(mirrored(face))
+    got = dict(zip(FEATURES, features(face)))
+    assert got["mouthSmile_max"] == 0.9 and got["mouthSmile_min"] == 0.2 and got["mouthSmile_asym"] == pytest.approx(0.7)
+    assert got["mouthShift_asym"] == pytest.approx(abs(face["mouthLeft"] - face["mouthRight"]))
+    assert got["mouthPucker"] == face["mouthPucker"]
+    every = {n for pair in PAIRS.values() for n in pair} | {f for f in FEATURES if f in BLENDSHAPES}
+    assert every == set(BLENDSHAPES)  # every blendshape is read by some feature
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"label": "smug", "weights": {"mouthSmile_asym": 1.0}, "gate": 1.0}, "not a label"),
+    ({"label": "contempt", "weights": {"mouthSmirk_asym": 1.0}, "gate": 1.0}, "unknown features mouthSmirk_asym"),
+    ({"label": "contempt", "weights": {"mouthSmile_asym": float("nan")}, "gate": 1.0}, "finite"),
+    ({"label": "contempt", "weights": {"mouthSmile_asym": 1.0}, "gate": -1.0}, "gate >= 0"),
+    ({"label": "contempt", "weights": {}, "gate": 1.0}, "map feature names"),
+    ({"label": "contempt", "weights": {"mouthSmile_asym": 1.0}}, "exactly label, weights and gate"),
+])
+def test_a_bad_head_in_config_json_is_refused_with_the_fix(bad, message):
+    with pytest.raises(EmotionError, match=message):
+        ModelInfo("small_cnn", blendshape_head=bad)
+
+
+def test_the_head_travels_in_config_json():
+    head = {"label": "contempt", "weights": {"mouthSmile_asym": 1.5, "mouthPucker": -0.5}, "gate": 1.5}
+    info = ModelInfo("small_cnn", blendshape_head=head)
+    back = ModelInfo.from_config(json.loads(json.dumps(info.to_config())))
+    assert back.blendshape_head == head and back.head() == BlendshapeHead("contempt", head["weights"], 1.5)
+    assert ModelInfo("small_cnn").head() is None
+
+
+class FakeReader:
+    """Read function standing in for the landmarker: a fixed face per crop width, counting the crops it saw."""
+
+    def __init__(self, by_width: dict[int, dict | None]):
+        self.by_width, self.seen = by_width, []
+
+    def __call__(self, crop, boxes):
+        assert boxes == [(0, 0, crop.width, crop.height)]  # the whole crop is the face, as serving cuts it
+        self.seen.append(crop.width)
+        return [FaceActionUnits(None, self.by_width[crop.width], None if self.by_width[crop.width] else "none")]
+
+
+def test_only_faces_the_gate_lets_through_are_read_and_only_the_label_moves():
+    head = BlendshapeHead("contempt", {"mouthSmile_asym": 2.0}, gate=2.0)
+    rng = np.random.default_rng(1)
+    smirk = shapes(rng, mouthSmileLeft=0.8, mouthSmileRight=0.0)  # residual 1.6
+    logits = torch.zeros(3, 8)
+    logits[0, 5] = 1.0  # contempt margin -1: within the gate
+    logits[1, 5] = 3.0  # margin -3: the residual (at most 2) could not make it contempt
+    logits[2, 5] = 1.0  # within the gate, but the landmarker finds no face
+    crops = [Image.new("RGB", (w, w)) for w in (40, 41, 42)]
+    read = FakeReader({40: smirk, 41: smirk, 42: None})
+    out = head.apply(logits, crops, LABELS, read)
+    assert read.seen == [40, 42]
+    assert out[0, C] == pytest.approx(1.6) and out[0].argmax() == C  # the smirk turns it contempt
+    assert torch.equal(out[1], logits[1]) and torch.equal(out[2], logits[2])
+    assert torch.equal(out[0, :C], logits[0, :C]) and torch.equal(out[0, C + 1:], logits[0, C + 1:])
+
+
+def test_the_gate_keeps_every_top_class_of_the_full_computation():
+    rng = np.random.default_rng(2)
+    weights = {"mouthSmile_asym": 1.5, "mouthPress_max": 0.8, "mouthPucker": -1.0}
+    faces = [shapes(rng) for _ in range(200)]
+    head = BlendshapeHead("contempt", weights, gate=max(0.0, max(BlendshapeHead("contempt", weights, 0).residual(f)
+                                                                 for f in faces)))
+    logits = torch.from_numpy(rng.normal(0, 1.5, (200, 8))).float()
+    crops = [Image.new("RGB", (30 + i, 30 + i)) for i in range(200)]
+    gated = head.apply(logits, crops, LABELS, FakeReader({30 + i: f for i, f in enumerate(faces)}))
+    full = logits.clone()
+    full[:, C] += torch.tensor([head.residual(f) for f in faces])
+    assert torch.equal(gated.argmax(1), full.argmax(1))
+
+
+def test_the_predictor_adds_the_head_on_real_faces(tiny_model, tmp_path):
+    from emotion.predict import Predictor
+
+    folder = tmp_path / "with_head"
+    shutil.copytree(tiny_model, folder)
+    config = json.loads((folder / "config.json").read_text())
+    plain = Predictor.from_pretrained(f"local-dir:{folder}", backend="torch")
+    config.setdefault("emotion", {})["blendshape_head"] = {"label": "contempt", "weights": {"mouthSmile_max": 3.0},
+                                                           "gate": 100.0}
+    (folder / "config.json").write_text(json.dumps(config))
+    headed = Predictor.from_pretrained(f"local-dir:{folder}", backend="torch")
+    photo = Image.open(ROOT / "examples" / "astronaut.jpg").convert("RGB")
+    face = photo.crop((178, 80, 272, 180))  # her smile: mouthSmile well above 0
+    blank = Image.new("RGB", (96, 96), (128, 128, 128))  # no face: no residual
+    p, q = plain.probabilities([face, blank]), headed.probabilities([face, blank])
+    smile = headed.read_action_units(face, [(0, 0, face.width, face.height)])[0].blendshapes
+    want = np.log(q[0] / p[0]) * headed.info.temperature  # log-probability shift = logit shift up to a constant
+    assert want[C] - np.delete(want, C).mean() == pytest.approx(3.0 * max(smile["mouthSmileLeft"],
+                                                                           smile["mouthSmileRight"]), abs=1e-3)
+    np.testing.assert_allclose(q[1], p[1], atol=1e-6)
+
+
+def test_fit_weights_finds_the_feature_that_tells_the_label_apart():
+    rng = np.random.default_rng(3)
+    n = 2000
+    positive = rng.random(n) < 0.3
+    x = np.c_[np.where(positive, rng.uniform(0.4, 1, n), rng.uniform(0, 0.6, n)), rng.uniform(0, 1, n)]
+    offset = rng.normal(-1, 1, n)  # the classifier's margin: uninformative here
+    source = rng.integers(0, 2, n)
+    w = bf.row_weights(positive, source)
+    assert w[positive].sum() == pytest.approx(0.5)
+    assert w[~positive & (source == 0)].sum() == pytest.approx(w[~positive & (source == 1)].sum())
+    drawn = bf.row_weights(positive, source, {0: 0.3, 1: 0.1})  # the recipe draws source 0 three times as often
+    assert drawn[~positive & (source == 0)].sum() == pytest.approx(3 * drawn[~positive & (source == 1)].sum())
+    assert drawn.sum() == pytest.approx(1.0)
+    weights = bf.fit_weights(x.astype(np.float32), offset, positive, w)
+    assert weights[0] > 2.0 and abs(weights[1]) < 0.5 * weights[0]
+    head = bf.make_head("contempt", ["mouthSmile_asym", "mouthPucker"], weights, x, LABELS)
+    assert head.gate >= (x @ weights).max() and head.gate - (x @ weights).max() < 1e-3
+    with pytest.raises(ValueError, match="faces of the label and faces of other labels"):
+        bf.fit_weights(x, offset, np.zeros(n, bool), w)
+
+
+def test_the_fit_tool_writes_a_head_the_predictor_serves(ckplus_dir, contempt_dir, tiny_model, tmp_path, capsys):
+    cfg = {
+        "model": "small_cnn", "output_dir": str(tmp_path / "run"), "img_size": 48, "neutral_bias": "fit",
+        "contempt_bias": "fit", "select_on": {"validation": 0.5, "contempt": 0.5}, "select_metric": "accuracy",
+        "sources": [{"name": "ckplus", "data": str(ckplus_dir), "weight": 0.5, "classes": list(LABELS),
+                     "group_column": "subject", "val_fraction": 0.1},
+                    {"name": "contempt", "data": str(contempt_dir), "weight": 0.5, "classes": list(LABELS),
+                     "val_fraction": 0.01}],
+    }
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_model, folder)
+    tool = load_tool("fit_blendshape_head")
+    assert tool.main(["--config", str(path), "--model", str(folder), "--max-rows", "25", "--write"]) == 0
+    out = capsys.readouterr().out
+    assert "| validation |" in out and "| contempt |" in out
+    record = json.loads((folder / "blendshape_head.json").read_text())
+    assert record["train_rows"] == 50 and record["train_positives"] >= 25
+    info = ModelInfo.from_config(json.loads((folder / "config.json").read_text()))
+    assert info.head().as_dict() == record["head"] and info.temperature == record["temperature"]
+    assert all(f.startswith("mouth") for f in record["head"]["weights"])
+    with pytest.raises(SystemExit):
+        tool.main(["--config", str(path), "--model", str(tmp_path / "nowhere")])
+    assert "no config.json there" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        tool.main(["--config", str(path), "--model", str(folder), "--features", "ear"])
+    assert "no blendshape feature starts with ear" in capsys.readouterr().err

@@ -1,0 +1,134 @@
+"""Fit a model's blendshape head (emotion/blendshape_head.py) and the logit biases served with it.
+
+    python tools/fit_blendshape_head.py --config trainer/configs/small_cnn_transfer.yaml --model models/small_cnn
+    python tools/fit_blendshape_head.py ... --write     # store head, biases and T in the folder's config.json
+
+The head is fitted on the config's training rows (every source), with the model's served margin for `--label` as a
+fixed offset; each source's faces of other labels weigh as the recipe draws that source. The logit biases the config fits (neutral, contempt) are then refitted jointly on the validation
+reports with the head applied, under the config's selection mix and floors, and T on the reports with more than one
+class, as the trainer does. It prints each report's accuracy as the folder serves it now and with the head; with
+`--write` the folder's config.json gets the head, the biases and T, and blendshape_head.json the fit's record.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout: trainer/ and emotion/ beside tools/
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--config", required=True, help="the multi-source trainer config the model was trained with")
+    ap.add_argument("--model", required=True, help="the model's folder (its config.json is what --write changes)")
+    ap.add_argument("--label", default="contempt", help="the class the head speaks for [default: contempt]")
+    ap.add_argument("--features", default="mouth", help="comma-separated feature name prefixes [default: mouth]")
+    ap.add_argument("--max-rows", type=int, default=None, help="at most this many training rows per source")
+    ap.add_argument("--l2", type=float, default=1e-3, help="L2 penalty on the weights [default: 0.001]")
+    ap.add_argument("--write", action="store_true", help="store the head, biases and T in the model's folder")
+    args = ap.parse_args(argv)
+    folder = Path(args.model)
+    if not (folder / "config.json").is_file():
+        ap.error(f"--model {folder}: no config.json there (give an exported model's folder)")
+    if not Path(args.config).is_file():
+        ap.error(f"no config file {args.config}")
+    if args.max_rows is not None and args.max_rows < 1:
+        ap.error("--max-rows must be at least 1")
+
+    from emotion.action_units import ActionUnitReader
+    from emotion.errors import EmotionError
+    from emotion.models import load_model
+    from trainer import blendshape_fit as bf
+    from trainer.config import TrainConfig
+    from trainer.data import load_splits
+
+    cfg = TrainConfig(**yaml.safe_load(Path(args.config).read_text()))
+    model, info, _ = load_model(f"local-dir:{folder}")
+    if args.label not in info.labels:
+        ap.error(f"--label must be one of {', '.join(info.labels)}")
+    try:
+        names = bf.feature_names(args.features.split(","))
+    except ValueError as e:
+        ap.error(str(e))
+    train, vals, _ = load_splits(cfg)
+    if train.source is None:
+        ap.error(f"{args.config} has no sources: the head is fitted on a multi-source config's training rows")
+    rows = _sample(train.source, args.max_rows, cfg.seed)
+    train = train.subset(rows)
+    reader, c, t0 = ActionUnitReader(), info.labels.index(args.label), time.time()
+    try:
+        record = _fit(model, info, train, vals, cfg, reader, c, names, args.l2, bf)
+    except (EmotionError, ValueError) as e:
+        ap.error(str(e))
+    finally:
+        reader.close()
+    record.update(config=args.config, features=args.features, l2=args.l2, seconds=round(time.time() - t0))
+    _print(record)
+    if args.write:
+        _write(folder, record)
+        print(f"wrote the head, biases and T to {folder / 'config.json'}, the record to {folder / 'blendshape_head.json'}")
+    return 0
+
+
+def _sample(source: np.ndarray, max_rows: int | None, seed: int) -> np.ndarray:
+    """Row indices: every row, or at most `max_rows` of each source (seeded)."""
+    rng = np.random.default_rng(seed)
+    keep = [np.flatnonzero(source == s) for s in np.unique(source)]
+    if max_rows is not None:
+        keep = [rng.choice(k, max_rows, replace=False) if len(k) > max_rows else k for k in keep]
+    return np.sort(np.concatenate(keep))
+
+
+def _fit(model, info, train, vals, cfg, reader, c, names, l2, bf) -> dict:
+    from trainer.evaluation import class_margin, fit_temperature, predict_logits, view_reports
+    from trainer.posthoc import fit_biases
+
+    served = {k: predict_logits(model, v, info) for k, v in vals.items()}
+    raw_info = type(info)(**{**info.__dict__, "logit_bias": {}, "blendshape_head": {}})
+    bias = np.array([info.logit_bias.get(lab, 0.0) for lab in info.labels], np.float32)
+    x = bf.feature_matrix(bf.read_blendshapes(train.images, reader), names)
+    offset = class_margin(predict_logits(model, train, raw_info) + bias, c)
+    positive = train.labels == c
+    share = {i: float(src.get("weight", 1.0)) for i, src in enumerate(cfg.sources)}  # as the recipe draws them
+    weights = bf.fit_weights(x, offset, positive, bf.row_weights(positive, train.source, share), l2)
+    head = bf.make_head(info.labels[c], names, weights, x, info.labels)
+    logits = {}
+    for k, v in vals.items():  # raw logits plus the residual (ungated: the gate changes no top class, see the head)
+        logits[k] = predict_logits(model, v, raw_info)
+        logits[k][:, c] += bf.feature_matrix(bf.read_blendshapes(v.images, reader), names) @ weights
+    sweeps, logits = fit_biases(logits, vals, info.labels, cfg)
+    fit_on = [k for k, v in vals.items() if len(np.unique(v.labels)) > 1] or list(vals)
+    temperature = fit_temperature(np.concatenate([logits[k] for k in fit_on]),
+                                  np.concatenate([vals[k].labels for k in fit_on]))
+    return {"head": head.as_dict(), "logit_bias": {n: s["chosen"] for n, s in sweeps.items() if s["chosen"]},
+            "temperature": round(temperature, 4), "train_rows": int(len(train)),
+            "train_positives": int(positive.sum()), "before": view_reports(served, vals),
+            "after": view_reports(logits, vals), "before_logit_bias": info.logit_bias}
+
+
+def _print(record: dict) -> None:
+    print(f"head: {len(record['head']['weights'])} features, gate {record['head']['gate']}, fitted on "
+          f"{record['train_rows']} rows ({record['train_positives']} of the label) in {record['seconds']} s")
+    print(f"logit bias {record['before_logit_bias']} -> {record['logit_bias']}, T {record['temperature']}")
+    print("| report | accuracy as served now | with the head |\n|---|---|---|")
+    for k, before in record["before"].items():
+        print(f"| {k} | {before['accuracy']:.4f} | {record['after'][k]['accuracy']:.4f} |")
+
+
+def _write(folder: Path, record: dict) -> None:
+    path = folder / "config.json"
+    config = json.loads(path.read_text())
+    config.setdefault("emotion", {}).update(blendshape_head=record["head"], logit_bias=record["logit_bias"],
+                                            temperature=record["temperature"])
+    path.write_text(json.dumps(config, indent=2) + "\n")
+    (folder / "blendshape_head.json").write_text(json.dumps(record, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
