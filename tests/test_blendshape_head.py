@@ -169,6 +169,7 @@ def test_the_fit_tool_writes_a_head_the_predictor_serves(ckplus_dir, contempt_di
     path.write_text(yaml.safe_dump(cfg))
     folder = tmp_path / "model"
     shutil.copytree(tiny_model, folder)
+    (folder / "eval_results.json").write_text(json.dumps({"splits": {"validation": {"accuracy": 2.0}}}))
     tool = load_tool("fit_blendshape_head")
     assert tool.main(["--config", str(path), "--model", str(folder), "--max-rows", "25", "--write"]) == 0
     out = capsys.readouterr().out
@@ -178,6 +179,9 @@ def test_the_fit_tool_writes_a_head_the_predictor_serves(ckplus_dir, contempt_di
     info = ModelInfo.from_config(json.loads((folder / "config.json").read_text()))
     assert info.head().as_dict() == record["head"] and info.temperature == record["temperature"]
     assert all(f.startswith("mouth") for f in record["head"]["weights"])
+    results = json.loads((folder / "eval_results.json").read_text())  # the card's numbers follow what is served
+    assert set(results["splits"]) >= {"validation", "contempt"} and results["temperature"] == info.temperature
+    assert results["splits"]["contempt"]["accuracy"] == pytest.approx(record["after"]["contempt"]["accuracy"])
     with pytest.raises(SystemExit):
         tool.main(["--config", str(path), "--model", str(tmp_path / "nowhere")])
     assert "no config.json there" in capsys.readouterr().err

@@ -7,7 +7,8 @@ The head is fitted on the config's training rows (every source), with the model'
 fixed offset; each source's faces of other labels weigh as the recipe draws that source. The logit biases the config fits (neutral, contempt) are then refitted jointly on the validation
 reports with the head applied, under the config's selection mix and floors, and T on the reports with more than one
 class, as the trainer does. It prints each report's accuracy as the folder serves it now and with the head; with
-`--write` the folder's config.json gets the head, the biases and T, and blendshape_head.json the fit's record.
+`--write` the folder's config.json gets the head, the biases and T, blendshape_head.json the fit's record, and its
+eval_results.json (if any) the reports' metrics as the folder now serves them (the model card's numbers).
 """
 from __future__ import annotations
 
@@ -88,6 +89,7 @@ def _sample(source: np.ndarray, max_rows: int | None, seed: int) -> np.ndarray:
 def _fit(model, info, train, vals, cfg, reader, c, names, l2, bf) -> dict:
     from trainer.evaluation import class_margin, fit_temperature, predict_logits, view_reports
     from trainer.posthoc import fit_biases
+    from trainer.run import report_metrics
 
     served = {k: predict_logits(model, v, info) for k, v in vals.items()}
     raw_info = type(info)(**{**info.__dict__, "logit_bias": {}, "blendshape_head": {}})
@@ -109,7 +111,8 @@ def _fit(model, info, train, vals, cfg, reader, c, names, l2, bf) -> dict:
     return {"head": head.as_dict(), "logit_bias": {n: s["chosen"] for n, s in sweeps.items() if s["chosen"]},
             "temperature": round(temperature, 4), "train_rows": int(len(train)),
             "train_positives": int(positive.sum()), "before": view_reports(served, vals),
-            "after": view_reports(logits, vals), "before_logit_bias": info.logit_bias}
+            "after": view_reports(logits, vals), "before_logit_bias": info.logit_bias,
+            "splits": report_metrics(logits, vals, temperature)}
 
 
 def _print(record: dict) -> None:
@@ -127,7 +130,16 @@ def _write(folder: Path, record: dict) -> None:
     config.setdefault("emotion", {}).update(blendshape_head=record["head"], logit_bias=record["logit_bias"],
                                             temperature=record["temperature"])
     path.write_text(json.dumps(config, indent=2) + "\n")
+    splits = record.pop("splits")
     (folder / "blendshape_head.json").write_text(json.dumps(record, indent=2) + "\n")
+    results_path = folder / "eval_results.json"  # the card's numbers: the reports as the folder now serves them
+    if results_path.is_file():
+        results = json.loads(results_path.read_text())
+        results.update(splits=splits, temperature=record["temperature"], logit_bias=record["logit_bias"],
+                       blendshape_head={"label": record["head"]["label"], "features": len(record["head"]["weights"]),
+                                        "gate": record["head"]["gate"], "train_rows": record["train_rows"],
+                                        "fitted_with": record["config"]})
+        results_path.write_text(json.dumps(results, indent=2) + "\n")
 
 
 if __name__ == "__main__":

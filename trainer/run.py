@@ -43,6 +43,11 @@ def evaluate_splits(model, info, vals: FaceSplit | dict[str, FaceSplit], device:
     fit_on = [k for k, split in vals.items() if len(np.unique(split.labels)) > 1] or list(vals)
     temperature = fit_temperature(np.concatenate([logits[k] for k in fit_on]),
                                   np.concatenate([vals[k].labels for k in fit_on]))
+    return report_metrics(logits, vals, temperature), temperature, sweep
+
+
+def report_metrics(logits: dict[str, np.ndarray], vals: dict, temperature: float) -> dict[str, dict]:
+    """Full metrics (eval_results.json's `splits`) of each report and each of its views, at `temperature`."""
     splits = {}
     for name, split in vals.items():
         splits[name] = compute_metrics(logits[name], split.labels, temperature)
@@ -50,7 +55,7 @@ def evaluate_splits(model, info, vals: FaceSplit | dict[str, FaceSplit], device:
         for view, rows in split.views.items():
             if rows.any() and not rows.all():
                 splits[f"{name}_{view}"] = compute_metrics(logits[name][rows], split.labels[rows], temperature)
-    return splits, temperature, sweep
+    return splits
 
 
 def describe_data(cfg: TrainConfig, source: dict) -> dict:
