@@ -32,27 +32,29 @@ class Predictor:
         folder: the model's folder; with `backend` "auto" its current model.onnx (if any) serves in ONNX Runtime.
         backend: "auto", "torch" or "onnxruntime" (`emotion.backends.make_backend`); `self.backend` says which
             one runs.
+        blendshape_head: apply the model's blendshape head where it has one (emotion/blendshape_head.py); False
+            skips it and its landmarker runs (faster on faces near the head's label, and those answers change).
     """
 
     def __init__(self, model: torch.nn.Module, info: ModelInfo, source: str = "", detector: FaceDetector | None = None,
-                 folder: str | Path | None = None, backend: str = "auto"):
+                 folder: str | Path | None = None, backend: str = "auto", blendshape_head: bool = True):
         self.model, self.info, self.source = model.eval(), info, source
         self.detector = detector or FaceDetector()
         self._backend = make_backend(self.model, info, folder, backend)
         self.au_reader = None  # an ActionUnitReader, loaded on first use (action units, or the blendshape head)
-        self._head = info.head()
+        self._head = info.head() if blendshape_head else None
         self._au_lock = threading.Lock()
 
     @classmethod
     def from_pretrained(cls, source: str | None = None, *, min_score: float = DEFAULT_MIN_SCORE,
                         max_faces: int = DEFAULT_MAX_FACES, range: str = DEFAULT_RANGE,  # noqa: A002
-                        backend: str = "auto") -> "Predictor":
+                        backend: str = "auto", blendshape_head: bool = True) -> "Predictor":
         """Load `hf-hub:org/name[@revision]`, `local-dir:/path` or a shipped model's name such as "resnet50"
-        (default: EMOTION_MODEL or the shipped default); `backend` as in `Predictor`."""
+        (default: EMOTION_MODEL or the shipped default); `backend` and `blendshape_head` as in `Predictor`."""
         source = source or default_source()
         model, info, folder = load_model(source)
         return cls(model, info, source, FaceDetector(min_score=min_score, max_faces=max_faces, range=range), folder,
-                   backend)
+                   backend, blendshape_head)
 
     @property
     def backend(self) -> str:

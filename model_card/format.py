@@ -55,12 +55,21 @@ def _input_size(config: dict) -> list | None:
 
 
 KNOWN_FACTS = ("native_size", "crop_margin", "crop_offset_y", "align_eyes", "temperature", "uncertain_threshold",
-               "tta_flip", "logit_bias")
+               "tta_flip", "logit_bias", "blendshape_head")
 
 
 def _numbers(values: Any) -> str | None:
     parts = [fmt_num(v) for v in values] if isinstance(values, list) else []
     return ", ".join(parts) if parts and all(parts) else None
+
+
+def _head(head: Any) -> str | None:
+    """The blendshape head (emotion/blendshape_head.py) in words, or None when the model has none."""
+    if not (isinstance(head, dict) and isinstance(head.get("weights"), dict) and head["weights"]):
+        return None
+    label, gate = fmt_value(head.get("label")), fmt_num(head.get("gate"))
+    return (f"{label}: {len(head['weights'])} Face Landmarker blendshape features, read on faces whose {label} logit "
+            f"is within {gate} of the top one (emotion/blendshape_head.py)")
 
 
 def _offset(value: Any) -> str | None:
@@ -88,6 +97,7 @@ def _preprocessing(config: dict) -> list[tuple[str, str]]:
         ("crop first resized to", f"{native} x {native} px (the training images' size)" if native else None),
         ("logit bias (a prior, added before T)", ", ".join(f"{k} {v:+.2f}" for k, v in facts["logit_bias"].items())
          if isinstance(facts.get("logit_bias"), dict) and facts["logit_bias"] else None),
+        ("blendshape head (added to a logit before T)", _head(facts.get("blendshape_head"))),
         ("calibration temperature T", fmt_num(facts.get("temperature"))),
         ("'uncertain' below top probability", fmt_num(facts.get("uncertain_threshold"))),
         ("averaged with the mirrored face", flags.get("tta_flip")),

@@ -133,6 +133,8 @@ def test_the_predictor_adds_the_head_on_real_faces(tiny_model, tmp_path):
     assert want[C] - np.delete(want, C).mean() == pytest.approx(3.0 * max(smile["mouthSmileLeft"],
                                                                            smile["mouthSmileRight"]), abs=1e-3)
     np.testing.assert_allclose(q[1], p[1], atol=1e-6)
+    off = Predictor.from_pretrained(f"local-dir:{folder}", backend="torch", blendshape_head=False)
+    np.testing.assert_allclose(off.probabilities([face]), p[:1], atol=1e-6)  # the caller may skip it
 
 
 def test_fit_weights_finds_the_feature_that_tells_the_label_apart():

@@ -143,3 +143,15 @@ def test_notes_beside_the_export_become_a_section_and_are_left_out_when_absent(t
     text = render_card(folder).text
     assert "## How this model was made and compared\n\nStage 2 reached **85.1%** on FER+ (printed 2026-11-25)." in text
     assert text.index("## How this model was made") < text.index("## Limitations and bias")
+
+
+def test_a_blendshape_head_is_named_in_the_preprocessing_facts_and_absent_without_one(tmp_path):
+    plain = str(render_card(export(tmp_path / "plain", config(), eval_results())))
+    cfg = config()
+    cfg["emotion"]["blendshape_head"] = {"label": "contempt", "weights": {"mouthSmile_asym": 0.7, "mouthPucker": -0.6},
+                                         "gate": 2.118}
+    text = str(render_card(export(tmp_path / "head", cfg, eval_results())))
+    assert "blendshape head" not in plain
+    assert "| blendshape head (added to a logit before T) | contempt: 2 Face Landmarker blendshape features, read on " \
+           "faces whose contempt logit is within 2.118 of the top one" in text
+    assert "mouthSmile_asym" not in text  # the weights stay in config.json, not raw in the card

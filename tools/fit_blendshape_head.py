@@ -140,6 +140,10 @@ def _write(folder: Path, record: dict) -> None:
                                         "gate": record["head"]["gate"], "train_rows": record["train_rows"],
                                         "fitted_with": record["config"]})
         results_path.write_text(json.dumps(results, indent=2) + "\n")
+    if (folder / "README.md").is_file():  # the model card, rendered again from the files above
+        from model_card.render import render_card
+
+        render_card(folder)
 
 
 if __name__ == "__main__":
