@@ -10,13 +10,15 @@ Serving runs the landmarker only on faces whose label margin (its logit minus th
 `gate` is the largest residual seen on the faces the head was fitted on, so below it the residual could not have
 made the face that label, and the top class is the one the full computation gives (for every face whose residual
 is at most `gate`). `tools/fit_blendshape_head.py` fits the weights with the classifier's margin as a fixed offset
-(the head adds to the classifier's evidence, it does not re-weigh it) and refits the logit biases served with it.
+(the head adds to the classifier's evidence, it does not re-weigh it) and refits the logit biases served with it:
+the head carries them (`logit_bias`), and they replace the model's own on every face while the head is on. The
+model's `logit_bias` stays what suits it without the head (the browser's live mode, `blendshape_head=False`).
 Light on purpose: no MediaPipe import here (the landmarker comes from `emotion.action_units`).
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import torch
@@ -61,19 +63,20 @@ def features(blendshapes: dict[str, float], names: Sequence[str] = FEATURES) -> 
 @dataclass(frozen=True)
 class BlendshapeHead:
     """`weights` (feature name -> weight) read out of a face's blendshapes, added to `label`'s logit on faces whose
-    `label` margin is above -`gate`."""
+    `label` margin is above -`gate`; `logit_bias` is served with it instead of the model's own."""
 
     label: str
     weights: dict[str, float]
     gate: float
+    logit_bias: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, config: dict, labels: Sequence[str]) -> "BlendshapeHead":
         """The head of a model's config.json (`emotion.blendshape_head`), checked against the model's labels."""
-        if not isinstance(config, dict) or set(config) != {"label", "weights", "gate"}:
-            raise EmotionError(f"blendshape_head needs exactly label, weights and gate, not {config!r}: "
+        if not isinstance(config, dict) or set(config) != {"label", "weights", "gate", "logit_bias"}:
+            raise EmotionError(f"blendshape_head needs exactly label, weights, gate and logit_bias, not {config!r}: "
                                "refit it with tools/fit_blendshape_head.py or remove it")
-        label, weights, gate = config["label"], config["weights"], config["gate"]
+        label, weights, gate, bias = config["label"], config["weights"], config["gate"], config["logit_bias"]
         if label not in labels:
             raise EmotionError(f"blendshape_head's label {label!r} is not a label of this model ({', '.join(labels)})")
         if not isinstance(weights, dict) or not weights:
@@ -84,24 +87,31 @@ class BlendshapeHead:
                                "<pair>_max/_min/_asym and single blendshapes (emotion.blendshape_head.FEATURES)")
         if not all(_finite(w) for w in weights.values()) or not (_finite(gate) and gate >= 0):
             raise EmotionError("blendshape_head's weights and gate must be finite numbers, the gate >= 0")
-        return cls(label, {k: float(v) for k, v in weights.items()}, float(gate))
+        if not isinstance(bias, dict) or set(bias) - set(labels) or not all(_finite(b) for b in bias.values()):
+            raise EmotionError(f"blendshape_head's logit_bias must map labels of this model to numbers, not {bias!r}")
+        return cls(label, {k: float(v) for k, v in weights.items()}, float(gate),
+                   {k: float(v) for k, v in bias.items()})
 
     def as_dict(self) -> dict:
-        return {"label": self.label, "weights": dict(self.weights), "gate": self.gate}
+        return {"label": self.label, "weights": dict(self.weights), "gate": self.gate,
+                "logit_bias": dict(self.logit_bias)}
 
     def residual(self, blendshapes: dict[str, float]) -> float:
         """What this face's geometry adds to the label's logit."""
         return sum(w * x for w, x in zip(self.weights.values(), features(blendshapes, list(self.weights))))
 
-    def apply(self, logits: torch.Tensor, crops: Sequence, labels: Sequence[str], read: ReadFn) -> torch.Tensor:
-        """`logits` (N, classes, biases included) of `crops` with the residual added where the gate lets it
-        change the answer; a crop the landmarker cannot read (too small, no face found) keeps its logits."""
-        c = list(labels).index(self.label)
-        others = torch.cat([logits[:, :c], logits[:, c + 1:]], dim=1).max(dim=1).values
-        rows = torch.nonzero(logits[:, c] - others > -self.gate).flatten().tolist()
-        if not rows:
-            return logits
-        out = logits.clone()
+    def apply(self, logits: torch.Tensor, crops: Sequence, labels: Sequence[str], read: ReadFn,
+              model_bias: dict[str, float] | None = None) -> torch.Tensor:
+        """`logits` (N, classes) of `crops`, which include the model's `model_bias`, with the head's `logit_bias`
+        instead, and the residual added where the gate lets it change the answer; a crop the landmarker cannot read
+        (too small, no face found) gets no residual."""
+        labels, model_bias = list(labels), model_bias or {}
+        shift = torch.tensor([self.logit_bias.get(k, 0.0) - model_bias.get(k, 0.0) for k in labels],
+                             dtype=logits.dtype)
+        out = logits + shift
+        c = labels.index(self.label)
+        others = torch.cat([out[:, :c], out[:, c + 1:]], dim=1).max(dim=1).values
+        rows = torch.nonzero(out[:, c] - others > -self.gate).flatten().tolist()
         for i in rows:
             crop = crops[i]
             found = read(crop, [(0, 0, crop.width, crop.height)])[0]

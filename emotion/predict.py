@@ -74,7 +74,7 @@ class Predictor:
             return np.zeros((0, len(self.info.labels)), np.float32)
         logits = self._backend.logits(crops)
         if self._head is not None:
-            logits = self._head.apply(logits, crops, self.info.labels, self.read_action_units)
+            logits = self._head.apply(logits, crops, self.info.labels, self.read_action_units, self.info.logit_bias)
         return torch.softmax(logits / self.info.temperature, dim=1).numpy()
 
     @property

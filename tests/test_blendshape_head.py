@@ -42,7 +42,8 @@ def test_features_are_the_same_for_a_mirrored_face_and_asymmetry_is_the_sides_di
     face = shapes(np.random.default_rng(0), mouthSmileLeft=0.9, mouthSmileRight=0.2)
     assert features(face) == features(mirrored(face))
     got = dict(zip(FEATURES, features(face)))
-    assert got["mouthSmile_max"] == 0.9 and got["mouthSmile_min"] == 0.2 and got["mouthSmile_asym"] == pytest.approx(0.7)
+    assert got["mouthSmile_max"] == 0.9 and got["mouthSmile_min"] == 0.2
+    assert got["mouthSmile_asym"] == pytest.approx(0.7)
     assert got["mouthShift_asym"] == pytest.approx(abs(face["mouthLeft"] - face["mouthRight"]))
     assert got["mouthPucker"] == face["mouthPucker"]
     every = {n for pair in PAIRS.values() for n in pair} | {f for f in FEATURES if f in BLENDSHAPES}
@@ -55,18 +56,24 @@ def test_features_are_the_same_for_a_mirrored_face_and_asymmetry_is_the_sides_di
     ({"label": "contempt", "weights": {"mouthSmile_asym": float("nan")}, "gate": 1.0}, "finite"),
     ({"label": "contempt", "weights": {"mouthSmile_asym": 1.0}, "gate": -1.0}, "gate >= 0"),
     ({"label": "contempt", "weights": {}, "gate": 1.0}, "map feature names"),
-    ({"label": "contempt", "weights": {"mouthSmile_asym": 1.0}}, "exactly label, weights and gate"),
+    ({"label": "contempt", "weights": {"mouthSmile_asym": 1.0}, "gate": 1.0}, "exactly label, weights, gate and"),
+    ({"label": "contempt", "weights": {"mouthSmile_asym": 1.0}, "gate": 1.0, "logit_bias": {"smug": 1.0}},
+     "logit_bias must map labels"),
 ])
 def test_a_bad_head_in_config_json_is_refused_with_the_fix(bad, message):
+    if "logit_bias" not in bad and "exactly" not in message:
+        bad = {**bad, "logit_bias": {}}
     with pytest.raises(EmotionError, match=message):
         ModelInfo("small_cnn", blendshape_head=bad)
 
 
 def test_the_head_travels_in_config_json():
-    head = {"label": "contempt", "weights": {"mouthSmile_asym": 1.5, "mouthPucker": -0.5}, "gate": 1.5}
+    head = {"label": "contempt", "weights": {"mouthSmile_asym": 1.5, "mouthPucker": -0.5}, "gate": 1.5,
+            "logit_bias": {"contempt": -0.5, "neutral": 0.5}}
     info = ModelInfo("small_cnn", blendshape_head=head)
     back = ModelInfo.from_config(json.loads(json.dumps(info.to_config())))
-    assert back.blendshape_head == head and back.head() == BlendshapeHead("contempt", head["weights"], 1.5)
+    assert back.blendshape_head == head
+    assert back.head() == BlendshapeHead("contempt", head["weights"], 1.5, head["logit_bias"])
     assert ModelInfo("small_cnn").head() is None
 
 
@@ -99,6 +106,18 @@ def test_only_faces_the_gate_lets_through_are_read_and_only_the_label_moves():
     assert torch.equal(out[0, :C], logits[0, :C]) and torch.equal(out[0, C + 1:], logits[0, C + 1:])
 
 
+def test_the_heads_biases_replace_the_models_on_every_face_and_only_with_the_head():
+    head = BlendshapeHead("contempt", {"mouthSmile_asym": 1.0}, gate=1.5, logit_bias={"contempt": -0.5, "neutral": 0.5})
+    logits = torch.zeros(2, 8)
+    logits[:, 5] = 0.2  # the model's own bias: neutral +0.2, served in these logits
+    logits[1, 4] = 9.0  # far from contempt: outside the gate, never read
+    read = FakeReader({40: shapes(np.random.default_rng(4), mouthSmileLeft=0.5, mouthSmileRight=0.0)})
+    out = head.apply(logits, [Image.new("RGB", (40, 40)), Image.new("RGB", (41, 41))], LABELS, read, {"neutral": 0.2})
+    assert read.seen == [40]
+    assert out[1, 5] == pytest.approx(0.5) and out[1, C] == pytest.approx(-0.5)
+    assert out[0, 5] == pytest.approx(0.5) and out[0, C] == pytest.approx(-0.5 + 0.5)
+
+
 def test_the_gate_keeps_every_top_class_of_the_full_computation():
     rng = np.random.default_rng(2)
     weights = {"mouthSmile_asym": 1.5, "mouthPress_max": 0.8, "mouthPucker": -1.0}
@@ -121,7 +140,7 @@ def test_the_predictor_adds_the_head_on_real_faces(tiny_model, tmp_path):
     config = json.loads((folder / "config.json").read_text())
     plain = Predictor.from_pretrained(f"local-dir:{folder}", backend="torch")
     config.setdefault("emotion", {})["blendshape_head"] = {"label": "contempt", "weights": {"mouthSmile_max": 3.0},
-                                                           "gate": 100.0}
+                                                           "gate": 100.0, "logit_bias": {}}
     (folder / "config.json").write_text(json.dumps(config))
     headed = Predictor.from_pretrained(f"local-dir:{folder}", backend="torch")
     photo = Image.open(ROOT / "examples" / "astronaut.jpg").convert("RGB")
@@ -180,6 +199,7 @@ def test_the_fit_tool_writes_a_head_the_predictor_serves(ckplus_dir, contempt_di
     assert record["train_rows"] == 50 and record["train_positives"] >= 25
     info = ModelInfo.from_config(json.loads((folder / "config.json").read_text()))
     assert info.head().as_dict() == record["head"] and info.temperature == record["temperature"]
+    assert info.logit_bias == {}  # the model's own biases stay (for serving without the head)
     assert all(f.startswith("mouth") for f in record["head"]["weights"])
     results = json.loads((folder / "eval_results.json").read_text())  # the card's numbers follow what is served
     assert set(results["splits"]) >= {"validation", "contempt"} and results["temperature"] == info.temperature

@@ -149,7 +149,7 @@ def test_a_blendshape_head_is_named_in_the_preprocessing_facts_and_absent_withou
     plain = str(render_card(export(tmp_path / "plain", config(), eval_results())))
     cfg = config()
     cfg["emotion"]["blendshape_head"] = {"label": "contempt", "weights": {"mouthSmile_asym": 0.7, "mouthPucker": -0.6},
-                                         "gate": 2.118}
+                                         "gate": 2.118, "logit_bias": {"contempt": -0.5}}
     text = str(render_card(export(tmp_path / "head", cfg, eval_results())))
     assert "blendshape head" not in plain
     assert "| blendshape head (added to a logit before T) | contempt: 2 Face Landmarker blendshape features, read on " \

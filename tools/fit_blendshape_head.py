@@ -1,14 +1,16 @@
 """Fit a model's blendshape head (emotion/blendshape_head.py) and the logit biases served with it.
 
     python tools/fit_blendshape_head.py --config trainer/configs/small_cnn_transfer.yaml --model models/small_cnn
-    python tools/fit_blendshape_head.py ... --write     # store head, biases and T in the folder's config.json
+    python tools/fit_blendshape_head.py ... --write     # store the head and T in the folder's config.json
 
 The head is fitted on the config's training rows (every source), with the model's served margin for `--label` as a
-fixed offset; each source's faces of other labels weigh as the recipe draws that source. The logit biases the config fits (neutral, contempt) are then refitted jointly on the validation
-reports with the head applied, under the config's selection mix and floors, and T on the reports with more than one
-class, as the trainer does. It prints each report's accuracy as the folder serves it now and with the head; with
-`--write` the folder's config.json gets the head, the biases and T, blendshape_head.json the fit's record, and its
-eval_results.json (if any) the reports' metrics as the folder now serves them (the model card's numbers).
+fixed offset; each source's faces of other labels weigh as the recipe draws that source. The logit biases the
+config fits (neutral, contempt) are then refitted jointly on the validation reports with the head applied, under
+the config's selection mix and floors, and T on the reports with more than one class, as the trainer does. It
+prints each report's accuracy as the folder serves it now and with the head. With `--write` the folder's
+config.json gets the head (carrying the biases it is served with; the model's own stay for serving without it) and
+T, blendshape_head.json the fit's record, eval_results.json (if any) the reports' metrics as the folder now serves
+them, and the model card is rendered again.
 """
 from __future__ import annotations
 
@@ -32,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--features", default="mouth", help="comma-separated feature name prefixes [default: mouth]")
     ap.add_argument("--max-rows", type=int, default=None, help="at most this many training rows per source")
     ap.add_argument("--l2", type=float, default=1e-3, help="L2 penalty on the weights [default: 0.001]")
-    ap.add_argument("--write", action="store_true", help="store the head, biases and T in the model's folder")
+    ap.add_argument("--write", action="store_true", help="store the head (with its biases) and T in the model's folder")
     args = ap.parse_args(argv)
     folder = Path(args.model)
     if not (folder / "config.json").is_file():
@@ -73,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     _print(record)
     if args.write:
         _write(folder, record)
-        print(f"wrote the head, biases and T to {folder / 'config.json'}, the record to {folder / 'blendshape_head.json'}")
+        print(f"wrote the head and T to {folder / 'config.json'}, the record to {folder / 'blendshape_head.json'}")
     return 0
 
 
@@ -99,17 +101,19 @@ def _fit(model, info, train, vals, cfg, reader, c, names, l2, bf) -> dict:
     positive = train.labels == c
     share = {i: float(src.get("weight", 1.0)) for i, src in enumerate(cfg.sources)}  # as the recipe draws them
     weights = bf.fit_weights(x, offset, positive, bf.row_weights(positive, train.source, share), l2)
-    head = bf.make_head(info.labels[c], names, weights, x, info.labels)
     logits = {}
     for k, v in vals.items():  # raw logits plus the residual (ungated: the gate changes no top class, see the head)
         logits[k] = predict_logits(model, v, raw_info)
         logits[k][:, c] += bf.feature_matrix(bf.read_blendshapes(v.images, reader), names) @ weights
     sweeps, logits = fit_biases(logits, vals, info.labels, cfg)
+    if not sweeps:  # the config fits no bias: the head is served with the model's own
+        logits = {k: v + bias for k, v in logits.items()}
+    served_bias = {n: s["chosen"] for n, s in sweeps.items() if s["chosen"]} if sweeps else dict(info.logit_bias)
+    head = bf.make_head(info.labels[c], names, weights, x, info.labels, served_bias)
     fit_on = [k for k, v in vals.items() if len(np.unique(v.labels)) > 1] or list(vals)
     temperature = fit_temperature(np.concatenate([logits[k] for k in fit_on]),
                                   np.concatenate([vals[k].labels for k in fit_on]))
-    return {"head": head.as_dict(), "logit_bias": {n: s["chosen"] for n, s in sweeps.items() if s["chosen"]},
-            "temperature": round(temperature, 4), "train_rows": int(len(train)),
+    return {"head": head.as_dict(), "temperature": round(temperature, 4), "train_rows": int(len(train)),
             "train_positives": int(positive.sum()), "before": view_reports(served, vals),
             "after": view_reports(logits, vals), "before_logit_bias": info.logit_bias,
             "splits": report_metrics(logits, vals, temperature)}
@@ -118,7 +122,8 @@ def _fit(model, info, train, vals, cfg, reader, c, names, l2, bf) -> dict:
 def _print(record: dict) -> None:
     print(f"head: {len(record['head']['weights'])} features, gate {record['head']['gate']}, fitted on "
           f"{record['train_rows']} rows ({record['train_positives']} of the label) in {record['seconds']} s")
-    print(f"logit bias {record['before_logit_bias']} -> {record['logit_bias']}, T {record['temperature']}")
+    print(f"logit bias {record['before_logit_bias']} -> {record['head']['logit_bias']} with the head, "
+          f"T {record['temperature']}")
     print("| report | accuracy as served now | with the head |\n|---|---|---|")
     for k, before in record["before"].items():
         print(f"| {k} | {before['accuracy']:.4f} | {record['after'][k]['accuracy']:.4f} |")
@@ -127,18 +132,17 @@ def _print(record: dict) -> None:
 def _write(folder: Path, record: dict) -> None:
     path = folder / "config.json"
     config = json.loads(path.read_text())
-    config.setdefault("emotion", {}).update(blendshape_head=record["head"], logit_bias=record["logit_bias"],
-                                            temperature=record["temperature"])
+    config.setdefault("emotion", {}).update(blendshape_head=record["head"], temperature=record["temperature"])
     path.write_text(json.dumps(config, indent=2) + "\n")
     splits = record.pop("splits")
     (folder / "blendshape_head.json").write_text(json.dumps(record, indent=2) + "\n")
     results_path = folder / "eval_results.json"  # the card's numbers: the reports as the folder now serves them
     if results_path.is_file():
         results = json.loads(results_path.read_text())
-        results.update(splits=splits, temperature=record["temperature"], logit_bias=record["logit_bias"],
+        results.update(splits=splits, temperature=record["temperature"],
                        blendshape_head={"label": record["head"]["label"], "features": len(record["head"]["weights"]),
-                                        "gate": record["head"]["gate"], "train_rows": record["train_rows"],
-                                        "fitted_with": record["config"]})
+                                        "gate": record["head"]["gate"], "logit_bias": record["head"]["logit_bias"],
+                                        "train_rows": record["train_rows"], "fitted_with": record["config"]})
         results_path.write_text(json.dumps(results, indent=2) + "\n")
     if (folder / "README.md").is_file():  # the model card, rendered again from the files above
         from model_card.render import render_card

@@ -83,8 +83,11 @@ def fit_weights(x: np.ndarray, offset: np.ndarray, positive: np.ndarray, weight:
     return w.detach().numpy()
 
 
-def make_head(label: str, names, weights: np.ndarray, x: np.ndarray, labels) -> BlendshapeHead:
-    """The head with its gate: the largest residual on the rows it was fitted on (at least 0)."""
+def make_head(label: str, names, weights: np.ndarray, x: np.ndarray, labels,
+              logit_bias: dict[str, float] | None = None) -> BlendshapeHead:
+    """The head with its gate (the largest residual on the rows it was fitted on, at least 0) and the logit biases
+    to serve with it."""
     gate = max(0.0, float((x @ weights).max()) if len(x) else 0.0)
     return BlendshapeHead.from_dict({"label": label, "weights": dict(zip(names, map(float, weights))),
-                                     "gate": math.ceil(gate * 1e4) / 1e4}, labels)  # rounded up: still a bound
+                                     "gate": math.ceil(gate * 1e4) / 1e4,  # rounded up: still a bound
+                                     "logit_bias": logit_bias or {}}, labels)

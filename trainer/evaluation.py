@@ -36,7 +36,7 @@ def predict_logits(model: torch.nn.Module, split: FaceSplit, info: ModelInfo, ba
         return np.zeros((0, len(LABELS)), np.float32)
     logits, head = torch.cat(out), info.head()
     if head is not None:
-        logits = head.apply(logits, split.images, info.labels, _landmarks().read)
+        logits = head.apply(logits, split.images, info.labels, _landmarks().read, info.logit_bias)
     return logits.numpy()
 
 
