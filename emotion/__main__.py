@@ -43,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "hf-hub:org/name[@rev] (default: EMOTION_MODEL or the shipped default)")
     pr.add_argument("--backend", choices=("auto", "torch", "onnxruntime"), default="auto",
                     help="what runs the classifier (auto: ONNX Runtime where the model has a current model.onnx)")
+    pr.add_argument("--no-blendshape-head", action="store_true",
+                    help="skip the model's blendshape head (small_cnn's second look at contempt, docs/transfer.md): "
+                         "faster on faces near contempt, which it then reads as the model alone does")
     pr.add_argument("--json", action="store_true", help="one JSON object per image (path, model, faces, image_size, "
                     "timings_ms) instead of a text line per face")
     detector_options(pr)
@@ -110,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         predictor = Predictor.from_pretrained(args.model, min_score=args.min_score, max_faces=args.max_faces,
-                                              range=args.range, backend=args.backend)
+                                              range=args.range, backend=args.backend,
+                                              blendshape_head=not args.no_blendshape_head)
     except EmotionError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

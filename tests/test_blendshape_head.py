@@ -210,3 +210,20 @@ def test_the_fit_tool_writes_a_head_the_predictor_serves(ckplus_dir, contempt_di
     with pytest.raises(SystemExit):
         tool.main(["--config", str(path), "--model", str(folder), "--features", "ear"])
     assert "no blendshape feature starts with ear" in capsys.readouterr().err
+
+
+def test_the_cli_serves_the_head_unless_told_not_to(tiny_model, tmp_path, capsys):
+    from emotion.__main__ import main
+
+    folder = tmp_path / "with_head"
+    shutil.copytree(tiny_model, folder)
+    config = json.loads((folder / "config.json").read_text())
+    config.setdefault("emotion", {})["blendshape_head"] = {"label": "contempt", "weights": {"mouthSmile_max": 3.0},
+                                                           "gate": 100.0, "logit_bias": {}}
+    (folder / "config.json").write_text(json.dumps(config))
+    photo = str(ROOT / "examples" / "astronaut.jpg")
+    read = {}
+    for flags in ([], ["--no-blendshape-head"]):
+        assert main(["predict", photo, "--model", f"local-dir:{folder}", "--json", *flags]) == 0
+        read[bool(flags)] = json.loads(capsys.readouterr().out)["faces"][0]["probabilities"]["contempt"]
+    assert read[False] > read[True] + 0.01  # her smile raises contempt's logit by 3 x mouthSmile_max
