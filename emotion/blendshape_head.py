@@ -100,18 +100,25 @@ class BlendshapeHead:
         """What this face's geometry adds to the label's logit."""
         return sum(w * x for w, x in zip(self.weights.values(), features(blendshapes, list(self.weights))))
 
-    def apply(self, logits: torch.Tensor, crops: Sequence, labels: Sequence[str], read: ReadFn,
-              model_bias: dict[str, float] | None = None) -> torch.Tensor:
-        """`logits` (N, classes) of `crops`, which include the model's `model_bias`, with the head's `logit_bias`
-        instead, and the residual added where the gate lets it change the answer; a crop the landmarker cannot read
-        (too small, no face found) gets no residual."""
+    def gated(self, logits: torch.Tensor, labels: Sequence[str], model_bias: dict[str, float] | None = None
+              ) -> tuple[torch.Tensor, list[int]]:
+        """`logits` (N, classes), which include the model's `model_bias`, with the head's `logit_bias` instead, and
+        the rows whose label margin passes the gate there (the faces the landmarker reads)."""
         labels, model_bias = list(labels), model_bias or {}
         shift = torch.tensor([self.logit_bias.get(k, 0.0) - model_bias.get(k, 0.0) for k in labels],
                              dtype=logits.dtype)
         out = logits + shift
         c = labels.index(self.label)
         others = torch.cat([out[:, :c], out[:, c + 1:]], dim=1).max(dim=1).values
-        rows = torch.nonzero(out[:, c] - others > -self.gate).flatten().tolist()
+        return out, torch.nonzero(out[:, c] - others > -self.gate).flatten().tolist()
+
+    def apply(self, logits: torch.Tensor, crops: Sequence, labels: Sequence[str], read: ReadFn,
+              model_bias: dict[str, float] | None = None) -> torch.Tensor:
+        """`logits` (N, classes) of `crops`, which include the model's `model_bias`, with the head's `logit_bias`
+        instead, and the residual added where the gate lets it change the answer; a crop the landmarker cannot read
+        (too small, no face found) gets no residual."""
+        out, rows = self.gated(logits, labels, model_bias)
+        c = list(labels).index(self.label)
         for i in rows:
             crop = crops[i]
             found = read(crop, [(0, 0, crop.width, crop.height)])[0]

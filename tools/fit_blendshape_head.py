@@ -18,6 +18,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -89,30 +90,29 @@ def _sample(source: np.ndarray, max_rows: int | None, seed: int) -> np.ndarray:
 
 
 def _fit(model, info, train, vals, cfg, reader, c, names, l2, bf) -> dict:
-    from trainer.evaluation import class_margin, fit_temperature, predict_logits, view_reports
-    from trainer.posthoc import fit_biases
-    from trainer.run import report_metrics
+    from trainer.evaluation import class_margin, predict_logits, view_reports
+    from trainer.posthoc import BIASES, fit_biases
+    from trainer.run import report_metrics, report_temperature
 
     served = {k: predict_logits(model, v, info) for k, v in vals.items()}
-    raw_info = type(info)(**{**info.__dict__, "logit_bias": {}, "blendshape_head": {}})
-    bias = np.array([info.logit_bias.get(lab, 0.0) for lab in info.labels], np.float32)
+    plain = replace(info, blendshape_head={})  # the model with its own biases: the offset the head adds to
     x = bf.feature_matrix(bf.read_blendshapes(train.images, reader), names)
-    offset = class_margin(predict_logits(model, train, raw_info) + bias, c)
+    offset = class_margin(predict_logits(model, train, plain), c)
     positive = train.labels == c
     share = {i: float(src.get("weight", 1.0)) for i, src in enumerate(cfg.sources)}  # as the recipe draws them
     weights = bf.fit_weights(x, offset, positive, bf.row_weights(positive, train.source, share), l2)
+    # Each report's logits plus the residual (ungated: the gate changes no top class, see the head): without any
+    # bias where the config fits them (fit_biases adds the chosen ones), else with the model's own.
+    fits = any(getattr(cfg, f"{name}_bias") == "fit" for name, _ in BIASES)
+    base = replace(plain, logit_bias={}) if fits else plain
     logits = {}
-    for k, v in vals.items():  # raw logits plus the residual (ungated: the gate changes no top class, see the head)
-        logits[k] = predict_logits(model, v, raw_info)
+    for k, v in vals.items():
+        logits[k] = predict_logits(model, v, base)
         logits[k][:, c] += bf.feature_matrix(bf.read_blendshapes(v.images, reader), names) @ weights
     sweeps, logits = fit_biases(logits, vals, info.labels, cfg)
-    if not sweeps:  # the config fits no bias: the head is served with the model's own
-        logits = {k: v + bias for k, v in logits.items()}
     served_bias = {n: s["chosen"] for n, s in sweeps.items() if s["chosen"]} if sweeps else dict(info.logit_bias)
     head = bf.make_head(info.labels[c], names, weights, x, info.labels, served_bias)
-    fit_on = [k for k, v in vals.items() if len(np.unique(v.labels)) > 1] or list(vals)
-    temperature = fit_temperature(np.concatenate([logits[k] for k in fit_on]),
-                                  np.concatenate([vals[k].labels for k in fit_on]))
+    temperature = report_temperature(logits, vals)
     return {"head": head.as_dict(), "temperature": round(temperature, 4), "train_rows": int(len(train)),
             "train_positives": int(positive.sum()), "before": view_reports(served, vals),
             "after": view_reports(logits, vals), "before_logit_bias": info.logit_bias,

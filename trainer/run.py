@@ -40,10 +40,15 @@ def evaluate_splits(model, info, vals: FaceSplit | dict[str, FaceSplit], device:
     # T from the reports that hold more than one class: on a one-class source (wild contempt crops) the NLL-optimal
     # T measures how often that class is missed, not calibration (measured on small_cnn_transfer: with it T 0.70 and
     # FER+ ECE after T 0.056; without it T 0.56 and 0.018)
-    fit_on = [k for k, split in vals.items() if len(np.unique(split.labels)) > 1] or list(vals)
-    temperature = fit_temperature(np.concatenate([logits[k] for k in fit_on]),
-                                  np.concatenate([vals[k].labels for k in fit_on]))
+    temperature = report_temperature(logits, vals)
     return report_metrics(logits, vals, temperature), temperature, sweep
+
+
+def report_temperature(logits: dict[str, np.ndarray], vals: dict) -> float:
+    """T fitted on the reports that hold more than one class (all of them when none does)."""
+    fit_on = [k for k, split in vals.items() if len(np.unique(split.labels)) > 1] or list(vals)
+    return fit_temperature(np.concatenate([logits[k] for k in fit_on]),
+                           np.concatenate([vals[k].labels for k in fit_on]))
 
 
 def report_metrics(logits: dict[str, np.ndarray], vals: dict, temperature: float) -> dict[str, dict]:
