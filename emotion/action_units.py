@@ -47,7 +47,7 @@ import math
 import queue
 import threading
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -110,6 +110,9 @@ class FaceActionUnits:
     action_units: dict[str, float] | None
     blendshapes: dict[str, float] | None
     reason: str | None = None
+    # The 478 landmarks (x, y, z) in the crop's normalised coordinates, for the blendshape head's geometry
+    # (emotion/face_geometry.py); not part of the JSON shape.
+    landmarks: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     def as_dict(self) -> dict:
         """The JSON shape: {"action_units": {...} | None, "blendshapes": {...} | None, "action_units_reason"}."""
@@ -195,9 +198,10 @@ class ActionUnitReader:
         centre = [_distance_to_centre(points) for points in result.face_landmarks]
         if not centre or min(centre) > 0.25:  # a neighbour in the margin is not our face
             return FaceActionUnits(None, None, "the landmarker found no face in the crop around the box")
-        scores = result.face_blendshapes[int(np.argmin(centre))]
-        blendshapes = {c.category_name: float(c.score) for c in scores}
-        return FaceActionUnits(action_units(blendshapes), blendshapes)
+        ours = int(np.argmin(centre))
+        blendshapes = {c.category_name: float(c.score) for c in result.face_blendshapes[ours]}
+        landmarks = np.array([(p.x, p.y, p.z) for p in result.face_landmarks[ours]], dtype=np.float32)
+        return FaceActionUnits(action_units(blendshapes), blendshapes, None, landmarks)
 
     def _acquire(self):
         """An idle landmarker, a new one while fewer than MAX_INSTANCES exist, else wait for one."""

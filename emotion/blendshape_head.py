@@ -1,15 +1,19 @@
 """A linear read-out of face geometry added to one class's logit: the model's second look at contempt (issue #21).
 
 Contempt is a one-sided mouth: a lip corner tightened, pressed or raised on one side only. At 48 px gray the
-classifier sees it on about a third of wild contempt faces at the FER+ operating point; MediaPipe Face Landmarker's
-blendshapes, read at 256 px, measure each mouth corner on its own. The head adds `weights . features(blendshapes)` to
-one label's logit, where the features are each left/right pair's max, min and absolute difference (asymmetry) and
-the unpaired mouth shapes as they are. Mirrored faces give the same features, as the classifier's flip average does.
+classifier sees it on about a third of wild contempt faces at the FER+ operating point; MediaPipe Face Landmarker,
+run at 256 px, measures each mouth corner on its own. The head adds `weights . (features - centre)` to one label's
+logit. The features are of two kinds: the landmarker's blendshapes (each left/right pair's max, min and absolute
+difference, and the unpaired shapes as they are) and the mouth's asymmetry measured on its landmarks
+(`emotion.face_geometry`, names `lm<i>_<j>_<axis>`). `centre` (0 where absent) is a typical face of the other
+labels, so a face the landmarker cannot read gets what a typical face gets: nothing. Mirrored faces give the same
+features, as the classifier's flip average does.
 
-Serving runs the landmarker only on faces whose label margin (its logit minus the largest other) is above -`gate`:
-`gate` is the largest residual seen on the faces the head was fitted on, so below it the residual could not have
-made the face that label, and the top class is the one the full computation gives (for every face whose residual
-is at most `gate`). `tools/fit_blendshape_head.py` fits the weights with the classifier's margin as a fixed offset
+Serving runs the landmarker only on faces whose label margin (its logit minus the largest other) is above -`gate`.
+For every face whose residual is at most `gate`, the top class is then the one the full computation gives: below
+the gate the residual could not have made the face that label. `gate` is a high quantile of the residuals on the
+faces the head was fitted on (the 98th for the shipped head: the largest made the landmarker read 58% of FER+
+faces instead of 15%, for the same accuracy on every validation report; docs/transfer.md). `tools/fit_blendshape_head.py` fits the weights with the classifier's margin as a fixed offset
 (the head adds to the classifier's evidence, it does not re-weigh it) and refits the logit biases served with it:
 the head carries them (`logit_bias`), and they replace the model's own on every face while the head is on. The
 model's `logit_bias` stays what suits it without the head (the browser's live mode, `blendshape_head=False`).
@@ -24,6 +28,7 @@ from typing import Callable, Sequence
 import torch
 
 from .errors import EmotionError
+from .face_geometry import GEOMETRY, asymmetry
 
 # MediaPipe Face Landmarker's 52 blendshape names (ARKit's shapes plus "_neutral"), in the model's order.
 BLENDSHAPES = (
@@ -42,17 +47,26 @@ SIDEWAYS = {"mouthLeft": "mouthShift", "jawLeft": "jawShift"}
 PAIRS = {SIDEWAYS.get(n, n[:-4]): (n, n[:-4] + "Right")
          for n in BLENDSHAPES if n.endswith("Left") and n[:-4] + "Right" in BLENDSHAPES}
 SINGLES = tuple(n for n in BLENDSHAPES if not any(n in pair for pair in PAIRS.values()))
-FEATURES = tuple(f"{base}_{kind}" for base in PAIRS for kind in ("max", "min", "asym")) + SINGLES
+BLENDSHAPE_FEATURES = tuple(f"{base}_{kind}" for base in PAIRS for kind in ("max", "min", "asym")) + SINGLES
+FEATURES = BLENDSHAPE_FEATURES + GEOMETRY
 ReadFn = Callable[[object, list], list]  # Predictor.read_action_units: (image, boxes) -> [FaceActionUnits]
 
 
-def features(blendshapes: dict[str, float], names: Sequence[str] = FEATURES) -> list[float]:
-    """The named features of one face's blendshapes: `<pair>_max`, `<pair>_min`, `<pair>_asym` (|left - right|)
-    for a left/right pair of PAIRS, or a single blendshape's score."""
+def features(blendshapes: dict[str, float], names: Sequence[str] = FEATURES, landmarks=None) -> list[float]:
+    """The named features of one face: from its blendshapes, `<pair>_max`, `<pair>_min`, `<pair>_asym`
+    (|left - right|) for a left/right pair of PAIRS, or a single blendshape's score; from its landmarks (478, 3),
+    the mouth asymmetries of `emotion.face_geometry.GEOMETRY`."""
+    geometry = None
+    if any(name in GEOMETRY for name in names):
+        if landmarks is None:
+            raise EmotionError("these features need the face's landmarks (emotion.face_geometry), and none were given")
+        geometry = asymmetry(landmarks)
     out = []
     for name in names:
         base, _, kind = name.rpartition("_")
-        if base in PAIRS:
+        if geometry is not None and name in geometry:
+            out.append(geometry[name])
+        elif base in PAIRS:
             left, right = (float(blendshapes[n]) for n in PAIRS[base])
             out.append({"max": max(left, right), "min": min(left, right), "asym": abs(left - right)}[kind])
         else:
@@ -62,20 +76,22 @@ def features(blendshapes: dict[str, float], names: Sequence[str] = FEATURES) -> 
 
 @dataclass(frozen=True)
 class BlendshapeHead:
-    """`weights` (feature name -> weight) read out of a face's blendshapes, added to `label`'s logit on faces whose
-    `label` margin is above -`gate`; `logit_bias` is served with it instead of the model's own."""
+    """`weights` (feature name -> weight) read out of a face's features minus `centre`, added to `label`'s logit on
+    faces whose `label` margin is above -`gate`; `logit_bias` is served with it instead of the model's own."""
 
     label: str
     weights: dict[str, float]
     gate: float
     logit_bias: dict[str, float] = field(default_factory=dict)
+    centre: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, config: dict, labels: Sequence[str]) -> "BlendshapeHead":
         """The head of a model's config.json (`emotion.blendshape_head`), checked against the model's labels."""
-        if not isinstance(config, dict) or set(config) != {"label", "weights", "gate", "logit_bias"}:
-            raise EmotionError(f"blendshape_head needs exactly label, weights, gate and logit_bias, not {config!r}: "
-                               "refit it with tools/fit_blendshape_head.py or remove it")
+        keys = {"label", "weights", "gate", "logit_bias"}
+        if not isinstance(config, dict) or not keys <= set(config) <= keys | {"centre"}:
+            raise EmotionError(f"blendshape_head needs label, weights, gate and logit_bias (and may have centre), not "
+                               f"{config!r}: refit it with tools/fit_blendshape_head.py or remove it")
         label, weights, gate, bias = config["label"], config["weights"], config["gate"], config["logit_bias"]
         if label not in labels:
             raise EmotionError(f"blendshape_head's label {label!r} is not a label of this model ({', '.join(labels)})")
@@ -84,21 +100,35 @@ class BlendshapeHead:
         unknown = sorted(set(weights) - set(FEATURES))
         if unknown:
             raise EmotionError(f"blendshape_head names unknown features {', '.join(unknown)}: the features are "
-                               "<pair>_max/_min/_asym and single blendshapes (emotion.blendshape_head.FEATURES)")
+                               "<pair>_max/_min/_asym, single blendshapes and the landmarks' lm<i>_<j>_<axis> "
+                               "(emotion.blendshape_head.FEATURES)")
         if not all(_finite(w) for w in weights.values()) or not (_finite(gate) and gate >= 0):
             raise EmotionError("blendshape_head's weights and gate must be finite numbers, the gate >= 0")
         if not isinstance(bias, dict) or set(bias) - set(labels) or not all(_finite(b) for b in bias.values()):
             raise EmotionError(f"blendshape_head's logit_bias must map labels of this model to numbers, not {bias!r}")
+        centre = config.get("centre", {})
+        if not isinstance(centre, dict) or set(centre) - set(weights) or not all(_finite(c) for c in centre.values()):
+            raise EmotionError(f"blendshape_head's centre must map some of its weights' features to numbers, not "
+                               f"{centre!r}")
         return cls(label, {k: float(v) for k, v in weights.items()}, float(gate),
-                   {k: float(v) for k, v in bias.items()})
+                   {k: float(v) for k, v in bias.items()}, {k: float(v) for k, v in centre.items()})
 
     def as_dict(self) -> dict:
-        return {"label": self.label, "weights": dict(self.weights), "gate": self.gate,
-                "logit_bias": dict(self.logit_bias)}
+        out = {"label": self.label, "weights": dict(self.weights), "gate": self.gate,
+               "logit_bias": dict(self.logit_bias)}
+        if self.centre:
+            out["centre"] = dict(self.centre)
+        return out
 
-    def residual(self, blendshapes: dict[str, float]) -> float:
+    @property
+    def needs_landmarks(self) -> bool:
+        """Whether the head reads the mouth's asymmetry from the landmarks (not only the blendshapes)."""
+        return any(name in GEOMETRY for name in self.weights)
+
+    def residual(self, blendshapes: dict[str, float], landmarks=None) -> float:
         """What this face's geometry adds to the label's logit."""
-        return sum(w * x for w, x in zip(self.weights.values(), features(blendshapes, list(self.weights))))
+        values = features(blendshapes, list(self.weights), landmarks)
+        return sum(w * (x - self.centre.get(n, 0.0)) for (n, w), x in zip(self.weights.items(), values))
 
     def gated(self, logits: torch.Tensor, labels: Sequence[str], model_bias: dict[str, float] | None = None
               ) -> tuple[torch.Tensor, list[int]]:
@@ -122,8 +152,8 @@ class BlendshapeHead:
         for i in rows:
             crop = crops[i]
             found = read(crop, [(0, 0, crop.width, crop.height)])[0]
-            if found.blendshapes is not None:
-                out[i, c] += self.residual(found.blendshapes)
+            if found.blendshapes is not None and (found.landmarks is not None or not self.needs_landmarks):
+                out[i, c] += self.residual(found.blendshapes, found.landmarks)
         return out
 
 

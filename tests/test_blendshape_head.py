@@ -13,7 +13,8 @@ import yaml
 from PIL import Image
 
 from emotion.action_units import BLENDSHAPES, FaceActionUnits
-from emotion.blendshape_head import FEATURES, PAIRS, BlendshapeHead, features
+from emotion.blendshape_head import BLENDSHAPE_FEATURES, FEATURES, PAIRS, BlendshapeHead, features
+from emotion.face_geometry import MOUTH_PAIRS, N_LANDMARKS, REFERENCE
 from emotion.errors import EmotionError
 from emotion.info import ModelInfo
 from emotion.labels import LABELS
@@ -40,8 +41,8 @@ def mirrored(blendshapes: dict[str, float]) -> dict[str, float]:
 
 def test_features_are_the_same_for_a_mirrored_face_and_asymmetry_is_the_sides_difference():
     face = shapes(np.random.default_rng(0), mouthSmileLeft=0.9, mouthSmileRight=0.2)
-    assert features(face) == features(mirrored(face))
-    got = dict(zip(FEATURES, features(face)))
+    assert features(face, BLENDSHAPE_FEATURES) == features(mirrored(face), BLENDSHAPE_FEATURES)
+    got = dict(zip(BLENDSHAPE_FEATURES, features(face, BLENDSHAPE_FEATURES)))
     assert got["mouthSmile_max"] == 0.9 and got["mouthSmile_min"] == 0.2
     assert got["mouthSmile_asym"] == pytest.approx(0.7)
     assert got["mouthShift_asym"] == pytest.approx(abs(face["mouthLeft"] - face["mouthRight"]))
@@ -56,12 +57,15 @@ def test_features_are_the_same_for_a_mirrored_face_and_asymmetry_is_the_sides_di
     ({"label": "contempt", "weights": {"mouthSmile_asym": float("nan")}, "gate": 1.0}, "finite"),
     ({"label": "contempt", "weights": {"mouthSmile_asym": 1.0}, "gate": -1.0}, "gate >= 0"),
     ({"label": "contempt", "weights": {}, "gate": 1.0}, "map feature names"),
-    ({"label": "contempt", "weights": {"mouthSmile_asym": 1.0}, "gate": 1.0}, "exactly label, weights, gate and"),
+    ({"label": "contempt", "weights": {"mouthSmile_asym": 1.0}, "gate": 1.0}, "needs label, weights, gate and"),
+    ({"label": "contempt", "weights": {"mouthSmile_asym": 1.0}, "gate": 1.0, "logit_bias": {},
+      "centre": {"mouthPucker": 0.1}}, "centre must map some of its weights"),
+    ({"label": "contempt", "weights": {"lm61_291_q": 1.0}, "gate": 1.0}, "unknown features lm61_291_q"),
     ({"label": "contempt", "weights": {"mouthSmile_asym": 1.0}, "gate": 1.0, "logit_bias": {"smug": 1.0}},
      "logit_bias must map labels"),
 ])
 def test_a_bad_head_in_config_json_is_refused_with_the_fix(bad, message):
-    if "logit_bias" not in bad and "exactly" not in message:
+    if "logit_bias" not in bad and "needs label" not in message:
         bad = {**bad, "logit_bias": {}}
     with pytest.raises(EmotionError, match=message):
         ModelInfo("small_cnn", blendshape_head=bad)
@@ -132,6 +136,46 @@ def test_the_gate_keeps_every_top_class_of_the_full_computation():
     assert torch.equal(gated.argmax(1), full.argmax(1))
 
 
+def face_points(corner_raise: float) -> np.ndarray:
+    """Landmarks of a symmetric face (the reference's rigid points) with mouth corner 61 raised by `corner_raise`."""
+    points = np.zeros((N_LANDMARKS, 3))
+    for i, p in REFERENCE.items():
+        points[i] = p
+    for k, (i, j) in enumerate(MOUTH_PAIRS):
+        points[i] = (-0.3 - 0.01 * k, 0.6, 0.0)
+        points[j] = (0.3 + 0.01 * k, 0.6, 0.0)
+    points[61, 1] -= corner_raise
+    return points
+
+
+class LandmarkReader(FakeReader):
+    """FakeReader whose faces also carry landmarks."""
+
+    def __init__(self, by_width: dict[int, tuple | None]):
+        super().__init__({w: f[0] if f else None for w, f in by_width.items()})
+        self.points = {w: f[1] for w, f in by_width.items() if f}
+
+    def __call__(self, crop, boxes):
+        found = super().__call__(crop, boxes)[0]
+        return [FaceActionUnits(None, found.blendshapes, found.reason, self.points.get(crop.width))]
+
+
+def test_a_geometry_head_reads_the_landmarks_minus_its_centre():
+    rng = np.random.default_rng(5)
+    head = BlendshapeHead("contempt", {"lm61_291_y": 10.0, "mouthSmile_asym": 1.0}, gate=5.0,
+                          centre={"lm61_291_y": 0.01, "mouthSmile_asym": 0.1})
+    smirk = shapes(rng, mouthSmileLeft=0.5, mouthSmileRight=0.1)
+    assert head.needs_landmarks and head.residual(smirk, face_points(0.05)) == pytest.approx(
+        10.0 * (0.05 - 0.01) + (0.4 - 0.1))
+    with pytest.raises(EmotionError, match="need the face's landmarks"):
+        head.residual(smirk)
+    logits = torch.zeros(2, 8)
+    read = LandmarkReader({40: (smirk, face_points(0.05)), 41: None})
+    out = head.apply(logits, [Image.new("RGB", (w, w)) for w in (40, 41)], LABELS, read)
+    assert out[0, C] == pytest.approx(0.7) and torch.equal(out[1], logits[1])  # no face found: nothing added
+    assert BlendshapeHead.from_dict(head.as_dict(), LABELS) == head
+
+
 def test_the_predictor_adds_the_head_on_real_faces(tiny_model, tmp_path):
     from emotion.predict import Predictor
 
@@ -173,6 +217,15 @@ def test_fit_weights_finds_the_feature_that_tells_the_label_apart():
     assert weights[0] > 2.0 and abs(weights[1]) < 0.5 * weights[0]
     head = bf.make_head("contempt", ["mouthSmile_asym", "mouthPucker"], weights, x, LABELS)
     assert head.gate >= (x @ weights).max() and head.gate - (x @ weights).max() < 1e-3
+    median = bf.make_head("contempt", ["mouthSmile_asym", "mouthPucker"], weights, x, LABELS, gate_quantile=0.5)
+    assert median.gate == pytest.approx(np.median(x @ weights), abs=1e-4)
+    logits = rng.normal(0, 1, (n, 8))
+    out, rows = bf.served(logits, x @ weights, median, LABELS)  # as serving: the residual only past the gate
+    margin = logits[:, C] - np.delete(logits, C, 1).max(1)
+    assert rows == np.flatnonzero(margin > -median.gate).tolist() and 0 < len(rows) < n
+    np.testing.assert_allclose(out[:, C] - logits[:, C], np.where(margin > -median.gate, x @ weights, 0), atol=1e-9)
+    with pytest.raises(ValueError, match="quantile"):
+        bf.make_head("contempt", ["mouthSmile_asym", "mouthPucker"], weights, x, LABELS, gate_quantile=0)
     with pytest.raises(ValueError, match="faces of the label and faces of other labels"):
         bf.fit_weights(x, offset, np.zeros(n, bool), w)
 
@@ -197,6 +250,7 @@ def test_the_fit_tool_writes_a_head_the_predictor_serves(ckplus_dir, contempt_di
     assert "| validation |" in out and "| contempt |" in out
     record = json.loads((folder / "blendshape_head.json").read_text())
     assert record["train_rows"] == 50 and record["train_positives"] >= 25
+    assert record["gate_quantile"] == 0.98 and 0 <= record["gated_share"]["contempt"] <= 1
     info = ModelInfo.from_config(json.loads((folder / "config.json").read_text()))
     assert info.head().as_dict() == record["head"] and info.temperature == record["temperature"]
     assert info.logit_bias == {}  # the model's own biases stay (for serving without the head)
@@ -204,12 +258,23 @@ def test_the_fit_tool_writes_a_head_the_predictor_serves(ckplus_dir, contempt_di
     results = json.loads((folder / "eval_results.json").read_text())  # the card's numbers follow what is served
     assert set(results["splits"]) >= {"validation", "contempt"} and results["temperature"] == info.temperature
     assert results["splits"]["contempt"]["accuracy"] == pytest.approx(record["after"]["contempt"]["accuracy"])
+    geometry = tmp_path / "geometry"
+    shutil.copytree(tiny_model, geometry)
+    assert tool.main(["--config", str(path), "--model", str(geometry), "--max-rows", "25", "--write",
+                      "--features", "mouthSmile,geometry"]) == 0
+    capsys.readouterr()
+    head = ModelInfo.from_config(json.loads((geometry / "config.json").read_text())).head()
+    assert head.needs_landmarks and {n[:2] for n in head.weights} == {"mo", "lm"}
+    assert set(head.centre) == set(head.weights) and head.centre["lm61_291_y"] > 0  # no real face is symmetric
     with pytest.raises(SystemExit):
         tool.main(["--config", str(path), "--model", str(tmp_path / "nowhere")])
     assert "no config.json there" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         tool.main(["--config", str(path), "--model", str(folder), "--features", "ear"])
     assert "no blendshape feature starts with ear" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        tool.main(["--config", str(path), "--model", str(folder), "--gate-quantile", "1.5"])
+    assert "--gate-quantile must be above 0 and at most 1" in capsys.readouterr().err
 
 
 def test_the_cli_serves_the_head_unless_told_not_to(tiny_model, tmp_path, capsys):

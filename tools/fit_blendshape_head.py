@@ -32,9 +32,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--config", required=True, help="the multi-source trainer config the model was trained with")
     ap.add_argument("--model", required=True, help="the model's folder (its config.json is what --write changes)")
     ap.add_argument("--label", default="contempt", help="the class the head speaks for [default: contempt]")
-    ap.add_argument("--features", default="mouth", help="comma-separated feature name prefixes [default: mouth]")
+    ap.add_argument("--features", default="mouth", help="comma-separated feature name prefixes; 'geometry' adds the "
+                    "landmarks' mouth asymmetry [default: mouth]")
     ap.add_argument("--max-rows", type=int, default=None, help="at most this many training rows per source")
     ap.add_argument("--l2", type=float, default=1e-3, help="L2 penalty on the weights [default: 0.001]")
+    ap.add_argument("--gate-quantile", type=float, default=0.98,
+                    help="the gate: this quantile of the residuals on the training rows (1: the largest) [default: "
+                    "0.98]")
     ap.add_argument("--write", action="store_true", help="store the head (with its biases) and T in the model's folder")
     args = ap.parse_args(argv)
     folder = Path(args.model)
@@ -44,6 +48,8 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"no config file {args.config}")
     if args.max_rows is not None and args.max_rows < 1:
         ap.error("--max-rows must be at least 1")
+    if not 0.0 < args.gate_quantile <= 1.0:
+        ap.error("--gate-quantile must be above 0 and at most 1")
 
     from emotion.action_units import ActionUnitReader
     from emotion.errors import EmotionError
@@ -67,12 +73,13 @@ def main(argv: list[str] | None = None) -> int:
     train = train.subset(rows)
     reader, c, t0 = ActionUnitReader(), info.labels.index(args.label), time.time()
     try:
-        record = _fit(model, info, train, vals, cfg, reader, c, names, args.l2, bf)
+        record = _fit(model, info, train, vals, cfg, reader, c, names, args.l2, args.gate_quantile, bf)
     except (EmotionError, ValueError) as e:
         ap.error(str(e))
     finally:
         reader.close()
-    record.update(config=args.config, features=args.features, l2=args.l2, seconds=round(time.time() - t0))
+    record.update(config=args.config, features=args.features, l2=args.l2, gate_quantile=args.gate_quantile,
+                  seconds=round(time.time() - t0))
     _print(record)
     if args.write:
         _write(folder, record)
@@ -89,31 +96,41 @@ def _sample(source: np.ndarray, max_rows: int | None, seed: int) -> np.ndarray:
     return np.sort(np.concatenate(keep))
 
 
-def _fit(model, info, train, vals, cfg, reader, c, names, l2, bf) -> dict:
+def _fit(model, info, train, vals, cfg, reader, c, names, l2, gate_quantile, bf) -> dict:
     from trainer.evaluation import class_margin, predict_logits, view_reports
     from trainer.posthoc import BIASES, fit_biases
     from trainer.run import report_metrics, report_temperature
 
     served = {k: predict_logits(model, v, info) for k, v in vals.items()}
     plain = replace(info, blendshape_head={})  # the model with its own biases: the offset the head adds to
-    x = bf.feature_matrix(bf.read_blendshapes(train.images, reader), names)
+    x = bf.feature_matrix(bf.read_faces(train.images, reader), names)
     offset = class_margin(predict_logits(model, train, plain), c)
     positive = train.labels == c
     share = {i: float(src.get("weight", 1.0)) for i, src in enumerate(cfg.sources)}  # as the recipe draws them
-    weights = bf.fit_weights(x, offset, positive, bf.row_weights(positive, train.source, share), l2)
-    # Each report's logits plus the residual (ungated: the gate changes no top class, see the head): without any
-    # bias where the config fits them (fit_biases adds the chosen ones), else with the model's own.
+    centre, scale = bf.standardise(x, names, ~positive)
+    weights = bf.fit_weights(np.nan_to_num((x - centre) / scale), offset, positive,
+                             bf.row_weights(positive, train.source, share), l2) / scale
+    # Each report's logits plus the residual, ungated (the biases are fitted on the head's full effect): without
+    # any bias where the config fits them (fit_biases adds the chosen ones), else with the model's own.
     fits = any(getattr(cfg, f"{name}_bias") == "fit" for name, _ in BIASES)
     base = replace(plain, logit_bias={}) if fits else plain
-    logits = {}
+    logits, residual = {}, {}
     for k, v in vals.items():
+        residual[k] = bf.residuals(bf.feature_matrix(bf.read_faces(v.images, reader), names), weights, centre)
         logits[k] = predict_logits(model, v, base)
-        logits[k][:, c] += bf.feature_matrix(bf.read_blendshapes(v.images, reader), names) @ weights
+        logits[k][:, c] += residual[k]
     sweeps, logits = fit_biases(logits, vals, info.labels, cfg)
     served_bias = {n: s["chosen"] for n, s in sweeps.items() if s["chosen"]} if sweeps else dict(info.logit_bias)
-    head = bf.make_head(info.labels[c], names, weights, x, info.labels, served_bias)
+    head = bf.make_head(info.labels[c], names, weights, x, info.labels, served_bias, centre, gate_quantile)
+    gated = {}  # the reports as serving computes them: the residual only where the gate lets it through
+    for k in logits:
+        without = logits[k].copy()
+        without[:, c] -= residual[k]
+        logits[k], rows = bf.served(without, residual[k], head, info.labels)
+        gated[k] = (rows, len(without))
     temperature = report_temperature(logits, vals)
     return {"head": head.as_dict(), "temperature": round(temperature, 4), "train_rows": int(len(train)),
+            "gated_share": {k: round(len(rows) / max(1, n), 4) for k, (rows, n) in gated.items()},
             "train_positives": int(positive.sum()), "before": view_reports(served, vals),
             "after": view_reports(logits, vals), "before_logit_bias": info.logit_bias,
             "splits": report_metrics(logits, vals, temperature)}
@@ -124,9 +141,10 @@ def _print(record: dict) -> None:
           f"{record['train_rows']} rows ({record['train_positives']} of the label) in {record['seconds']} s")
     print(f"logit bias {record['before_logit_bias']} -> {record['head']['logit_bias']} with the head, "
           f"T {record['temperature']}")
-    print("| report | accuracy as served now | with the head |\n|---|---|---|")
+    print("| report | accuracy as served now | with the head | faces the gate lets through |\n|---|---|---|---|")
     for k, before in record["before"].items():
-        print(f"| {k} | {before['accuracy']:.4f} | {record['after'][k]['accuracy']:.4f} |")
+        print(f"| {k} | {before['accuracy']:.4f} | {record['after'][k]['accuracy']:.4f} | "
+              f"{record['gated_share'][k]:.1%} |")
 
 
 def _write(folder: Path, record: dict) -> None:

@@ -15,36 +15,60 @@ import numpy as np
 import torch
 
 from emotion.blendshape_head import BLENDSHAPES, FEATURES, BlendshapeHead, features
+from emotion.face_geometry import GEOMETRY, N_LANDMARKS
 
 log = logging.getLogger(__name__)
 
 
-def read_blendshapes(images, reader) -> np.ndarray:
-    """(N, 52) blendshape scores in BLENDSHAPES order, read as serving reads a crop (the whole image is the box);
-    NaN rows where the landmarker found no face."""
-    out = np.full((len(images), len(BLENDSHAPES)), np.nan, np.float32)
+def read_faces(images, reader) -> tuple[np.ndarray, np.ndarray]:
+    """(N, 52) blendshape scores in BLENDSHAPES order and (N, 478, 3) landmarks, read as serving reads a crop (the
+    whole image is the box); NaN rows where the landmarker found no face."""
+    shapes = np.full((len(images), len(BLENDSHAPES)), np.nan, np.float32)
+    points = np.full((len(images), N_LANDMARKS, 3), np.nan, np.float32)
     for i, img in enumerate(images):
         found = reader.read(img, [(0, 0, img.width, img.height)])[0]
         if found.blendshapes is not None:
-            out[i] = [found.blendshapes[n] for n in BLENDSHAPES]
-    return out
+            shapes[i] = [found.blendshapes[n] for n in BLENDSHAPES]
+            points[i] = found.landmarks
+    return shapes, points
 
 
-def feature_matrix(blendshapes: np.ndarray, names) -> np.ndarray:
-    """(N, len(names)) features of `read_blendshapes`' rows; a row without landmarks is all zeros (no residual)."""
-    out = np.zeros((len(blendshapes), len(names)), np.float32)
-    for i, row in enumerate(blendshapes):
+def feature_matrix(faces: tuple[np.ndarray, np.ndarray], names) -> np.ndarray:
+    """(N, len(names)) features of `read_faces`' rows; NaN rows where the landmarker found no face."""
+    shapes, points = faces
+    out = np.full((len(shapes), len(names)), np.nan, np.float32)
+    for i, (row, landmarks) in enumerate(zip(shapes, points)):
         if not np.isnan(row).any():
-            out[i] = features(dict(zip(BLENDSHAPES, row.tolist())), names)
+            out[i] = features(dict(zip(BLENDSHAPES, row.tolist())), names, landmarks)
     return out
+
+
+def residuals(x: np.ndarray, weights: np.ndarray, centre: np.ndarray) -> np.ndarray:
+    """What the head adds to each row of `feature_matrix`: weights . (x - centre), 0 where no face was found."""
+    return np.nan_to_num(x - centre) @ weights
 
 
 def feature_names(prefixes) -> list[str]:
-    """The features whose names start with one of `prefixes` ("mouth": every mouth shape)."""
-    names = [f for f in FEATURES if f.startswith(tuple(prefixes))]
+    """The features whose names start with one of `prefixes` ("mouth": every mouth shape; "geometry": the mouth's
+    asymmetry on the landmarks, emotion.face_geometry)."""
+    names = [f for f in FEATURES if f.startswith(tuple(p for p in prefixes if p != "geometry"))]
+    names += [f for f in GEOMETRY if "geometry" in prefixes and f not in names]
     if not names:
-        raise ValueError(f"no blendshape feature starts with {', '.join(prefixes)}: see emotion.blendshape_head")
+        raise ValueError(f"no blendshape feature starts with {', '.join(prefixes)}: see emotion.blendshape_head "
+                         "('geometry' names the landmarks' mouth asymmetry)")
     return names
+
+
+def standardise(x: np.ndarray, names, negative: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The centre (the mean face of the other labels, over rows with a face) and scale of each feature the fit
+    works in: blendshape scores as they are (0..1), landmark asymmetries (in eye-corner distances, ~100x smaller)
+    divided by their spread over those faces."""
+    rows = x[negative & ~np.isnan(x).any(axis=1)]
+    if not len(rows):
+        raise ValueError("the head needs faces of other labels that the landmarker can read among the training rows")
+    centre = rows.mean(axis=0)
+    scale = np.array([rows[:, j].std() if n in GEOMETRY else 1.0 for j, n in enumerate(names)])
+    return centre, np.where(scale > 0, scale, 1.0)
 
 
 def row_weights(positive: np.ndarray, source: np.ndarray, share: dict[int, float] | None = None) -> np.ndarray:
@@ -84,10 +108,27 @@ def fit_weights(x: np.ndarray, offset: np.ndarray, positive: np.ndarray, weight:
 
 
 def make_head(label: str, names, weights: np.ndarray, x: np.ndarray, labels,
-              logit_bias: dict[str, float] | None = None) -> BlendshapeHead:
-    """The head with its gate (the largest residual on the rows it was fitted on, at least 0) and the logit biases
-    to serve with it."""
-    gate = max(0.0, float((x @ weights).max()) if len(x) else 0.0)
-    return BlendshapeHead.from_dict({"label": label, "weights": dict(zip(names, map(float, weights))),
-                                     "gate": math.ceil(gate * 1e4) / 1e4,  # rounded up: still a bound
-                                     "logit_bias": logit_bias or {}}, labels)
+              logit_bias: dict[str, float] | None = None, centre: np.ndarray | None = None,
+              gate_quantile: float = 1.0) -> BlendshapeHead:
+    """The head with its gate and the logit biases to serve with it. The gate is the `gate_quantile` quantile of the
+    residuals on the rows it was fitted on (1.0: the largest, so that the gate changes no top class on them), at
+    least 0."""
+    if not 0.0 < gate_quantile <= 1.0:
+        raise ValueError(f"the gate's quantile must be in (0, 1], not {gate_quantile}")
+    centre = np.zeros(len(names)) if centre is None else centre
+    gate = max(0.0, float(np.quantile(residuals(x, weights, centre), gate_quantile)) if len(x) else 0.0)
+    config = {"label": label, "weights": dict(zip(names, map(float, weights))),
+              "gate": math.ceil(gate * 1e4) / 1e4,  # rounded up: still a bound
+              "logit_bias": logit_bias or {}}
+    if np.any(centre):
+        config["centre"] = dict(zip(names, map(float, centre)))
+    return BlendshapeHead.from_dict(config, labels)
+
+
+def served(logits: np.ndarray, residual: np.ndarray, head: BlendshapeHead, labels) -> tuple[np.ndarray, list[int]]:
+    """What serving computes from `logits` (N, classes; with the head's biases, without its residual): the residual
+    added only on the rows the head's gate lets through (BlendshapeHead.gated), and those rows."""
+    out, rows = head.gated(torch.from_numpy(np.array(logits)), labels, head.logit_bias)
+    out[rows, list(labels).index(head.label)] += torch.from_numpy(np.asarray(residual)[rows]).to(out.dtype)
+    return out.numpy(), rows
+
