@@ -68,8 +68,12 @@ def _head(head: Any) -> str | None:
     if not (isinstance(head, dict) and isinstance(head.get("weights"), dict) and head["weights"]):
         return None
     label, gate = fmt_value(head.get("label")), fmt_num(head.get("gate"))
-    return (f"{label}: {len(head['weights'])} Face Landmarker blendshape features, read on faces whose {label} logit "
-            f"is within {gate} of the top one (emotion/blendshape_head.py)")
+    points = sum(1 for name in head["weights"] if str(name).startswith("lm"))  # emotion.face_geometry's names
+    kinds = f"{len(head['weights']) - points} Face Landmarker blendshape features"
+    if points:
+        kinds += f" and {points} mouth asymmetries on its landmarks"
+    return (f"{label}: {kinds}, read on faces whose {label} logit is within {gate} of the top one "
+            "(emotion/blendshape_head.py)")
 
 
 def _offset(value: Any) -> str | None:

@@ -155,3 +155,6 @@ def test_a_blendshape_head_is_named_in_the_preprocessing_facts_and_absent_withou
     assert "| blendshape head (added to a logit before T) | contempt: 2 Face Landmarker blendshape features, read on " \
            "faces whose contempt logit is within 2.118 of the top one" in text
     assert "mouthSmile_asym" not in text  # the weights stay in config.json, not raw in the card
+    cfg["emotion"]["blendshape_head"]["weights"]["lm61_291_y"] = 9.0
+    text = str(render_card(export(tmp_path / "geometry", cfg, eval_results())))
+    assert "contempt: 2 Face Landmarker blendshape features and 1 mouth asymmetries on its landmarks, read" in text

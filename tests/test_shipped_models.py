@@ -87,7 +87,8 @@ def test_the_default_model_reads_contempt_and_another_labs_closed_mouth_expressi
     """Issue #21: faces from sources the FER+ and posed-performer model never saw. The validation rows the transfer
     recipe cuts from the CK+ half (people it did not train on) and from the wild contempt crops: the previous default
     read 0.68 of the CK+ people (contempt 0.00, anger 0.33) and 0.03 of the contempt crops; the shipped one 0.889
-    and 0.305 before its blendshape head, 0.889 and 0.380 with it (the head reads the one-sided mouth)."""
+    and 0.305 before its blendshape head, 0.889 and 0.380 with the head on mouth blendshapes, 0.881 and 0.443 with
+    the head that also reads the mouth's asymmetry on the landmarks (emotion/face_geometry.py)."""
     import yaml
 
     from emotion.models import load_model
@@ -107,4 +108,4 @@ def test_the_default_model_reads_contempt_and_another_labs_closed_mouth_expressi
             split = decode_rows(rows, src, None, train=False)
             accuracy[src.name] = float((predict_logits(model, split, info).argmax(1) == split.labels).mean())
     assert accuracy["ckplus"] >= 0.85, accuracy
-    assert accuracy["contempt"] >= 0.34, accuracy
+    assert accuracy["contempt"] >= 0.41, accuracy

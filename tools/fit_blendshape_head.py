@@ -143,8 +143,9 @@ def _print(record: dict) -> None:
           f"T {record['temperature']}")
     print("| report | accuracy as served now | with the head | faces the gate lets through |\n|---|---|---|---|")
     for k, before in record["before"].items():
+        share = record["gated_share"].get(k)  # none for a view of another report (validation_dedup)
         print(f"| {k} | {before['accuracy']:.4f} | {record['after'][k]['accuracy']:.4f} | "
-              f"{record['gated_share'][k]:.1%} |")
+              f"{'–' if share is None else f'{share:.1%}'} |")
 
 
 def _write(folder: Path, record: dict) -> None:
