@@ -261,7 +261,8 @@ def test_the_fit_tool_writes_a_head_the_predictor_serves(ckplus_dir, contempt_di
     geometry = tmp_path / "geometry"
     shutil.copytree(tiny_model, geometry)
     assert tool.main(["--config", str(path), "--model", str(geometry), "--max-rows", "25", "--write",
-                      "--features", "mouthSmile,geometry"]) == 0
+                      "--features", "mouthSmile,geometry", "--floor", "validation=0.2"]) == 0
+    assert json.loads((geometry / "blendshape_head.json").read_text())["select_floor"] == {"validation": 0.2}
     capsys.readouterr()
     head = ModelInfo.from_config(json.loads((geometry / "config.json").read_text())).head()
     assert head.needs_landmarks and {n[:2] for n in head.weights} == {"mo", "lm"}
@@ -275,6 +276,11 @@ def test_the_fit_tool_writes_a_head_the_predictor_serves(ckplus_dir, contempt_di
     with pytest.raises(SystemExit):
         tool.main(["--config", str(path), "--model", str(folder), "--gate-quantile", "1.5"])
     assert "--gate-quantile must be above 0 and at most 1" in capsys.readouterr().err
+    for floor, message in (("validation=high", "--floor takes REPORT=ACCURACY"), ("validation=1.5", "between 0 and 1"),
+                           ("ferplus=0.8", "--floor names no report of")):
+        with pytest.raises(SystemExit):
+            tool.main(["--config", str(path), "--model", str(folder), "--floor", floor])
+        assert message in capsys.readouterr().err
 
 
 def test_the_cli_serves_the_head_unless_told_not_to(tiny_model, tmp_path, capsys):

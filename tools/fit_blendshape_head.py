@@ -39,6 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--gate-quantile", type=float, default=0.98,
                     help="the gate: this quantile of the residuals on the training rows (1: the largest) [default: "
                     "0.98]")
+    ap.add_argument("--floor", action="append", default=[], metavar="REPORT=ACCURACY",
+                    help="a report's floor for the bias fit instead of the config's (repeatable): a model weaker "
+                    "than the recipe's on FER+ keeps its own, e.g. validation=0.83")
     ap.add_argument("--write", action="store_true", help="store the head (with its biases) and T in the model's folder")
     args = ap.parse_args(argv)
     folder = Path(args.model)
@@ -59,6 +62,14 @@ def main(argv: list[str] | None = None) -> int:
     from trainer.data import load_splits
 
     cfg = TrainConfig(**yaml.safe_load(Path(args.config).read_text()))
+    try:
+        floors = {k: float(v) for k, _, v in (f.partition("=") for f in args.floor)}
+    except ValueError:
+        ap.error(f"--floor takes REPORT=ACCURACY (e.g. validation=0.83), not {' '.join(args.floor)}")
+    if not all(0.0 <= v <= 1.0 for v in floors.values()):
+        ap.error("--floor: an accuracy is between 0 and 1")
+    if floors:
+        cfg.select_floor = {**(cfg.select_floor or {}), **floors}
     model, info, _ = load_model(f"local-dir:{folder}")
     if args.label not in info.labels:
         ap.error(f"--label must be one of {', '.join(info.labels)}")
@@ -67,6 +78,10 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         ap.error(str(e))
     train, vals, _ = load_splits(cfg)
+    reports = set(vals) | {f"{name}_{view}" for name, split in vals.items() for view in split.views}
+    if set(floors) - reports:
+        ap.error(f"--floor names no report of {args.config}: {', '.join(sorted(set(floors) - reports))} (its "
+                 f"reports: {', '.join(sorted(reports))})")
     if train.source is None:
         ap.error(f"{args.config} has no sources: the head is fitted on a multi-source config's training rows")
     rows = _sample(train.source, args.max_rows, cfg.seed)
@@ -79,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         reader.close()
     record.update(config=args.config, features=args.features, l2=args.l2, gate_quantile=args.gate_quantile,
+                  select_floor=cfg.select_floor,
                   seconds=round(time.time() - t0))
     _print(record)
     if args.write:
