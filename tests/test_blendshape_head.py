@@ -254,19 +254,21 @@ def test_the_fit_tool_writes_a_head_the_predictor_serves(ckplus_dir, contempt_di
     info = ModelInfo.from_config(json.loads((folder / "config.json").read_text()))
     assert info.head().as_dict() == record["head"] and info.temperature == record["temperature"]
     assert info.logit_bias == {}  # the model's own biases stay (for serving without the head)
-    assert all(f.startswith("mouth") for f in record["head"]["weights"])
+    assert {f[:2] for f in record["head"]["weights"]} == {"mo", "lm"}  # the mouth's blendshapes and asymmetries
     results = json.loads((folder / "eval_results.json").read_text())  # the card's numbers follow what is served
     assert set(results["splits"]) >= {"validation", "contempt"} and results["temperature"] == info.temperature
     assert results["splits"]["contempt"]["accuracy"] == pytest.approx(record["after"]["contempt"]["accuracy"])
-    geometry = tmp_path / "geometry"
-    shutil.copytree(tiny_model, geometry)
-    assert tool.main(["--config", str(path), "--model", str(geometry), "--max-rows", "25", "--write",
-                      "--features", "mouthSmile,geometry", "--floor", "validation=0.2"]) == 0
-    assert json.loads((geometry / "blendshape_head.json").read_text())["select_floor"] == {"validation": 0.2}
+    smile = tmp_path / "smile"
+    shutil.copytree(tiny_model, smile)
+    assert tool.main(["--config", str(path), "--model", str(smile), "--max-rows", "25", "--write",
+                      "--features", "mouthSmile", "--floor", "validation=0.2"]) == 0
+    assert json.loads((smile / "blendshape_head.json").read_text())["select_floor"] == {"validation": 0.2}
     capsys.readouterr()
-    head = ModelInfo.from_config(json.loads((geometry / "config.json").read_text())).head()
-    assert head.needs_landmarks and {n[:2] for n in head.weights} == {"mo", "lm"}
-    assert set(head.centre) == set(head.weights) and head.centre["lm61_291_y"] > 0  # no real face is symmetric
+    head = ModelInfo.from_config(json.loads((smile / "config.json").read_text())).head()
+    assert not head.needs_landmarks and set(head.weights) == {"mouthSmile_max", "mouthSmile_min", "mouthSmile_asym"}
+    assert set(head.centre) == set(head.weights)
+    lm = info.head()
+    assert lm.needs_landmarks and lm.centre["lm61_291_y"] > 0  # no real face is symmetric
     with pytest.raises(SystemExit):
         tool.main(["--config", str(path), "--model", str(tmp_path / "nowhere")])
     assert "no config.json there" in capsys.readouterr().err

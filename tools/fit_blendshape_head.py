@@ -27,13 +27,13 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout: trainer/ and emotion/ beside tools/
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--config", required=True, help="the multi-source trainer config the model was trained with")
     ap.add_argument("--model", required=True, help="the model's folder (its config.json is what --write changes)")
     ap.add_argument("--label", default="contempt", help="the class the head speaks for [default: contempt]")
-    ap.add_argument("--features", default="mouth", help="comma-separated feature name prefixes; 'geometry' adds the "
-                    "landmarks' mouth asymmetry [default: mouth]")
+    ap.add_argument("--features", default="mouth,geometry", help="comma-separated feature name prefixes; 'geometry' "
+                    "names the landmarks' mouth asymmetry [default: mouth,geometry, the shipped head's]")
     ap.add_argument("--max-rows", type=int, default=None, help="at most this many training rows per source")
     ap.add_argument("--l2", type=float, default=1e-3, help="L2 penalty on the weights [default: 0.001]")
     ap.add_argument("--gate-quantile", type=float, default=0.98,
@@ -43,6 +43,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="a report's floor for the bias fit instead of the config's (repeatable): a model weaker "
                     "than the recipe's on FER+ keeps its own, e.g. validation=0.83")
     ap.add_argument("--write", action="store_true", help="store the head (with its biases) and T in the model's folder")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = _parser()
     args = ap.parse_args(argv)
     folder = Path(args.model)
     if not (folder / "config.json").is_file():
@@ -62,12 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     from trainer.data import load_splits
 
     cfg = TrainConfig(**yaml.safe_load(Path(args.config).read_text()))
-    try:
-        floors = {k: float(v) for k, _, v in (f.partition("=") for f in args.floor)}
-    except ValueError:
-        ap.error(f"--floor takes REPORT=ACCURACY (e.g. validation=0.83), not {' '.join(args.floor)}")
-    if not all(0.0 <= v <= 1.0 for v in floors.values()):
-        ap.error("--floor: an accuracy is between 0 and 1")
+    floors = _floors(ap, args.floor)
     if floors:
         cfg.select_floor = {**(cfg.select_floor or {}), **floors}
     model, info, _ = load_model(f"local-dir:{folder}")
@@ -94,13 +94,23 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         reader.close()
     record.update(config=args.config, features=args.features, l2=args.l2, gate_quantile=args.gate_quantile,
-                  select_floor=cfg.select_floor,
-                  seconds=round(time.time() - t0))
+                  select_floor=cfg.select_floor, seconds=round(time.time() - t0))
     _print(record)
     if args.write:
         _write(folder, record)
         print(f"wrote the head and T to {folder / 'config.json'}, the record to {folder / 'blendshape_head.json'}")
     return 0
+
+
+def _floors(ap: argparse.ArgumentParser, given: list[str]) -> dict[str, float]:
+    """--floor's REPORT=ACCURACY pairs as {report: accuracy}, each accuracy in [0, 1]."""
+    try:
+        floors = {k: float(v) for k, _, v in (f.partition("=") for f in given)}
+    except ValueError:
+        ap.error(f"--floor takes REPORT=ACCURACY (e.g. validation=0.83), not {' '.join(given)}")
+    if not all(0.0 <= v <= 1.0 for v in floors.values()):
+        ap.error("--floor: an accuracy is between 0 and 1")
+    return floors
 
 
 def _sample(source: np.ndarray, max_rows: int | None, seed: int) -> np.ndarray:
