@@ -28,6 +28,25 @@ LICENCE_NOTE_UNKNOWN = "none declared (`other`): check the training data's terms
 
 
 # --------------------------------------------------------------------------- context (what the template sees)
+def _head_sources(results: dict) -> list[dict]:
+    """The sources the model's blendshape head was fitted on (eval_results.json `blendshape_head.sources`)."""
+    head = results.get("blendshape_head")
+    given = head.get("sources") if isinstance(head, dict) else None
+    return [s for s in given or [] if isinstance(s, dict)]
+
+
+def _head_fit(results: dict, head_sources: list[dict]) -> str | None:
+    """A sentence naming what the blendshape head was fitted on, when that is more than the training sources."""
+    trained = {str(s.get("name")) for s in _sources(results)}
+    names = [str(s.get("name")) for s in head_sources]
+    if not names or set(names) <= trained:
+        return None
+    recipe = results["blendshape_head"].get("fitted_with")
+    return (f"Its blendshape head (in config.json) was fitted on the training rows of {', '.join(f'`{n}`' for n in names)}"
+            + (f" (`{recipe}`)" if recipe else "") + ", after the classifier's training: the terms above cover them too.")
+
+
+
 def _is_stock_timm(architecture: str | None) -> bool:
     """Whether plain timm/transformers can build this architecture without the project's code."""
     if not architecture or architecture in PROJECT_ARCHITECTURES:
@@ -94,13 +113,15 @@ def _context(export_dir: Path, config: dict, results: dict, repo_id: str | None,
     train_config = results.get("train_config") if isinstance(results.get("train_config"), dict) else {}
     fer_data = dataset["id"] == "ferplus" or "fer2013" in dataset["name"].lower()
     sources = _sources(results)
-    posed_data = any("taiwanese" in str(s.get("path", "")).lower() for s in sources)
-    ckplus_data = any("ckplus" in str(s.get("path", "")).lower() for s in sources)
-    contempt_data = any("contempt_dev" in str(s.get("path", "")).lower() for s in sources)
-    covers = ", ".join(x for x, on in (("the FER2013 training images", fer_data),
-                                       ("the posed performers' photos", posed_data),
-                                       ("the CK+ lab crops", ckplus_data),
-                                       ("the wild contempt crops", contempt_data)) if on)
+    head_sources = _head_sources(results)
+    learnt = [*sources, *head_sources]  # config.json's head learnt from its fit's rows: their terms apply too
+    posed_data = any("taiwanese" in str(s.get("path", "")).lower() for s in learnt)
+    ckplus_data = any("ckplus" in str(s.get("path", "")).lower() for s in learnt)
+    contempt_data = any("contempt_dev" in str(s.get("path", "")).lower() for s in learnt)
+    trained_on = " ".join(str(s.get("path", "")).lower() for s in sources)  # the classifier's own training data
+    covered = [x for x, on in (("the FER2013 training images", fer_data), ("the posed performers' photos", posed_data),
+                               ("the CK+ lab crops", ckplus_data), ("the wild contempt crops", contempt_data)) if on]
+    covers = " and ".join(filter(None, [", ".join(covered[:-1]), covered[-1] if covered else ""]))
     if license == "other":
         licence_note = LICENCE_NOTE_OTHER.format(covers=covers) if covers else LICENCE_NOTE_UNKNOWN
     else:
@@ -111,9 +132,12 @@ def _context(export_dir: Path, config: dict, results: dict, repo_id: str | None,
         "summary": _summary(config, results, labels, dataset, first), "run_facts": _run_facts(config, results),
         "labels": labels, "preprocessing": _preprocessing(config), "fer_data": fer_data, "posed_data": posed_data,
         "ckplus_data": ckplus_data, "contempt_data": contempt_data,
+        "ckplus_head_only": ckplus_data and "ckplus" not in trained_on,
+        "contempt_head_only": contempt_data and "contempt_dev" not in trained_on,
         "source_rows": [[f"`{s.get('name')}`", fmt_pct(s.get("weight_share")) or "–", fmt_num(s.get("train_rows")) or "–",
                          fmt_num(s.get("val_rows")) or "–", ", ".join(s.get("classes") or [])] for s in sources],
         "dataset_name": dataset["name"], "licence_note": licence_note,
+        "head_fit": _head_fit(results, head_sources),
         "train_rows": _pairs([(str(k), fmt_value(v)) for k, v in train_config.items()]),
         "metrics_intro": ("Scores per evaluation split (`n` faces). Accuracy and macro-F1 come from the top label; "
                           "ECE and NLL measure the probabilities before and after temperature scaling (T)."

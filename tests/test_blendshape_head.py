@@ -260,12 +260,16 @@ def test_the_fit_tool_writes_a_head_the_predictor_serves(ckplus_dir, contempt_di
     assert results["splits"]["contempt"]["accuracy"] == pytest.approx(record["after"]["contempt"]["accuracy"])
     smile = tmp_path / "smile"
     shutil.copytree(tiny_model, smile)
+    own = json.loads((smile / "config.json").read_text())
+    own.setdefault("emotion", {})["logit_bias"] = {"neutral": 0.3}
+    (smile / "config.json").write_text(json.dumps(own))
     assert tool.main(["--config", str(path), "--model", str(smile), "--max-rows", "25", "--write",
-                      "--features", "mouthSmile", "--floor", "validation=0.2"]) == 0
+                      "--features", "mouthSmile", "--floor", "validation=0.2", "--keep-bias", "neutral"]) == 0
     assert json.loads((smile / "blendshape_head.json").read_text())["select_floor"] == {"validation": 0.2}
     capsys.readouterr()
     head = ModelInfo.from_config(json.loads((smile / "config.json").read_text())).head()
     assert not head.needs_landmarks and set(head.weights) == {"mouthSmile_max", "mouthSmile_min", "mouthSmile_asym"}
+    assert head.logit_bias["neutral"] == 0.3  # kept as the model serves it; only contempt's was fitted again
     assert set(head.centre) == set(head.weights)
     lm = info.head()
     assert lm.needs_landmarks and lm.centre["lm61_291_y"] > 0  # no real face is symmetric

@@ -158,3 +158,23 @@ def test_a_blendshape_head_is_named_in_the_preprocessing_facts_and_absent_withou
     cfg["emotion"]["blendshape_head"]["weights"]["lm61_291_y"] = 9.0
     text = str(render_card(export(tmp_path / "geometry", cfg, eval_results())))
     assert "contempt: 2 Face Landmarker blendshape features and 1 mouth asymmetries on its landmarks, read" in text
+
+
+def test_a_head_fitted_on_other_sources_brings_their_terms_into_the_card(tmp_path):
+    """resnet50's head was fitted on CK+ and the contempt crops, which its classifier never saw: the card must give
+    their terms, say how they were used, and carry them into the licence line."""
+    cfg = config()
+    cfg["emotion"]["blendshape_head"] = {"label": "contempt", "weights": {"mouthSmile_asym": 0.7}, "gate": 2.0,
+                                         "logit_bias": {}}
+    results = eval_results()
+    results["dataset"] = {"name": "ferplus", "sources": [{"name": "ferplus", "path": "../shared/data/ferplus",
+                                                         "weight": 1.0}]}
+    plain = str(render_card(export(tmp_path / "plain", cfg, results)))
+    results["blendshape_head"] = {"label": "contempt", "fitted_with": "recipe.yaml", "sources": [
+        {"name": "ferplus", "path": "../shared/data/ferplus"}, {"name": "ckplus", "path": "../shared/data/ckplus_dev"},
+        {"name": "contempt", "path": "../shared/data/contempt_dev"}]}
+    text = str(render_card(export(tmp_path / "head", cfg, results)))
+    assert "CK+" not in plain and "AffectNet" not in plain
+    assert "was fitted on the training rows of `ferplus`, `ckplus`, `contempt` (`recipe.yaml`)" in text
+    assert text.count("only to fit the blendshape head") == 2 and "@inproceedings{lucey2010ckplus" in text
+    assert "the FER2013 training images, the CK+ lab crops and the wild contempt crops, released" in text  # licence

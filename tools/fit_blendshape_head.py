@@ -42,6 +42,8 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--floor", action="append", default=[], metavar="REPORT=ACCURACY",
                     help="a report's floor for the bias fit instead of the config's (repeatable): a model weaker "
                     "than the recipe's on FER+ keeps its own, e.g. validation=0.83")
+    ap.add_argument("--keep-bias", action="append", default=[], choices=["neutral", "contempt"],
+                    help="serve this class's bias as the model has it instead of fitting it again (repeatable)")
     ap.add_argument("--write", action="store_true", help="store the head (with its biases) and T in the model's folder")
     return ap
 
@@ -70,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     floors = _floors(ap, args.floor)
     if floors:
         cfg.select_floor = {**(cfg.select_floor or {}), **floors}
+    for name in args.keep_bias:
+        setattr(cfg, f"{name}_bias", "none")
     model, info, _ = load_model(f"local-dir:{folder}")
     if args.label not in info.labels:
         ap.error(f"--label must be one of {', '.join(info.labels)}")
@@ -94,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         reader.close()
     record.update(config=args.config, features=args.features, l2=args.l2, gate_quantile=args.gate_quantile,
-                  select_floor=cfg.select_floor, seconds=round(time.time() - t0))
+                  select_floor=cfg.select_floor, keep_bias=args.keep_bias, seconds=round(time.time() - t0),
+                  sources=[{"name": src["name"], "path": str(src["data"])} for src in cfg.sources])
     _print(record)
     if args.write:
         _write(folder, record)
@@ -136,17 +141,18 @@ def _fit(model, info, train, vals, cfg, reader, c, names, l2, gate_quantile, bf)
     centre, scale = bf.standardise(x, names, ~positive)
     weights = bf.fit_weights(np.nan_to_num((x - centre) / scale), offset, positive,
                              bf.row_weights(positive, train.source, share), l2) / scale
-    # Each report's logits plus the residual, ungated (the biases are fitted on the head's full effect): without
-    # any bias where the config fits them (fit_biases adds the chosen ones), else with the model's own.
-    fits = any(getattr(cfg, f"{name}_bias") == "fit" for name, _ in BIASES)
-    base = replace(plain, logit_bias={}) if fits else plain
+    # Each report's logits plus the residual, ungated (the biases are fitted on the head's full effect): with the
+    # model's own biases except those the config fits (fit_biases adds the chosen ones).
+    fitted = {name for name, _ in BIASES if getattr(cfg, f"{name}_bias") == "fit"}
+    kept = {k: v for k, v in plain.logit_bias.items() if k not in fitted}  # served as the model has them
+    base = replace(plain, logit_bias=kept)
     logits, residual = {}, {}
     for k, v in vals.items():
         residual[k] = bf.residuals(bf.feature_matrix(bf.read_faces(v.images, reader), names), weights, centre)
         logits[k] = predict_logits(model, v, base)
         logits[k][:, c] += residual[k]
     sweeps, logits = fit_biases(logits, vals, info.labels, cfg)
-    served_bias = {n: s["chosen"] for n, s in sweeps.items() if s["chosen"]} if sweeps else dict(info.logit_bias)
+    served_bias = {**kept, **{n: s["chosen"] for n, s in sweeps.items() if s["chosen"]}}
     head = bf.make_head(info.labels[c], names, weights, x, info.labels, served_bias, centre, gate_quantile)
     gated = {}  # the reports as serving computes them: the residual only where the gate lets it through
     for k in logits:
@@ -187,7 +193,8 @@ def _write(folder: Path, record: dict) -> None:
         results.update(splits=splits, temperature=record["temperature"],
                        blendshape_head={"label": record["head"]["label"], "features": len(record["head"]["weights"]),
                                         "gate": record["head"]["gate"], "logit_bias": record["head"]["logit_bias"],
-                                        "train_rows": record["train_rows"], "fitted_with": record["config"]})
+                                        "train_rows": record["train_rows"], "fitted_with": record["config"],
+                                        "sources": record["sources"]})
         results_path.write_text(json.dumps(results, indent=2) + "\n")
     if (folder / "README.md").is_file():  # the model card, rendered again from the files above
         from model_card.render import render_card
