@@ -146,14 +146,18 @@ class BlendshapeHead:
               model_bias: dict[str, float] | None = None) -> torch.Tensor:
         """`logits` (N, classes) of `crops`, which include the model's `model_bias`, with the head's `logit_bias`
         instead, and the residual added where the gate lets it change the answer; a crop the landmarker cannot read
-        (too small, no face found) gets no residual."""
+        (too small, no face found, degenerate landmarks) gets no residual."""
         out, rows = self.gated(logits, labels, model_bias)
         c = list(labels).index(self.label)
         for i in rows:
             crop = crops[i]
             found = read(crop, [(0, 0, crop.width, crop.height)])[0]
-            if found.blendshapes is not None and (found.landmarks is not None or not self.needs_landmarks):
+            if found.blendshapes is None or (found.landmarks is None and self.needs_landmarks):
+                continue
+            try:
                 out[i, c] += self.residual(found.blendshapes, found.landmarks)
+            except ValueError:  # landmarks that are not a face (no extent, not finite): no reading, as no face
+                continue
         return out
 
 

@@ -173,6 +173,12 @@ def test_a_geometry_head_reads_the_landmarks_minus_its_centre():
     read = LandmarkReader({40: (smirk, face_points(0.05)), 41: None})
     out = head.apply(logits, [Image.new("RGB", (w, w)) for w in (40, 41)], LABELS, read)
     assert out[0, C] == pytest.approx(0.7) and torch.equal(out[1], logits[1])  # no face found: nothing added
+    flat = LandmarkReader({40: (smirk, np.zeros((N_LANDMARKS, 3))), 41: (smirk, np.full((N_LANDMARKS, 3), np.nan))})
+    out = head.apply(logits, [Image.new("RGB", (w, w)) for w in (40, 41)], LABELS, flat)
+    assert torch.equal(out, logits)  # landmarks that are not a face: no reading, and no error for the caller
+    scores = np.array([[smirk[n] for n in BLENDSHAPES]] * 2, np.float32)
+    x = bf.feature_matrix((scores, np.stack([face_points(0.05), np.zeros((N_LANDMARKS, 3))])), ["lm61_291_y"])
+    assert x[0, 0] == pytest.approx(0.05) and np.isnan(x[1, 0])  # the fit skips such a row as serving does
     assert BlendshapeHead.from_dict(head.as_dict(), LABELS) == head
 
 

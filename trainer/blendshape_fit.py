@@ -34,12 +34,16 @@ def read_faces(images, reader) -> tuple[np.ndarray, np.ndarray]:
 
 
 def feature_matrix(faces: tuple[np.ndarray, np.ndarray], names) -> np.ndarray:
-    """(N, len(names)) features of `read_faces`' rows; NaN rows where the landmarker found no face."""
+    """(N, len(names)) features of `read_faces`' rows; NaN rows where the landmarker found no face (or landmarks that
+    are not one: serving reads those as no face too)."""
     shapes, points = faces
     out = np.full((len(shapes), len(names)), np.nan, np.float32)
     for i, (row, landmarks) in enumerate(zip(shapes, points)):
         if not np.isnan(row).any():
-            out[i] = features(dict(zip(BLENDSHAPES, row.tolist())), names, landmarks)
+            try:
+                out[i] = features(dict(zip(BLENDSHAPES, row.tolist())), names, landmarks)
+            except ValueError:
+                pass
     return out
 
 
