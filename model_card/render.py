@@ -42,8 +42,10 @@ def _head_fit(results: dict, head_sources: list[dict]) -> str | None:
     if not names or set(names) <= trained:
         return None
     recipe = results["blendshape_head"].get("fitted_with")
-    return (f"Its blendshape head (in config.json) was fitted on the training rows of {', '.join(f'`{n}`' for n in names)}"
-            + (f" (`{recipe}`)" if recipe else "") + ", after the classifier's training: the terms above cover them too.")
+    listed = ", ".join(f"`{n}`" for n in names)
+    return (f"Its blendshape head (in config.json) was fitted on the training rows of {listed}"
+            + (f" (`{recipe}`)" if recipe else "")
+            + ", after the classifier's training: the terms above cover them too.")
 
 
 

@@ -249,6 +249,18 @@ def test_registry_adds_emotion_models_once_and_refuses_ambiguous_sources(monkeyp
         ModelRegistry.from_env()
 
 
+def test_models_say_which_has_a_blendshape_head(monkeypatch, tiny_model):
+    """GET /api/models: a loaded model says whether a second look reads its faces (and on what), null without one."""
+    monkeypatch.setattr("webapp.models.shipped_models", lambda: {})
+    monkeypatch.setenv("EMOTION_MODEL", f"local-dir:{tiny_model}")
+    monkeypatch.setenv("EMOTION_MODELS", f"local-dir:{Path(__file__).resolve().parents[1] / 'models' / 'small_cnn'}")
+    reg = ModelRegistry.from_env()
+    reg.get(tiny_model.name), reg.get("small_cnn")
+    assert reg.describe(tiny_model.name)["blendshape_head"] is None
+    head = reg.describe("small_cnn")["blendshape_head"]
+    assert head["label"] == "contempt" and head["features"] > head["landmark_features"] > 0 and head["gate"] > 0
+
+
 # ---------------------------------------------------------------------------------------------------------- gradio
 def gradio_call(client, api_name: str, data: list) -> tuple[str, object]:
     """Call a Gradio endpoint the way any HTTP client can: POST, then read the event stream."""

@@ -62,6 +62,13 @@ def _nullable(kind: Any) -> bool:
 Face = _schema("Face", {k: v for k, v in FACE_JSON.items() if k != "track"}, base=_AskedFields)
 
 
+class BlendshapeHeadFacts(BaseModel):
+    label: str = Field(description="the label whose logit the head adds to")
+    features: int = Field(description="how many features it reads: blendshapes and landmark asymmetries")
+    landmark_features: int = Field(description="of those, the mouth's asymmetries measured on the landmarks")
+    gate: float = Field(description="the landmarker runs on faces whose label logit is within this of the top one")
+
+
 class ModelDescription(BaseModel):
     id: str
     source: str = Field(description="hf-hub:org/name[@revision], or local:<id> for a model folder on the server")
@@ -72,6 +79,9 @@ class ModelDescription(BaseModel):
     labels: list[str] | None = None
     temperature: float | None = None
     uncertain_threshold: float | None = None
+    blendshape_head: BlendshapeHeadFacts | None = Field(
+        None, description="once loaded: the model's second look at one label from Face Landmarker's mouth features "
+        "(emotion/blendshape_head.py), or null when it has none")
 
 
 Prediction = create_model("Prediction", __base__=_schema("Image", IMAGE_JSON, faces=list[Face]),

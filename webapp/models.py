@@ -121,6 +121,10 @@ class ModelRegistry:
                "loaded": key in self._loaded}
         if key in self._loaded:
             info = self._loaded[key].info
+            head = info.head()  # the second look at one label (emotion/blendshape_head.py), or None
             out.update(architecture=info.architecture, labels=list(info.labels), temperature=info.temperature,
-                       uncertain_threshold=info.uncertain_threshold)
+                       uncertain_threshold=info.uncertain_threshold,
+                       blendshape_head=None if head is None else {
+                           "label": head.label, "features": len(head.weights), "gate": head.gate,
+                           "landmark_features": sum(name.startswith("lm") for name in head.weights)})
         return out
