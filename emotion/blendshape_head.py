@@ -122,9 +122,14 @@ class BlendshapeHead:
         return out
 
     @property
+    def landmark_features(self) -> tuple[str, ...]:
+        """The features it reads from the landmarks (the mouth's asymmetry, emotion.face_geometry), not blendshapes."""
+        return tuple(name for name in self.weights if name in GEOMETRY)
+
+    @property
     def needs_landmarks(self) -> bool:
         """Whether the head reads the mouth's asymmetry from the landmarks (not only the blendshapes)."""
-        return any(name in GEOMETRY for name in self.weights)
+        return bool(self.landmark_features)
 
     def residual(self, blendshapes: dict[str, float], landmarks=None) -> float:
         """What this face's geometry adds to the label's logit."""
@@ -149,11 +154,11 @@ class BlendshapeHead:
         instead, and the residual added where the gate lets it change the answer; a crop the landmarker cannot read
         (too small, no face found, degenerate landmarks) gets no residual."""
         out, rows = self.gated(logits, labels, model_bias)
-        c = list(labels).index(self.label)
+        c, needs_landmarks = list(labels).index(self.label), self.needs_landmarks
         for i in rows:
             crop = crops[i]
             found = read(crop, [(0, 0, crop.width, crop.height)])[0]
-            if found.blendshapes is None or (found.landmarks is None and self.needs_landmarks):
+            if found.blendshapes is None or (found.landmarks is None and needs_landmarks):
                 continue
             try:
                 out[i, c] += self.residual(found.blendshapes, found.landmarks)

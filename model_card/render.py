@@ -48,7 +48,6 @@ def _head_fit(results: dict, head_sources: list[dict]) -> str | None:
             + ", after the classifier's training: the terms above cover them too.")
 
 
-
 def _is_stock_timm(architecture: str | None) -> bool:
     """Whether plain timm/transformers can build this architecture without the project's code."""
     if not architecture or architecture in PROJECT_ARCHITECTURES:

@@ -135,4 +135,3 @@ def served(logits: np.ndarray, residual: np.ndarray, head: BlendshapeHead, label
     out, rows = head.gated(torch.from_numpy(np.array(logits)), labels, head.logit_bias)
     out[rows, list(labels).index(head.label)] += torch.from_numpy(np.asarray(residual)[rows]).to(out.dtype)
     return out.numpy(), rows
-

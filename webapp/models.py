@@ -126,5 +126,5 @@ class ModelRegistry:
                        uncertain_threshold=info.uncertain_threshold,
                        blendshape_head=None if head is None else {
                            "label": head.label, "features": len(head.weights), "gate": head.gate,
-                           "landmark_features": sum(name.startswith("lm") for name in head.weights)})
+                           "landmark_features": len(head.landmark_features)})
         return out
