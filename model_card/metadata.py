@@ -12,6 +12,16 @@ from .format import _is_number, fmt_pct
 
 # The trainer only trains on FER+, so a results file without a `dataset` block still describes FER+.
 DEFAULT_DATASET = {"id": "ferplus", "type": "ferplus", "name": "FER+ (FER2013 images, Microsoft FERPlus labels)"}
+# The data set a training source's folder holds, by a word in its path or name: the model-index names each split by
+# the data its rows come from, not by the first source's (a posed-photo split is not FER+).
+SOURCE_DATASETS = (
+    ("ferplus", DEFAULT_DATASET),
+    ("taiwanese", {"type": "taiwan-corpora-chinese-emotions",
+                   "name": "Taiwan Corpora of Chinese Emotions (posed performers)"}),
+    ("ckplus", {"type": "ckplus", "name": "CK+ (Extended Cohn-Kanade), development half"}),
+    ("contempt", {"type": "contempt-in-the-wild",
+                  "name": "Wild contempt crops (origin uncertain, most likely AffectNet)"}),
+)
 TAGS = ["image-classification", "facial-expression-recognition", "emotion-recognition", "timm", "fer2013", "ferplus"]
 
 
@@ -49,6 +59,21 @@ def _sources(results: dict) -> list[dict]:
     return [{**s, "weight_share": float(s.get("weight") or 0) / total} for s in sources]
 
 
+def _split_dataset(results: dict, split: str) -> dict:
+    """The data set a split's rows come from: the source whose report it is (`validation[_<view>]` is the first
+    source's, `<name>[_<view>]` another's), else the run's own data set (a single-source run)."""
+    sources = _sources(results)
+    src = next((s for s in sources if split == s.get("name") or split.startswith(f"{s.get('name')}_")), None)
+    if src is None and sources and split.split("_")[0] == "validation":
+        src = sources[0]
+    if src is None:
+        return _dataset(results)
+    words = f"{src.get('path', '')} {src.get('name', '')}".lower()
+    known = next((d for word, d in SOURCE_DATASETS if word in words), None)
+    name = known["name"] if known else str(src.get("name") or src.get("path"))
+    return {"name": name, "type": known["type"] if known else re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")}
+
+
 def _bias_rows(results: dict) -> tuple[list[str], list[list[str]]]:
     """The neutral-bias sweep as a table: accuracy of every report at a few biases, the chosen one marked."""
     sweep = results.get("neutral_bias_sweep")
@@ -70,11 +95,11 @@ def _splits(results: dict) -> dict[str, dict]:
 # ------------------------------------------------------------------------------------------------------ metadata
 def build_eval_results(results: dict) -> list[EvalResult]:
     """model-index entries: accuracy, macro-F1 and (calibrated) ECE for every split that reports them."""
-    dataset = _dataset(results)
     metrics = [("accuracy", "accuracy", "Accuracy", None), ("macro_f1", "f1", "Macro F1", "macro"),
                ("ece_after", "ece", "Expected calibration error (after temperature scaling)", None)]
     out = []
     for split, scores in _splits(results).items():
+        dataset = _split_dataset(results, split)
         for key, metric_type, metric_name, metric_config in metrics:
             if key == "ece_after" and not _is_number(scores.get(key)):
                 key, metric_name = "ece_before", "Expected calibration error (no temperature scaling)"

@@ -178,3 +178,27 @@ def test_a_head_fitted_on_other_sources_brings_their_terms_into_the_card(tmp_pat
     assert "was fitted on the training rows of `ferplus`, `ckplus`, `contempt` (`recipe.yaml`)" in text
     assert text.count("only to fit the blendshape head") == 2 and "@inproceedings{lucey2010ckplus" in text
     assert "the FER2013 training images, the CK+ lab crops and the wild contempt crops, released" in text  # licence
+
+
+def test_each_split_in_the_model_index_names_the_data_its_rows_come_from(tmp_path):
+    """A multi-source run reports splits of several data sets: the posed photos, CK+ and the contempt crops are not
+    FER+, and the Hub's model-index must not say they are (it named every split by the first source's data)."""
+    results = eval_results()
+    results["dataset"] = {"name": "ferplus + posed + ckplus + contempt", "sources": [
+        {"name": "ferplus", "path": "../shared/data/ferplus", "weight": 0.7},
+        {"name": "posed", "path": "../shared/data/taiwanese_performers", "weight": 0.1},
+        {"name": "ckplus", "path": "../shared/data/ckplus_dev", "weight": 0.1},
+        {"name": "contempt", "path": "../shared/data/contempt_dev", "weight": 0.05},
+        {"name": "studio", "path": "/data/my_studio_faces", "weight": 0.05}]}
+    for name in ("posed", "posed_clean", "ckplus", "contempt", "studio"):
+        results["splits"][name] = split(100, 0.7, 0.6, 0.05)
+    folder = export(tmp_path, config(), results)
+    render_card(folder, "acme/fer-resnet50")
+    card = ModelCard.load(folder / "README.md")
+    types = {r.dataset_split: r.dataset_type for r in card.data.eval_results}
+    assert types == {"validation": "ferplus", "validation_dedup": "ferplus", "posed": "taiwan-corpora-chinese-emotions",
+                     "posed_clean": "taiwan-corpora-chinese-emotions", "ckplus": "ckplus",
+                     "contempt": "contempt-in-the-wild", "studio": "studio"}
+    names = {r.dataset_split: r.dataset_name for r in card.data.eval_results}
+    assert names["posed"].startswith("Taiwan Corpora") and names["validation"].startswith("FER+")
+    assert card.data.datasets == ["ferplus"]
