@@ -237,6 +237,35 @@ def test_a_fine_tune_is_averaged_with_its_starting_weights_at_the_best_mix(two_s
     assert results["neutral_bias_sweep"]["chosen"] == best["bias"]
 
 
+def test_rerunning_a_finished_fine_tune_scores_no_weight_average_again(two_sources, mixed_run, tmp_path, monkeypatch):
+    """The averages scored by a run are kept beside its checkpoints: rerunning the finished run (or one killed in
+    the sweep) only scores those it lacks; before, every rerun redid the whole sweep (~9 minutes for resnet50)."""
+    from trainer import posthoc
+
+    config = mixed_config(*two_sources, tmp_path / "tuned", epochs=1, init=f"local-dir:{mixed_run / 'export'}",
+                          interpolate="fit", interpolate_grid=[0.5, 1.0])
+    assert train_yaml(config, tmp_path / "tune.yaml") == 0
+    first = json.loads((tmp_path / "tuned" / "export" / "eval_results.json").read_text())
+    scored = []
+    real = posthoc.predict_logits
+    monkeypatch.setattr(posthoc, "predict_logits", lambda *a, **k: scored.append(1) or real(*a, **k))
+    assert train_yaml(config, tmp_path / "tune.yaml") == 0
+    again = json.loads((tmp_path / "tuned" / "export" / "eval_results.json").read_text())
+    assert scored == [] and again["interpolation"]["chosen"] == first["interpolation"]["chosen"]
+    assert again["interpolation"]["grid"] == first["interpolation"]["grid"]
+    # a sweep killed after its first average: the rerun scores the second one only (each report once)
+    cache = tmp_path / "tuned" / "checkpoints" / "interpolation.json"
+    kept = json.loads(cache.read_text())
+    cache.write_text(json.dumps({**kept, "rows": kept["rows"][:1]}))
+    assert train_yaml(config, tmp_path / "tune.yaml") == 0
+    assert len(scored) == 2  # the validation and posed reports of the 1.0 average
+    # other weights (or another way of judging them) never reuse a row
+    cache.write_text(json.dumps({**kept, "key": "0" * 64}))
+    scored.clear()
+    assert train_yaml(config, tmp_path / "tune.yaml") == 0
+    assert len(scored) == 4
+
+
 @pytest.mark.parametrize("grid", [[], [0.0, 0.5], [0.5, 1.2]])
 def test_an_interpolation_grid_outside_zero_to_one_is_refused(grid):
     from trainer.config import ConfigError, TrainConfig

@@ -99,7 +99,8 @@ def train_and_export(cfg: TrainConfig) -> Path:
     best = found[0]
     model, info = trainer.model.cpu(), trainer.info
     model.load_state_dict(best["model"])
-    interpolation = fit_interpolation(model, info, val, cfg, train) if cfg.interpolate == "fit" else None
+    interpolation = (fit_interpolation(model, info, val, cfg, train, trainer.ckpt_dir / "interpolation.json")
+                     if cfg.interpolate == "fit" else None)
     if cfg.recalibrate_bn and interpolation is None:
         recalibrate_bn(model, train, info, cfg)
     if cfg.export_dtype == "float16":  # evaluate (and fit T on) exactly the weights that will be shipped
