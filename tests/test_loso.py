@@ -91,6 +91,23 @@ def test_loso_trains_each_arm_without_its_source_and_scores_every_row_of_it(sour
     with pytest.raises(SystemExit):
         tool.main(["--config", str(path), "--raw", str(arm), "--positive", "validation"])
     assert "no readable checkpoints/best.safetensors" in capsys.readouterr().err
+    # every row of a held-out source, per model and per pair (tools/score_held_out.py); the arm that trained on
+    # the source is marked, since its score measures that source, not transfer
+    tool = load_tool("score_held_out")
+    capsys.readouterr()
+    assert tool.main(["--config", str(path), "--source", "posed", "--ensembles", "--neutral-shift", "1",
+                      "--model", f"local-dir:{arm / 'export'}",
+                      "--model", f"local-dir:{tmp_path / 'run-without-fer' / 'export'}"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"{results['posed']['all']['n']} rows of posed")
+    lines = [line for line in out.splitlines() if line.startswith("| ")]
+    assert len(lines) == 1 + 2 * 2 + 1  # the head, each model plain and shifted, one pair
+    assert "(trained on it)" in lines[3] and "(trained on it)" not in lines[1]
+    assert f"{results['posed']['all']['accuracy']:.3f}" == lines[1].split(" | ")[1]  # the LOSO table's score
+    assert " + " in lines[5] and lines[2].split(" | ")[0].endswith("neutral −1")
+    with pytest.raises(SystemExit):
+        tool.main(["--config", str(path), "--source", "ckplus", "--model", f"local-dir:{arm / 'export'}"])
+    assert "no source 'ckplus'" in capsys.readouterr().err
 
 
 def load_tool(name: str):
