@@ -13,7 +13,7 @@ from emotion.sources import DEFAULT_FILE
 
 SLICE = 600  # the first 600 rows of FER+ validation
 # model folder -> minimum accuracy on SLICE (measured figure minus ~3 points; see README "Models")
-BARS = {"small_cnn": 0.81, "efficientnet_lite0": 0.73, "resnet50": 0.79}  # measured 0.843, 0.758, 0.823
+BARS = {"small_cnn": 0.81, "efficientnet_lite0": 0.73, "resnet50": 0.78}  # measured 0.843, 0.758, 0.813
 # The default model on the posed performers' validation photos, through the serving detector, rows whose raters
 # agree with the pose (issue #11's acceptance set): measured 0.882 when shipped (every class's recall >= 0.74).
 POSED_BAR = 0.84
