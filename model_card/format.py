@@ -72,8 +72,11 @@ def _head(head: Any) -> str | None:
     kinds = f"{len(head['weights']) - points} Face Landmarker blendshape features"
     if points:
         kinds += f" and {points} mouth asymmetries on its landmarks"
+    bias = head.get("logit_bias") if isinstance(head.get("logit_bias"), dict) else {}
+    served = ", ".join(f"{k} {v:+.2f}" for k, v in bias.items() if _is_number(v))
     return (f"{label}: {kinds}, read on faces whose {label} logit is within {gate} of the top one "
-            "(emotion/blendshape_head.py)")
+            "(emotion/blendshape_head.py)"
+            + (f"; where the head is used, the logit bias is {served} instead of the row above" if served else ""))
 
 
 def _offset(value: Any) -> str | None:

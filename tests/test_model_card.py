@@ -158,6 +158,11 @@ def test_a_blendshape_head_is_named_in_the_preprocessing_facts_and_absent_withou
     cfg["emotion"]["blendshape_head"]["weights"]["lm61_291_y"] = 9.0
     text = str(render_card(export(tmp_path / "geometry", cfg, eval_results())))
     assert "contempt: 2 Face Landmarker blendshape features and 1 mouth asymmetries on its landmarks, read" in text
+    # the head's own biases replace the model's wherever it is used: the card says so, beside the model's row
+    assert "where the head is used, the logit bias is contempt -0.50 instead of the row above" in text
+    cfg["emotion"]["blendshape_head"]["logit_bias"] = {}
+    text = str(render_card(export(tmp_path / "unbiased", cfg, eval_results())))
+    assert "logit bias is" not in text
 
 
 def test_a_head_fitted_on_other_sources_brings_their_terms_into_the_card(tmp_path):
