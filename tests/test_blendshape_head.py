@@ -251,7 +251,8 @@ def test_the_fit_tool_writes_a_head_the_predictor_serves(ckplus_dir, contempt_di
     shutil.copytree(tiny_model, folder)
     (folder / "eval_results.json").write_text(json.dumps({"splits": {"validation": {"accuracy": 2.0}}}))
     tool = load_tool("fit_blendshape_head")
-    assert tool.main(["--config", str(path), "--model", str(folder), "--max-rows", "25", "--write"]) == 0
+    cache, fit = tmp_path / "faces.npz", ["--config", str(path), "--max-rows", "25", "--write"]
+    assert tool.main([*fit, "--model", str(folder), "--cache", str(cache)]) == 0
     out = capsys.readouterr().out
     assert "| validation |" in out and "| contempt |" in out
     record = json.loads((folder / "blendshape_head.json").read_text())
@@ -269,8 +270,10 @@ def test_the_fit_tool_writes_a_head_the_predictor_serves(ckplus_dir, contempt_di
     own = json.loads((smile / "config.json").read_text())
     own.setdefault("emotion", {})["logit_bias"] = {"neutral": 0.3}
     (smile / "config.json").write_text(json.dumps(own))
-    assert tool.main(["--config", str(path), "--model", str(smile), "--max-rows", "25", "--write",
-                      "--features", "mouthSmile", "--floor", "validation=0.2", "--keep-bias", "neutral"]) == 0
+    assert (cached := np.load(cache)["keys"].size) >= 50  # the training rows and the reports, read once
+    assert tool.main([*fit, "--model", str(smile), "--cache", str(cache), "--features", "mouthSmile",
+                      "--floor", "validation=0.2", "--keep-bias", "neutral"]) == 0
+    assert np.load(cache)["keys"].size == cached  # the same faces: nothing read again
     assert json.loads((smile / "blendshape_head.json").read_text())["select_floor"] == {"validation": 0.2}
     capsys.readouterr()
     head = ModelInfo.from_config(json.loads((smile / "config.json").read_text())).head()
@@ -310,3 +313,45 @@ def test_the_cli_serves_the_head_unless_told_not_to(tiny_model, tmp_path, capsys
         assert main(["predict", photo, "--model", f"local-dir:{folder}", "--json", *flags]) == 0
         read[bool(flags)] = json.loads(capsys.readouterr().out)["faces"][0]["probabilities"]["contempt"]
     assert read[False] > read[True] + 0.01  # her smile raises contempt's logit by 3 x mouthSmile_max
+
+
+class CountingReader:
+    """A landmarker stand-in: a face on every image but the gray ones, counting its reads."""
+
+    def __init__(self):
+        self.reads = 0
+
+    def read(self, image, boxes):
+        from types import SimpleNamespace
+
+        self.reads += 1
+        value = float(np.asarray(image).mean()) / 255
+        if image.mode == "L":
+            return [SimpleNamespace(blendshapes=None, landmarks=None)]
+        return [SimpleNamespace(blendshapes={n: value for n in bf.BLENDSHAPES},
+                                landmarks=np.full((478, 3), value, np.float32))]
+
+
+def test_the_face_cache_reads_each_image_once_across_runs_and_only_for_its_landmarker(tmp_path, monkeypatch):
+    """tools/fit_blendshape_head.py --cache: a rerun (another L2, gate or feature set) skips the landmarker, which is
+    most of the tool's time; rows written by another landmarker, or an unreadable file, are never used."""
+    images = [Image.new("RGB", (32, 32), (10 * i, 20, 30)) for i in range(3)] + [Image.new("L", (32, 32), 7)]
+    path = tmp_path / "cache" / "faces.npz"
+    reader = CountingReader()
+    first = bf.read_faces(images, reader, bf.FaceCache(path))
+    assert reader.reads == 4 and path.is_file()
+    again = bf.read_faces(images, reader, bf.FaceCache(path))
+    assert reader.reads == 4  # nothing read again
+    for a, b in zip(first, again):
+        np.testing.assert_array_equal(a, b)  # NaN rows (no face) included
+    assert np.isnan(again[0][3]).all() and again[0][1, 0] == pytest.approx(20 / 255)
+    bf.read_faces([*images, Image.new("RGB", (32, 32), (1, 2, 3))], reader, bf.FaceCache(path))
+    assert reader.reads == 5  # only the new image
+    monkeypatch.setattr(bf, "MODEL_SHA256", "another landmarker")
+    bf.read_faces(images, reader, bf.FaceCache(path))
+    assert reader.reads == 9
+    path.write_bytes(b"not a cache")
+    assert bf.FaceCache(path).rows == {}
+    bf.read_faces(images[:1], reader)  # no cache: read every time
+    bf.read_faces(images[:1], reader)
+    assert reader.reads == 11

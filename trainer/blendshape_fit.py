@@ -8,28 +8,78 @@ the same total or the selection mix's shares: the draw shares kept FER+ at its f
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
+import os
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from emotion.action_units import MODEL_SHA256
 from emotion.blendshape_head import BLENDSHAPES, FEATURES, BlendshapeHead, features
 from emotion.face_geometry import GEOMETRY, N_LANDMARKS
 
 log = logging.getLogger(__name__)
 
 
-def read_faces(images, reader) -> tuple[np.ndarray, np.ndarray]:
+class FaceCache:
+    """What the landmarker read on each image, kept in one .npz between runs (`path`; None keeps nothing). Rows are
+    keyed by the sha256 of the image's mode, size and pixels, and the file holds only for the landmarker whose
+    digest it was written with: another one, or an unreadable file, starts an empty cache."""
+
+    def __init__(self, path: str | os.PathLike | None = None):
+        self.path = Path(path) if path else None
+        self.rows: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self.added = 0
+        if self.path is not None and self.path.is_file():
+            try:
+                with np.load(self.path) as z:
+                    if str(z["model"]) == MODEL_SHA256:
+                        self.rows = dict(zip(z["keys"].tolist(), zip(z["shapes"], z["points"])))
+            except (OSError, ValueError, KeyError):
+                log.warning("%s is not a face cache this version can read: starting an empty one", self.path)
+
+    @staticmethod
+    def key(image) -> str:
+        digest = hashlib.sha256(f"{image.mode} {image.size}".encode())
+        digest.update(image.tobytes())
+        return digest.hexdigest()
+
+    def save(self) -> None:
+        """Write the rows (atomically) if any were added."""
+        if self.path is None or not self.added:
+            return
+        keys = list(self.rows)
+        tmp = self.path.with_name(self.path.name + ".tmp.npz")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(tmp, model=np.array(MODEL_SHA256), keys=np.array(keys),
+                 shapes=np.stack([self.rows[k][0] for k in keys]), points=np.stack([self.rows[k][1] for k in keys]))
+        os.replace(tmp, self.path)
+        self.added = 0
+
+
+def read_faces(images, reader, cache: FaceCache | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(N, 52) blendshape scores in BLENDSHAPES order and (N, 478, 3) landmarks, read as serving reads a crop (the
-    whole image is the box); NaN rows where the landmarker found no face."""
+    whole image is the box); NaN rows where the landmarker found no face. With a `cache` (FaceCache), an image read
+    before is not read again, and what is read is saved to it."""
     shapes = np.full((len(images), len(BLENDSHAPES)), np.nan, np.float32)
     points = np.full((len(images), N_LANDMARKS, 3), np.nan, np.float32)
+    cache = cache or FaceCache()
     for i, img in enumerate(images):
+        key = cache.key(img) if cache.path is not None else None
+        if key in cache.rows:
+            shapes[i], points[i] = cache.rows[key]
+            continue
         found = reader.read(img, [(0, 0, img.width, img.height)])[0]
         if found.blendshapes is not None:
             shapes[i] = [found.blendshapes[n] for n in BLENDSHAPES]
             points[i] = found.landmarks
+        if key is not None:
+            cache.rows[key] = (shapes[i].copy(), points[i].copy())
+            cache.added += 1
+    cache.save()
     return shapes, points
 
 
