@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -23,6 +22,7 @@ from typing import Iterable, Iterator, Sequence
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .atomic import atomic_write
 from .errors import EmotionError
 from .faces import DEFAULT_MAX_FACES, DEFAULT_MIN_SCORE, DEFAULT_RANGE
 from .labels import LABELS
@@ -164,13 +164,7 @@ def check_manifest(output: Path, manifest: dict) -> None:
     if not path.is_file() and any(output.glob("*.parquet")):
         raise EmotionError(f"'{output}' already holds parquet files not written by predict-dataset: pass an empty "
                            "or new --output folder")
-    _atomic_write(path, lambda tmp: tmp.write_text(json.dumps(manifest, indent=1)))
-
-
-def _atomic_write(path: Path, write) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)  # a file under the final name is always complete
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(manifest, indent=1)))
 
 
 def run(source, output: Path, options: Options, *, workers: int = 1, shard_size: int = 1000,
@@ -216,7 +210,7 @@ def _count_images(table: pa.Table) -> int:
 def _write_shard(output: Path, shard: int, tables: list[pa.Table], summary: Summary) -> None:
     table = pa.concat_tables(tables)
     path = output / SHARD_NAME.format(shard)
-    _atomic_write(path, lambda tmp: pq.write_table(table, tmp))
+    atomic_write(path, lambda tmp: pq.write_table(table, tmp))
     summary.shards_written += 1
     summary.files.append(path.name)
     summary.faces += len(table.column("face_index").drop_null())

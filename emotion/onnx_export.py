@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .atomic import atomic_write
 from .errors import EmotionError
 from .info import ONNX_NAME, WEIGHTS_NAME  # noqa: F401  (ONNX_NAME re-exported)
 
@@ -66,15 +67,13 @@ def export_onnx(model_dir: str | os.PathLike, check: bool = True) -> Path:
     _describe(proto, info, weights_digest(folder))
     onnx.checker.check_model(proto)
     path = folder / ONNX_NAME
-    tmp = path.with_suffix(".onnx.tmp")
-    tmp.write_bytes(proto.SerializeToString())
-    if check:
-        try:
-            _check(tmp, model, info)
-        except Exception:
-            tmp.unlink(missing_ok=True)
-            raise
-    os.replace(tmp, path)  # never a half-written model.onnx for a page or server to load
+
+    def write(tmp: Path) -> None:
+        tmp.write_bytes(proto.SerializeToString())
+        if check:
+            _check(tmp, model, info)  # a model.onnx that fails its check never replaces the one there
+
+    atomic_write(path, write)  # never a half-written model.onnx for a page or server to load
     return path
 
 

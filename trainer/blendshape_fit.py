@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from emotion.action_units import MODEL_SHA256
+from emotion.atomic import atomic_write
 from emotion.blendshape_head import BLENDSHAPES, FEATURES, BlendshapeHead, features
 from emotion.face_geometry import GEOMETRY, N_LANDMARKS
 
@@ -52,11 +53,15 @@ class FaceCache:
         if self.path is None or not self.added:
             return
         keys = list(self.rows)
-        tmp = self.path.with_name(self.path.name + ".tmp.npz")
+
+        def write(tmp: Path) -> None:
+            with tmp.open("wb") as f:  # a file object: np.savez would add ".npz" to a path
+                np.savez(f, model=np.array(MODEL_SHA256), keys=np.array(keys),
+                         shapes=np.stack([self.rows[k][0] for k in keys]),
+                         points=np.stack([self.rows[k][1] for k in keys]))
+
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(tmp, model=np.array(MODEL_SHA256), keys=np.array(keys),
-                 shapes=np.stack([self.rows[k][0] for k in keys]), points=np.stack([self.rows[k][1] for k in keys]))
-        os.replace(tmp, self.path)
+        atomic_write(self.path, write)
         self.added = 0
 
 

@@ -19,11 +19,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from emotion.atomic import atomic_write
 
 from .config import TrainConfig
 from .data import FaceDataset, FaceSplit, ResumableSampler
@@ -112,11 +113,9 @@ def _cached_rows(cache: Path | None, key: str) -> dict[float, dict]:
 
 
 def _write_rows(cache: Path | None, key: str, rows: list[dict]) -> None:
-    if cache is None:
-        return
-    tmp = cache.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"key": key, "rows": rows}, indent=1, default=float))
-    os.replace(tmp, cache)  # a run killed mid-write keeps the previous file
+    if cache is not None:  # a run killed mid-write keeps the previous file
+        text = json.dumps({"key": key, "rows": rows}, indent=1, default=float)
+        atomic_write(cache, lambda tmp: tmp.write_text(text))
 
 
 def fit_interpolation(model: torch.nn.Module, info, vals: dict[str, FaceSplit], cfg: TrainConfig,
