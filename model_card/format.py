@@ -63,6 +63,11 @@ def _numbers(values: Any) -> str | None:
     return ", ".join(parts) if parts and all(parts) else None
 
 
+def _biases(bias: Any) -> str:
+    """Logit biases as "neutral +0.50, contempt -1.10" ("" when there are none)."""
+    return ", ".join(f"{k} {v:+.2f}" for k, v in bias.items() if _is_number(v)) if isinstance(bias, dict) else ""
+
+
 def _head(head: Any) -> str | None:
     """The blendshape head (emotion/blendshape_head.py) in words, or None when the model has none."""
     if not (isinstance(head, dict) and isinstance(head.get("weights"), dict) and head["weights"]):
@@ -72,8 +77,7 @@ def _head(head: Any) -> str | None:
     kinds = f"{len(head['weights']) - points} Face Landmarker blendshape features"
     if points:
         kinds += f" and {points} mouth asymmetries on its landmarks"
-    bias = head.get("logit_bias") if isinstance(head.get("logit_bias"), dict) else {}
-    served = ", ".join(f"{k} {v:+.2f}" for k, v in bias.items() if _is_number(v))
+    served = _biases(head.get("logit_bias"))
     return (f"{label}: {kinds}, read on faces whose {label} logit is within {gate} of the top one "
             "(emotion/blendshape_head.py)"
             + (f"; where the head is used, the logit bias is {served} instead of the row above" if served else ""))
@@ -102,8 +106,7 @@ def _preprocessing(config: dict) -> list[tuple[str, str]]:
         ("crop centre shift", _offset(facts.get("crop_offset_y"))),
         ("eyes levelled before cropping", flags.get("align_eyes")),
         ("crop first resized to", f"{native} x {native} px (the training images' size)" if native else None),
-        ("logit bias (a prior, added before T)", ", ".join(f"{k} {v:+.2f}" for k, v in facts["logit_bias"].items())
-         if isinstance(facts.get("logit_bias"), dict) and facts["logit_bias"] else None),
+        ("logit bias (a prior, added before T)", _biases(facts.get("logit_bias")) or None),
         ("blendshape head (added to a logit before T)", _head(facts.get("blendshape_head"))),
         ("calibration temperature T", fmt_num(facts.get("temperature"))),
         ("'uncertain' below top probability", fmt_num(facts.get("uncertain_threshold"))),

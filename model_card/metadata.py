@@ -47,8 +47,13 @@ def _dataset(results: dict) -> dict:
         return dict(DEFAULT_DATASET)
     name = str(given.get("name") or given.get("path"))
     data_id = given.get("id") or ("ferplus" if "ferplus" in f"{name} {given.get('path')}".lower() else None)
-    # model-index needs a dataset type even for a local folder; a slug of its name is the honest fallback
-    return {"id": data_id, "name": name, "type": data_id or re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")}
+    return {"id": data_id, "name": name, "type": data_id or _slug(name)}
+
+
+def _slug(name: str) -> str:
+    """A model-index dataset type for a data set without an id (a local folder needs one too): its name, lower
+    case, runs of other characters as -."""
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
 
 def _sources(results: dict) -> list[dict]:
@@ -71,7 +76,7 @@ def _split_dataset(results: dict, split: str) -> dict:
     words = f"{src.get('path', '')} {src.get('name', '')}".lower()
     known = next((d for word, d in SOURCE_DATASETS if word in words), None)
     name = known["name"] if known else str(src.get("name") or src.get("path"))
-    return {"name": name, "type": known["type"] if known else re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")}
+    return {"name": name, "type": known["type"] if known else _slug(name)}
 
 
 def _bias_rows(results: dict) -> tuple[list[str], list[list[str]]]:
