@@ -355,3 +355,22 @@ def test_the_face_cache_reads_each_image_once_across_runs_and_only_for_its_landm
     bf.read_faces(images[:1], reader)  # no cache: read every time
     bf.read_faces(images[:1], reader)
     assert reader.reads == 11
+
+
+def test_a_face_read_killed_partway_keeps_the_faces_saved_before(tmp_path):
+    """Reading 27k FER+ faces takes ~7 min: the cache is saved every `save_every` new faces, so a killed run (here
+    the landmarker failing on the fifth image) starts again from what it had read."""
+    class DiesOnFifth(CountingReader):
+        def read(self, image, boxes):
+            if self.reads == 4:
+                raise KeyboardInterrupt
+            return super().read(image, boxes)
+
+    images = [Image.new("RGB", (32, 32), (10 * i, 20, 30)) for i in range(6)]
+    path = tmp_path / "faces.npz"
+    with pytest.raises(KeyboardInterrupt):
+        bf.read_faces(images, DiesOnFifth(), bf.FaceCache(path), save_every=2)
+    assert len(bf.FaceCache(path).rows) == 4
+    reader = CountingReader()
+    bf.read_faces(images, reader, bf.FaceCache(path), save_every=2)
+    assert reader.reads == 2

@@ -241,9 +241,9 @@ def test_micro_batches_give_the_full_batch_gradient(tmp_path):
         tr, val, _ = load_splits(cfg)
         trainer = Trainer(cfg, tr, val)
         trainer.model.eval()  # BatchNorm from running statistics: then micro-batches must sum to the batch exactly
-        x, y, _, mask = next(iter(trainer._loader(0)))
+        x, y, _, mask, aux = next(iter(trainer._loader(0)))
         trainer.opt.zero_grad()
-        loss = trainer._backward(x, y, mask)
+        loss = trainer._backward(x, y, mask, aux)
         grads.append((loss.item(), [p.grad.clone() for p in trainer.model.parameters() if p.grad is not None]))
     (loss1, g1), (loss4, g4) = grads
     assert loss4 == pytest.approx(loss1, rel=1e-5)

@@ -21,8 +21,11 @@ from emotion.action_units import MODEL_SHA256
 from emotion.atomic import atomic_write
 from emotion.blendshape_head import BLENDSHAPES, FEATURES, BlendshapeHead, features
 from emotion.face_geometry import GEOMETRY, N_LANDMARKS
+from emotion.progress import progress
 
 log = logging.getLogger(__name__)
+
+SAVE_EVERY = 2000  # new faces between the cache's saves (~30 s of landmarker time; a save rewrites the whole file)
 
 
 class FaceCache:
@@ -65,14 +68,16 @@ class FaceCache:
         self.added = 0
 
 
-def read_faces(images, reader, cache: FaceCache | None = None) -> tuple[np.ndarray, np.ndarray]:
+def read_faces(images, reader, cache: FaceCache | None = None,
+               save_every: int = SAVE_EVERY) -> tuple[np.ndarray, np.ndarray]:
     """(N, 52) blendshape scores in BLENDSHAPES order and (N, 478, 3) landmarks, read as serving reads a crop (the
     whole image is the box); NaN rows where the landmarker found no face. With a `cache` (FaceCache), an image read
-    before is not read again, and what is read is saved to it."""
+    before is not read again, and what is read is saved to it (every `save_every` new faces too: a killed run
+    keeps what it read)."""
     shapes = np.full((len(images), len(BLENDSHAPES)), np.nan, np.float32)
     points = np.full((len(images), N_LANDMARKS, 3), np.nan, np.float32)
     cache = cache or FaceCache()
-    for i, img in enumerate(images):
+    for i, img in enumerate(progress(images, desc="landmarks", unit="face", leave=False)):
         key = cache.key(img) if cache.path is not None else None
         if key in cache.rows:
             shapes[i], points[i] = cache.rows[key]
@@ -84,6 +89,8 @@ def read_faces(images, reader, cache: FaceCache | None = None) -> tuple[np.ndarr
         if key is not None:
             cache.rows[key] = (shapes[i].copy(), points[i].copy())
             cache.added += 1
+            if cache.added >= save_every:
+                cache.save()
     cache.save()
     return shapes, points
 

@@ -74,6 +74,9 @@ class TrainConfig:
     warmup_epochs: float = 1.0  # linear LR warmup, in epochs (fractions allowed)
     label_smoothing: float = 0.0  # mass moved from the targets to a uniform distribution
     one_vs_rest: dict[str, float] | None = None  # class -> weight of a binary cross-entropy on its probability, added to the loss (e.g. {contempt: 1.0}: a face that is not contempt pays -log(1 - p) for the contempt it is given)
+    aux_targets: str | None = None  # 'action_units': Face Landmarker's 23 AUs of each training face as auxiliary targets of a head on the pooled features (trainer/aux_targets.py); training only, the export is the classifier
+    aux_weight: float = 1.0  # weight of the auxiliary loss (binary cross-entropy per AU) beside the classification loss
+    aux_cache: str | None = None  # a FaceCache .npz holding what the landmarker read on each training image, shared between runs (default: <output_dir>/faces.npz)
     ema_decay: float = 0.0  # keep an exponential moving average of the weights (e.g. 0.998); validated and exported instead of the raw weights; 0 = off
     grad_accum: int = 1  # split each step's batch into this many micro-batches (same step, less memory); batch_size stays the effective batch
     balance: str = "none"  # 'sampler' (class-balanced sampling), 'weights' (loss weights), or 'none'
@@ -119,6 +122,8 @@ class TrainConfig:
             ("one_vs_rest", self.one_vs_rest is None or (isinstance(self.one_vs_rest, dict) and all(
                 k in LABELS and isinstance(v, (int, float)) and v >= 0 for k, v in self.one_vs_rest.items())),
              f"a mapping of class ({', '.join(LABELS)}) -> weight >= 0"),
+            ("aux_targets", self.aux_targets in (None, "action_units"), "action_units, or unset for none"),
+            ("aux_weight", self.aux_weight >= 0, "a number >= 0"),
             ("ema_decay", self.ema_decay == 0 or 0.5 <= self.ema_decay < 1, "0 (off) or a number in [0.5, 1)"),
             ("grad_accum", self.grad_accum >= 1, "an integer >= 1 that divides batch_size per process"),
             ("std", self.std > 0, "a number > 0"),

@@ -65,7 +65,8 @@ def sample_seed(seed: int, epoch: int, position: int) -> int:
 
 
 class FaceDataset(torch.utils.data.Dataset):
-    """(tensor, soft target, label, class mask) per row; preprocessing is the inference core's `to_tensor`.
+    """(tensor, soft target, label, class mask, auxiliary targets) per row (the last is empty without them);
+    preprocessing is the inference core's `to_tensor`.
 
     Training indexes it with (row, seed, epoch, position) keys from `ResumableSampler`: the augmentation of a draw
     depends on those alone, never on worker count or process history, so a resumed run sees the same pictures.
@@ -75,6 +76,7 @@ class FaceDataset(torch.utils.data.Dataset):
         self.split, self.info, self.cfg, self.train = split, info, cfg, train
         self.families = set(cfg.augment) if train else set()
         self.all_classes = torch.ones(len(LABELS), dtype=torch.bool)
+        self.no_aux = torch.zeros(0)
 
     def __len__(self) -> int:
         return len(self.split)
@@ -88,7 +90,8 @@ class FaceDataset(torch.utils.data.Dataset):
         if rng is not None and "occlusion" in self.families:
             x = augment.occlusion(x, rng, self.cfg.erase)
         mask = self.all_classes if self.split.masks is None else torch.from_numpy(self.split.masks[i])
-        return x, torch.from_numpy(self.split.targets[i]), int(self.split.labels[i]), mask
+        aux = self.no_aux if self.split.aux is None else torch.from_numpy(self.split.aux[i])
+        return x, torch.from_numpy(self.split.targets[i]), int(self.split.labels[i]), mask, aux
 
     def augmented(self, img: Image.Image, context: float, rng: np.random.Generator) -> Image.Image:
         """The configured augmentation families, at the training data's native size (48 px for FER+)."""

@@ -34,6 +34,7 @@ class FaceSplit:
     context: np.ndarray | None = None
     views: dict[str, np.ndarray] = field(default_factory=dict)
     source: np.ndarray | None = None  # (N,) index of each row's source in a multi-source run
+    aux: np.ndarray | None = None  # (N, K) auxiliary targets (trainer/aux_targets.py); NaN rows: none for that face
 
     def __post_init__(self):
         if self.dup is not None and "dedup" not in self.views:
@@ -46,7 +47,7 @@ class FaceSplit:
         pick = lambda a: None if a is None else a[idx]  # noqa: E731
         return FaceSplit([self.images[i] for i in idx], self.targets[idx], self.labels[idx], pick(self.dup),
                          pick(self.masks), pick(self.context), {k: v[idx] for k, v in self.views.items()},
-                         pick(self.source))
+                         pick(self.source), pick(self.aux))
 
     @classmethod
     def concat(cls, splits: list["FaceSplit"], masks: list[np.ndarray]) -> "FaceSplit":

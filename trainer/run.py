@@ -11,6 +11,7 @@ from emotion.bench import machine, ms_per_face
 from emotion.models import load_model
 
 from . import checkpoint
+from .aux_targets import read_targets
 from .config import TrainConfig
 from .data import FaceSplit, load_splits
 from .evaluation import compute_metrics, expected_calibration_error, fit_temperature, predict_logits, softmax
@@ -85,6 +86,8 @@ def train_and_export(cfg: TrainConfig) -> Path:
     out = Path(cfg.output_dir)
     train, val, source = load_splits(cfg)
     log.info("data: %d train / %d validation faces", len(train), sum(len(v) for v in val.values()))
+    if cfg.aux_targets:
+        train.aux = read_targets(train.images, cfg.aux_targets, cfg.aux_cache or str(out / "faces.npz"))
     trainer = Trainer(cfg, train, val)
     trainer.maybe_resume()  # an incompatible checkpoint is refused here, before config.yaml is overwritten
     if trainer.acc.is_main_process:

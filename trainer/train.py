@@ -25,13 +25,14 @@ from .data import FaceDataset, FaceSplit, ResumableSampler, sample_seed
 from .ema import WeightEMA
 from .distributed import any_process, check_batch, gather_rows, make_accelerator, mean_over_processes, shard
 from .evaluation import predict_logits, view_reports
+from .aux_targets import AUX_TARGETS, WithAux, aux_loss
 from .modeling import build_model, param_groups
 from .selection import select_score
 
 log = logging.getLogger(__name__)
 
 # what a checkpoint must share with the run resuming it: the weights' shapes and the meaning of a step
-RESUME_FIELDS = ("model", "channels", "img_size", "batch_size", "seed", "balance", "train_rows")
+RESUME_FIELDS = ("model", "channels", "img_size", "batch_size", "seed", "balance", "train_rows", "aux_targets")
 
 
 class Interrupted(SystemExit):
@@ -124,8 +125,13 @@ class Trainer:
                  ", channels_last" if self.memory_format == torch.channels_last else "")
         self.steps_per_epoch = max(1, len(train) // cfg.batch_size)
         self.total_steps = self.steps_per_epoch * cfg.epochs
-        self.opt = torch.optim.AdamW(param_groups(self.model, cfg), lr=cfg.lr, betas=(0.9, 0.999))
-        self.ddp = self.acc.prepare(self.model)  # the model itself in one process; trains through DDP in several
+        # with auxiliary targets the network trains with their head beside the classifier; the model stays apart
+        self.aux = WithAux(self.model, len(AUX_TARGETS[cfg.aux_targets])).to(self.device) if cfg.aux_targets else None
+        groups = param_groups(self.model, cfg)
+        if self.aux is not None:
+            groups.append({"params": list(self.aux.head.parameters()), "lr": cfg.lr, "weight_decay": 0.0})
+        self.opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.999))
+        self.ddp = self.acc.prepare(self.model if self.aux is None else self.aux)  # itself in one process; DDP in several
         self.ema = WeightEMA(self.model, cfg.ema_decay) if cfg.ema_decay else None
         warm = max(1, int(cfg.warmup_epochs * self.steps_per_epoch))
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (
@@ -165,7 +171,9 @@ class Trainer:
         if not self.acc.is_main_process:
             return
         checkpoint.save(self.ckpt_dir / "last.safetensors", {
-            "model": self.model.state_dict(), **({"ema": self.ema.state_dict()} if self.ema else {}), "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
+            "model": self.model.state_dict(), **({"ema": self.ema.state_dict()} if self.ema else {}),
+            **({"aux_head": self.aux.head.state_dict()} if self.aux else {}),
+            "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
             "scaler": self.scaler.state_dict(), "rng": rng_state(), "step": self.step, "epoch": self.epoch,
             "best_f1": self.best_f1, "history": self.history, "elapsed": self.elapsed, "resume_key": self.resume_key(),
             "loss_sum": loss_sum},
@@ -189,6 +197,8 @@ class Trainer:
                 if "ema" not in s:
                     raise KeyError("the checkpoint has no weight average (it was trained with ema_decay 0)")
                 self.ema.load_state_dict(s["ema"])
+            if self.aux:
+                self.aux.head.load_state_dict(s["aux_head"])
         except (RuntimeError, ValueError, KeyError) as e:
             raise CheckpointError(f"cannot resume from {path}: its weights do not fit this model "
                                   f"({str(e).splitlines()[0][:120]}); use a new --output-dir") from None
@@ -255,11 +265,11 @@ class Trainer:
         bar = progress(self._loader(start), total=self.steps_per_epoch, initial=start, unit="step", leave=False,
                        desc=f"epoch {self.epoch + 1}/{cfg.epochs}", disable=not self.acc.is_main_process)
         t0, seen = time.perf_counter(), 0
-        for x, y, _, mask in bar:
+        for x, y, _, mask, aux in bar:
             x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
             x = x.contiguous(memory_format=self.memory_format)
             self.opt.zero_grad(set_to_none=True)
-            loss = self._backward(x, y, mask.to(self.device))
+            loss = self._backward(x, y, mask.to(self.device), aux.to(self.device))
             self.scaler.step(self.opt)
             self.scaler.update()
             self.sched.step()
@@ -278,15 +288,20 @@ class Trainer:
         bar.close()
         log.info("epoch %d: %.0f images/s", self.epoch + 1, seen * self.world / max(time.perf_counter() - t0, 1e-9))
 
-    def _backward(self, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Gradients of the batch's mean loss, in `grad_accum` micro-batches (DDP syncs on the last one only)."""
+    def _backward(self, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, aux: torch.Tensor) -> torch.Tensor:
+        """Gradients of the batch's mean loss, in `grad_accum` micro-batches (DDP syncs on the last one only); with
+        auxiliary targets, their loss at `aux_weight` is part of it."""
         n, cfg = self.cfg.grad_accum, self.cfg
         total = torch.zeros((), device=x.device)
-        for i, (xs, ys, ms) in enumerate(zip(x.chunk(n), y.chunk(n), mask.chunk(n))):
+        for i, (xs, ys, ms, aux_s) in enumerate(zip(x.chunk(n), y.chunk(n), mask.chunk(n), aux.chunk(n))):
             sync = self.acc.no_sync(self.ddp) if i < n - 1 and self.world > 1 else contextlib.nullcontext()
             with sync, torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-                loss = soft_cross_entropy(self.ddp(xs), ys, cfg.label_smoothing, self.class_weights, ms,
-                                          self.one_vs_rest) / n
+                out = self.ddp(xs)
+                logits, aux_pred = out if self.aux is not None else (out, None)
+                loss = soft_cross_entropy(logits, ys, cfg.label_smoothing, self.class_weights, ms, self.one_vs_rest)
+                if aux_pred is not None:
+                    loss = loss + cfg.aux_weight * aux_loss(aux_pred, aux_s)
+                loss = loss / n
             self.scaler.scale(loss).backward()
             total = total + loss.detach()
         return total
