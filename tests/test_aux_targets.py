@@ -106,3 +106,17 @@ def test_a_run_with_action_units_exports_the_classifier_alone_and_caches_the_fac
     assert au.keys() == plain.keys()
     with np.load(tmp_path / "au" / "faces.npz") as cache:
         assert len(cache["keys"]) == 48  # what the landmarker read, for the next run
+
+
+@pytest.mark.parametrize("architecture", ["small_cnn", "resnet50", "tf_efficientnet_lite0"])
+def test_with_the_head_the_classifier_gets_what_the_model_alone_gives_it(architecture):
+    from emotion.models import create_model
+    from trainer.aux_targets import WithAux
+
+    model = create_model(architecture, in_chans=1).eval()
+    both = WithAux(model, len(AU_TABLE)).eval()
+    x = torch.randn(2, 1, 32, 32)
+    with torch.no_grad():
+        logits, aux = both(x)
+        torch.testing.assert_close(logits, model(x))
+    assert aux.shape == (2, len(AU_TABLE))
