@@ -3,15 +3,18 @@ loading model.onnx, a resumed run reading its manifest or its sweep) never sees 
 from __future__ import annotations
 
 import os
+import uuid
 from pathlib import Path
 from typing import Callable
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], object]) -> None:
-    """`write(tmp)` fills `<path>.tmp`, which then replaces `path`. If `write` raises, the temporary file is removed
-    and `path` is left as it was."""
+    """`write(tmp)` fills `<path>.<random>.tmp`, which then replaces `path`. If `write` raises, the temporary file is
+    removed and `path` is left as it was. Each call has its own temporary name, so two writers of one file (the
+    processes of a multi-process training run sharing a face cache, two tools given the same --cache) never write
+    into or rename away each other's: the last complete file wins."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex[:12]}.tmp")
     try:
         write(tmp)
     except BaseException:
