@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from emotion.action_units import AU_TABLE, action_units
+from emotion.action_units import AU_TABLE, ActionUnitReader, action_units
 from emotion.blendshape_head import BLENDSHAPES
 
 from .blendshape_fit import FaceCache, read_faces
@@ -40,8 +40,6 @@ def au_matrix(shapes: np.ndarray) -> np.ndarray:
 
 def read_targets(images, kind: str, cache_path: str | None) -> np.ndarray:
     """(N, len(AUX_TARGETS[kind])) targets for `images` (NaN rows: no face found), read through the cache."""
-    from emotion.action_units import ActionUnitReader  # the landmarker: only runs that ask for targets load it
-
     cache, reader = FaceCache(cache_path), ActionUnitReader()
     try:
         shapes, _ = read_faces(images, reader, cache)

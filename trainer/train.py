@@ -18,6 +18,7 @@ from emotion.labels import LABELS
 from emotion.progress import line_due, progress
 
 from . import checkpoint
+from .aux_targets import AUX_TARGETS, WithAux, aux_loss
 from .checkpoint import CheckpointError
 from .config import ConfigError, TrainConfig, default_workers
 from .device import memory_format, pick_device, use_bf16  # noqa: F401  (re-exported)
@@ -25,7 +26,6 @@ from .data import FaceDataset, FaceSplit, ResumableSampler, sample_seed
 from .ema import WeightEMA
 from .distributed import any_process, check_batch, gather_rows, make_accelerator, mean_over_processes, shard
 from .evaluation import predict_logits, view_reports
-from .aux_targets import AUX_TARGETS, WithAux, aux_loss
 from .modeling import build_model, param_groups
 from .selection import select_score
 
@@ -172,7 +172,7 @@ class Trainer:
             return
         checkpoint.save(self.ckpt_dir / "last.safetensors", {
             "model": self.model.state_dict(), **({"ema": self.ema.state_dict()} if self.ema else {}),
-            **({"aux_head": self.aux.head.state_dict()} if self.aux else {}),
+            **({"aux_head": self.aux.head.state_dict()} if self.aux is not None else {}),
             "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
             "scaler": self.scaler.state_dict(), "rng": rng_state(), "step": self.step, "epoch": self.epoch,
             "best_f1": self.best_f1, "history": self.history, "elapsed": self.elapsed, "resume_key": self.resume_key(),
@@ -197,7 +197,7 @@ class Trainer:
                 if "ema" not in s:
                     raise KeyError("the checkpoint has no weight average (it was trained with ema_decay 0)")
                 self.ema.load_state_dict(s["ema"])
-            if self.aux:
+            if self.aux is not None:
                 self.aux.head.load_state_dict(s["aux_head"])
         except (RuntimeError, ValueError, KeyError) as e:
             raise CheckpointError(f"cannot resume from {path}: its weights do not fit this model "
