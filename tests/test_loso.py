@@ -190,8 +190,13 @@ def test_the_neutral_and_contempt_biases_are_chosen_together():
     assert max(g["select"] for g in sweeps["neutral"]["grid"]) == sweeps["neutral"]["grid"][0]["select"] == 1.0
 
 
-def test_the_loso_table_shows_a_dash_for_classes_the_held_out_rows_lack():
-    per_class = {lab: {"recall": 0.5, "support": 3 if lab == "contempt" else 0} for lab in LABELS}
-    table = loso_table({"contempt": {"trained_on": ["fer"], "all": {"n": 3, "accuracy": 0.5, "macro_f1": 0.1,
-                                                                     "per_class": per_class}}})
-    assert "| contempt | fer | 3 | 0.500 | 0.100 | – | 0.50 | – | – |" in table
+def test_the_loso_table_gives_neutral_answers_against_neutral_faces_and_recall_of_the_classes_present():
+    per_class = {lab: {"recall": 0.5 if lab == "contempt" else 1.0, "support": {"contempt": 2, "neutral": 2}.get(lab, 0)}
+                 for lab in LABELS}
+    cm = np.zeros((len(LABELS), len(LABELS)), int)
+    c, n = LABELS.index("contempt"), LABELS.index("neutral")
+    cm[c, c], cm[c, n], cm[n, n] = 1, 1, 2  # one contempt face called neutral: 3 neutral answers for 2 neutral faces
+    table = loso_table({"contempt": {"trained_on": ["fer"], "all": {"n": 4, "accuracy": 0.75, "macro_f1": 0.1,
+                                                                     "per_class": per_class,
+                                                                     "confusion_matrix": cm.tolist()}}})
+    assert "| contempt | fer | 4 | 0.750 | 0.100 | 0.75 / 0.50 | contempt 0.50, neutral 1.00 |" in table

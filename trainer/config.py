@@ -41,6 +41,7 @@ class TrainConfig:
     select_on: dict[str, float] | None = None  # best epoch by this mix of reports, e.g. {validation: 0.5, posed_clean: 0.5}
     select_metric: str = "macro_f1"  # the metric select_on mixes: 'macro_f1' or 'accuracy'
     select_floor: dict[str, float] | None = None  # reports whose select_metric must stay at or above a floor
+    baseline: str | None = None  # a model (local-dir:/hf-hub:) held to on every report: floors at its accuracy less its noise, and a comparison after export (trainer/no_trade.py)
     train_split: str = "train"  # the split trained on
     val_split: str = "validation"  # the split scored after each epoch (best epoch, temperature, bias)
     val_fraction: float = 0.1  # cut from train (seeded, stratified) when the data set has no validation split
@@ -129,6 +130,9 @@ class TrainConfig:
             ("std", self.std > 0, "a number > 0"),
             ("ckpt_every", self.ckpt_every >= 1, "an integer >= 1"),
             ("select_metric", self.select_metric in ("macro_f1", "accuracy"), "macro_f1 or accuracy"),
+            ("baseline", self.baseline is None or (_is_source(self.baseline) and self.select_metric == "accuracy"),
+             "unset, or local-dir:/path, hf-hub:org/name[@revision] or a shipped model's name, with "
+             "select_metric: accuracy (its floors are accuracies)"),
             ("neutral_bias", self.neutral_bias in ("none", "fit"), "none or fit"),
             ("contempt_bias", self.contempt_bias in ("none", "fit"), "none or fit"),
             ("interpolate", self.interpolate in ("none", "fit") and (self.interpolate == "none" or self.init),

@@ -35,6 +35,7 @@ class FaceSplit:
     views: dict[str, np.ndarray] = field(default_factory=dict)
     source: np.ndarray | None = None  # (N,) index of each row's source in a multi-source run
     aux: np.ndarray | None = None  # (N, K) auxiliary targets (trainer/aux_targets.py); NaN rows: none for that face
+    groups: np.ndarray | None = None  # (N,) who or what each row comes from (a person, a film): bootstrap by it
 
     def __post_init__(self):
         if self.dup is not None and "dedup" not in self.views:
@@ -47,7 +48,7 @@ class FaceSplit:
         pick = lambda a: None if a is None else a[idx]  # noqa: E731
         return FaceSplit([self.images[i] for i in idx], self.targets[idx], self.labels[idx], pick(self.dup),
                          pick(self.masks), pick(self.context), {k: v[idx] for k, v in self.views.items()},
-                         pick(self.source), pick(self.aux))
+                         pick(self.source), pick(self.aux), pick(self.groups))
 
     @classmethod
     def concat(cls, splits: list["FaceSplit"], masks: list[np.ndarray]) -> "FaceSplit":

@@ -10,7 +10,7 @@ import torch
 from emotion.bench import machine, ms_per_face
 from emotion.models import load_model
 
-from . import checkpoint
+from . import checkpoint, no_trade
 from .aux_targets import read_targets
 from .config import TrainConfig
 from .data import FaceSplit, load_splits
@@ -88,6 +88,7 @@ def train_and_export(cfg: TrainConfig) -> Path:
     log.info("data: %d train / %d validation faces", len(train), sum(len(v) for v in val.values()))
     if cfg.aux_targets:
         train.aux = read_targets(train.images, cfg.aux_targets, cfg.aux_cache or str(out / "faces.npz"))
+    base_logits = baseline_logits(cfg, val)
     trainer = Trainer(cfg, train, val)
     trainer.maybe_resume()  # an incompatible checkpoint is refused here, before config.yaml is overwritten
     if trainer.acc.is_main_process:
@@ -109,10 +110,12 @@ def train_and_export(cfg: TrainConfig) -> Path:
     if cfg.export_dtype == "float16":  # evaluate (and fit T on) exactly the weights that will be shipped
         model.half().float()
     splits, info.temperature, sweep = evaluate_splits(model, info, val, cfg=cfg)
+    comparison = held_to_baseline(model, info, val, base_logits, out) if base_logits else None
     results = {
         "model_name": Path(cfg.output_dir).name, "architecture": cfg.model, "dataset": describe_data(cfg, source),
         "splits": splits, "temperature": info.temperature, "logit_bias": info.logit_bias, "best_epoch": best["epoch"],
         **({"neutral_bias_sweep": sweep} if sweep else {}), **({"interpolation": interpolation} if interpolation else {}),
+        **({"baseline_comparison": {"baseline": cfg.baseline, "reports": comparison}} if comparison else {}),
         "params": sum(p.numel() for p in model.parameters()), "ms_per_face_cpu": ms_per_face(model, info),
         "train_time_s": round(trainer.elapsed), "machine": machine(),
         "precision": "bf16" if trainer.bf16 else "fp32",  # what precision: auto resolved to on this machine
@@ -122,6 +125,31 @@ def train_and_export(cfg: TrainConfig) -> Path:
     export_dir = export_model(model, info, out / "export", results, cfg.export_dtype)
     _check_export(export_dir, model, info)
     return export_dir
+
+
+def baseline_logits(cfg: TrainConfig, val: dict[str, FaceSplit]) -> dict[str, np.ndarray] | None:
+    """The baseline's served logits on every report (None without `baseline:`); its no-trade floors join
+    `cfg.select_floor` here, before training, so every choice of the run is held to them."""
+    if not cfg.baseline:
+        return None
+    model, info, _ = load_model(cfg.baseline)
+    logits = {name: predict_logits(model, split, info) for name, split in val.items()}
+    cfg.select_floor = no_trade.floors(logits, val, cfg.select_floor)
+    log.info("floors held against %s: %s", cfg.baseline,
+             ", ".join(f"{k} {v:.3f}" for k, v in cfg.select_floor.items()))
+    return logits
+
+
+def held_to_baseline(model, info, val: dict[str, FaceSplit], base_logits: dict[str, np.ndarray], out: Path) -> dict:
+    """The exported candidate beside the baseline on every report (`baseline_comparison.md` in the run's folder)."""
+    new = {name: predict_logits(model, split, info) for name, split in val.items()}
+    comparison = no_trade.compare(new, base_logits, val)
+    (out / "baseline_comparison.md").write_text(no_trade.table(comparison) + "\n")
+    lost = no_trade.trades(comparison)
+    if lost:
+        log.warning("the candidate loses %s beyond noise against the baseline: see %s", ", ".join(lost),
+                    out / "baseline_comparison.md")
+    return comparison
 
 
 def _check_export(export_dir: Path, model, info) -> None:

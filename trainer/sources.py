@@ -45,7 +45,8 @@ class SourceConfig:
     train_split: str = "train"
     val_split: str = "validation"  # when the data has no such split, `val_fraction` of train is cut off instead
     val_fraction: float = 0.2  # share of train held out for validation where there is no validation split
-    group_column: str | None = None  # cut that validation by this column (a person: `subject`), never across it
+    group_column: str | None = None  # cut that validation by this column (a person: `subject`), never across it;
+    # reports are bootstrapped by it too (trainer/no_trade.py)
     report: str | None = None  # the report name; default `validation` for the first source, else `name`
 
     def __post_init__(self):
@@ -168,7 +169,10 @@ def decode_rows(ds, src: SourceConfig, crop: dict | None, train: bool):
                         src.name, int((~found).sum()), len(found))
     else:
         images = [img.convert("L") for img in images]
-    return FaceSplit(images, targets, labels, dup, context=np.full(len(labels), context, np.float32), views=views)
+    groups = (np.asarray([str(v) for v in ds[src.group_column]])
+              if src.group_column and src.group_column in ds.column_names else None)
+    return FaceSplit(images, targets, labels, dup, context=np.full(len(labels), context, np.float32), views=views,
+                     groups=groups)
 
 
 def report_name(index: int, src: SourceConfig, view: str | None = None) -> str:

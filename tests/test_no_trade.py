@@ -1,0 +1,100 @@
+"""Selection that cannot trade silently (trainer/no_trade.py): the baseline's floors, group bootstrap, the comparison
+after export, and a run held to a baseline."""
+import json
+
+import numpy as np
+import pytest
+import yaml
+
+from emotion.labels import LABELS
+from trainer import no_trade
+from trainer.__main__ import main
+from trainer.config import ConfigError, TrainConfig
+from trainer.rows import FaceSplit
+
+from test_loso import config, sources  # noqa: F401  (the module-scoped fixture of two tiny sources)
+
+
+def split_of(labels, groups=None, views=None) -> FaceSplit:
+    labels = np.asarray(labels)
+    return FaceSplit([None] * len(labels), np.eye(len(LABELS))[labels], labels, groups=groups, views=views or {})
+
+
+def logits_calling(pred) -> np.ndarray:
+    return np.eye(len(LABELS))[np.asarray(pred)] * 5.0
+
+
+def test_the_bootstrap_by_group_is_wider_when_a_groups_rows_agree():
+    # 20 people with 10 photos each, every photo of a person right or every one wrong: 20 draws of evidence, not 200
+    correct = np.repeat(np.arange(20) % 2 == 0, 10)
+    groups = np.repeat(np.arange(20), 10).astype(str)
+    by_person = no_trade.bootstrap_accuracy(correct, groups).std()
+    by_row = no_trade.bootstrap_accuracy(correct, None).std()
+    assert by_person > 2.5 * by_row
+
+
+def test_floors_are_the_baselines_accuracy_less_its_noise_and_keep_a_higher_given_floor():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, len(LABELS), 400)
+    pred = np.where(rng.random(400) < 0.8, labels, (labels + 1) % len(LABELS))
+    vals = {"validation": split_of(labels, views={"clean": rng.random(400) < 0.5}),
+            "films": split_of(labels[:100], groups=np.repeat(np.arange(10), 10).astype(str))}
+    base = {"validation": logits_calling(pred), "films": logits_calling(pred[:100])}
+    floors = no_trade.floors(base, vals, {"validation": 0.9})
+    assert set(floors) == {"validation", "validation_clean", "films"}
+    assert floors["validation"] == 0.9  # the given floor is higher than the baseline's
+    acc = float(np.mean(pred[:100] == labels[:100]))
+    assert acc - 0.2 < floors["films"] < acc - 0.01  # below the baseline by its noise, not far below
+
+
+def test_a_candidate_that_loses_a_source_beyond_its_noise_is_a_trade_and_one_that_keeps_it_is_not():
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, len(LABELS), 300)
+    groups = np.repeat(np.arange(30), 10).astype(str)
+    base_pred = np.where(rng.random(300) < 0.8, labels, (labels + 1) % len(LABELS))
+    worse_pred = np.where(rng.random(300) < 0.5, labels, (labels + 1) % len(LABELS))
+    vals = {"sfew": split_of(labels, groups)}
+    base = {"sfew": logits_calling(base_pred)}
+    lost = no_trade.compare({"sfew": logits_calling(worse_pred)}, base, vals)
+    kept = no_trade.compare({"sfew": logits_calling(base_pred)}, base, vals)
+    assert no_trade.trades(lost) == ["sfew"] and lost["sfew"]["interval"][1] < 0
+    assert no_trade.trades(kept) == [] and kept["sfew"]["difference"] == 0.0
+    assert lost["sfew"]["groups"] == 30
+    assert "**trade**" in no_trade.table(lost) and "**trade**" not in no_trade.table(kept)
+
+
+def test_the_comparison_counts_neutral_answers_and_smiles_called_contempt():
+    happy, neutral, contempt = (LABELS.index(c) for c in ("happy", "neutral", "contempt"))
+    labels = [happy, happy, happy, happy, neutral]
+    facts = no_trade.source_facts(logits_calling([happy, contempt, neutral, neutral, neutral]), np.array(labels))
+    assert facts["neutral_answers"] == 0.6 and facts["neutral_true"] == 0.2
+    assert facts["happy_as_contempt"] == 0.25 and facts["recall"] == {"happy": 0.25, "neutral": 1.0}
+
+
+def test_a_baseline_needs_accuracy_as_the_selection_metric_and_a_model_source(tmp_path):
+    with pytest.raises(ConfigError, match="baseline"):
+        TrainConfig(baseline="local-dir:models/small_cnn", select_metric="macro_f1", output_dir=str(tmp_path))
+    with pytest.raises(ConfigError, match="baseline"):
+        TrainConfig(baseline="models/small_cnn here", select_metric="accuracy", output_dir=str(tmp_path))
+
+
+def test_a_run_held_to_a_baseline_floors_every_report_and_compares_its_export(sources, tmp_path):  # noqa: F811
+    first = config(*sources, tmp_path / "first")
+    path = tmp_path / "first.yaml"
+    path.write_text(yaml.safe_dump(first))
+    assert main(["train", "--config", str(path), "--workers", "0"]) == 0
+    held = {**config(*sources, tmp_path / "held"), "baseline": f"local-dir:{tmp_path / 'first' / 'export'}"}
+    path = tmp_path / "held.yaml"
+    path.write_text(yaml.safe_dump(held))
+    assert main(["train", "--config", str(path), "--workers", "0"]) == 0
+    saved = yaml.safe_load((tmp_path / "held" / "config.yaml").read_text())
+    assert set(saved["select_floor"]) >= {"validation", "posed", "posed_clean"}  # every report has its floor
+    results = json.loads((tmp_path / "held" / "export" / "eval_results.json").read_text())
+    comparison = results["baseline_comparison"]
+    assert comparison["baseline"] == held["baseline"]
+    assert set(comparison["reports"]) == {"validation", "posed", "posed_clean"}
+    for report in comparison["reports"].values():
+        assert report["baseline"]["n"] == report["new"]["n"] > 0
+        low, high = report["interval"]
+        assert low <= report["difference"] <= high
+    assert "| posed_clean |" in (tmp_path / "held" / "baseline_comparison.md").read_text()
