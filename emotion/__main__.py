@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--backend", choices=("auto", "torch", "onnxruntime"), default="auto",
                     help="what runs the classifier (auto: ONNX Runtime where the model has a current model.onnx)")
     pr.add_argument("--no-blendshape-head", action="store_true",
-                    help="skip the model's blendshape head (small_cnn's second look at contempt, docs/transfer.md): "
+                    help="skip the model's blendshape head (small_cnn's second look at contempt, docs/models.md): "
                          "faster on faces near contempt, which it then reads as the model alone does")
     pr.add_argument("--json", action="store_true", help="one JSON object per image (path, model, faces, image_size, "
                     "timings_ms) instead of a text line per face")

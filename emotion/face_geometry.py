@@ -10,7 +10,7 @@ between the outer eye corners; for a point on the midline, how far it lies to ei
 Only asymmetry is measured, on purpose. The mean displacement of the mouth points from the reference face reads
 more contempt on the wild contempt crops, but it also reads sharp photos as contempt: fitted without the posed
 performers, it called 2.3-2.8% of their photos contempt where the asymmetry alone called 0.6-1.0%, the same as when
-it had seen them (docs/transfer.md, "Mouth asymmetry from the landmarks").
+it had seen them (docs/research/transfer.md, "Mouth asymmetry from the landmarks").
 """
 from __future__ import annotations
 
