@@ -8,20 +8,30 @@ from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCardData
 
-from .format import _is_number, fmt_pct
+from .format import _is_number, fmt_num, fmt_pct
 
 # The trainer only trains on FER+, so a results file without a `dataset` block still describes FER+.
-DEFAULT_DATASET = {"id": "ferplus", "type": "ferplus", "name": "FER+ (FER2013 images, Microsoft FERPlus labels)"}
+DEFAULT_DATASET = {"id": "ferplus", "type": "ferplus", "name": "FER+ (FER2013 images, Microsoft FERPlus labels)",
+                   "terms": "images: research use, no open licence; labels: MIT"}
 # The data set a training source's folder holds, by a word in its path or name: the model-index names each split by
-# the data its rows come from, not by the first source's (a posed-photo split is not FER+).
+# the data its rows come from, not by the first source's (a posed-photo split is not FER+). The terms are the card's
+# one-line summary of each set's licence; the Training data section gives them in full.
 SOURCE_DATASETS = (
     ("ferplus", DEFAULT_DATASET),
     ("taiwanese", {"type": "taiwan-corpora-chinese-emotions",
-                   "name": "Taiwan Corpora of Chinese Emotions (posed performers)"}),
-    ("ckplus", {"type": "ckplus", "name": "CK+ (Extended Cohn-Kanade), development half"}),
+                   "name": "Taiwan Corpora of Chinese Emotions (posed performers)",
+                   "terms": "academic research use only"}),
+    ("ckplus", {"type": "ckplus", "name": "CK+ (Extended Cohn-Kanade), development half",
+                "terms": "non-commercial research, under the University of Pittsburgh's agreement"}),
     ("contempt", {"type": "contempt-in-the-wild",
-                  "name": "Wild contempt crops (origin uncertain, most likely AffectNet)"}),
+                  "name": "Wild contempt crops (origin uncertain, most likely AffectNet)",
+                  "terms": "research use only, non-commercial (treated as AffectNet's)"}),
 )
+# What the trainer's report of each name holds (trainer/sources.py names them), for the card's evaluation table.
+SPLIT_NOTES = {"validation": "validation split", "validation_dedup": "validation, without images also in train",
+               "posed": "photos of performers held out of training",
+               "posed_clean": "those posed photos whose raters saw the posed emotion",
+               "ckplus": "people held out of training", "contempt": "crops held out of training"}
 TAGS = ["image-classification", "facial-expression-recognition", "emotion-recognition", "timm", "fer2013", "ferplus"]
 
 
@@ -47,7 +57,8 @@ def _dataset(results: dict) -> dict:
         return dict(DEFAULT_DATASET)
     name = str(given.get("name") or given.get("path"))
     data_id = given.get("id") or ("ferplus" if "ferplus" in f"{name} {given.get('path')}".lower() else None)
-    return {"id": data_id, "name": name, "type": data_id or _slug(name)}
+    return {"id": data_id, "name": name, "type": data_id or _slug(name),
+            "terms": DEFAULT_DATASET["terms"] if data_id == "ferplus" else None}
 
 
 def _slug(name: str) -> str:
@@ -76,7 +87,7 @@ def _split_dataset(results: dict, split: str) -> dict:
     words = f"{src.get('path', '')} {src.get('name', '')}".lower()
     known = next((d for word, d in SOURCE_DATASETS if word in words), None)
     name = known["name"] if known else str(src.get("name") or src.get("path"))
-    return {"name": name, "type": known["type"] if known else _slug(name)}
+    return {"name": name, "type": known["type"] if known else _slug(name), "terms": known and known.get("terms")}
 
 
 def _bias_rows(results: dict) -> tuple[list[str], list[list[str]]]:
@@ -90,6 +101,25 @@ def _bias_rows(results: dict) -> tuple[list[str], list[list[str]]]:
     rows = [[f"**{g['bias']:+.1f}** (chosen)" if g["bias"] == sweep.get("chosen") else f"{g['bias']:+.1f}"]
             + [fmt_pct(g["reports"][n]["accuracy"]) or "–" for n in names] for g in grid if g["bias"] in keep]
     return [f"`{n}` accuracy" for n in names], rows
+
+
+def _eval_sets(results: dict) -> tuple[list[str], list[list[str]], list[tuple[str, str]]]:
+    """The card's first evaluation table: per split, the data its rows come from and what the split holds, its
+    faces, accuracy and macro-F1 (a column only where some split reports it); and each data set's terms, once."""
+    splits = _splits(results)
+    columns = [(key, title, fmt) for key, title, fmt in (("n", "faces", fmt_num), ("accuracy", "accuracy", fmt_pct),
+                                                         ("macro_f1", "macro-F1", fmt_pct))
+               if any(fmt(s.get(key)) for s in splits.values())]
+    if not any(key != "n" for key, _, _ in columns):
+        return [], [], []
+    rows, terms = [], {}
+    for name, scores in splits.items():
+        data = _split_dataset(results, name)
+        what = data["name"] + (f": {SPLIT_NOTES[name]}" if name in SPLIT_NOTES else "")
+        rows.append([f"`{name}`", what] + [fmt(scores.get(key)) or "–" for key, _, fmt in columns])
+        if data.get("terms"):
+            terms.setdefault(data["name"], data["terms"])
+    return ["split", "data"] + [title for _, title, _ in columns], rows, list(terms.items())
 
 
 def _splits(results: dict) -> dict[str, dict]:

@@ -14,7 +14,7 @@ from huggingface_hub import ModelCard
 
 from .format import (_calibration, _confusion, _input_size, _metric_table, _pairs, _per_class, _preprocessing,
                      _run_facts, fmt_num, fmt_pct, fmt_value)
-from .metadata import _bias_rows, _dataset, _read_json, _sources, _splits, build_card_data
+from .metadata import _bias_rows, _dataset, _eval_sets, _read_json, _sources, _splits, build_card_data
 
 TEMPLATE_PATH = Path(__file__).with_name("template.md")
 NOTES_NAME = "notes.md"  # optional, beside config.json: measured history the exported numbers do not carry
@@ -111,6 +111,7 @@ def _context(export_dir: Path, config: dict, results: dict, repo_id: str | None,
     dataset = _dataset(results)
     per_class_rows, weakest = _per_class(split, labels)
     metric_headers, metric_rows = _metric_table(splits)
+    eval_sets = _eval_sets(results)
     train_config = results.get("train_config") if isinstance(results.get("train_config"), dict) else {}
     fer_data = dataset["id"] == "ferplus" or "fer2013" in dataset["name"].lower()
     sources = _sources(results)
@@ -145,6 +146,7 @@ def _context(export_dir: Path, config: dict, results: dict, repo_id: str | None,
                           + (" `validation_dedup` leaves out validation images that also appear in train."
                              if "validation_dedup" in splits else "")),
         "metric_headers": metric_headers, "metric_rows": metric_rows, "first_split": first,
+        "eval_headers": eval_sets[0], "eval_rows": eval_sets[1], "eval_terms": eval_sets[2],
         "per_class_rows": per_class_rows, "weakest": weakest, "confusion_rows": _confusion(split, labels),
         "confusion_image": (export_dir / "confusion_matrix.png").is_file(),
         "calibration_lines": _calibration(config, results, first, split),

@@ -136,13 +136,32 @@ def test_placeholder_repo_id_only_inside_code_examples(tmp_path):
     assert (folder / "README.md").read_text() == str(render_card(folder, "acme/fer"))
 
 
-def test_notes_beside_the_export_become_a_section_and_are_left_out_when_absent(tmp_path):
+def test_notes_beside_the_export_become_the_last_section_and_are_left_out_when_absent(tmp_path):
     folder = export(tmp_path, config(), eval_results())
     assert "## How this model was made" not in render_card(folder).text
     (folder / "notes.md").write_text("Stage 2 reached **85.1%** on FER+ (printed 2026-11-25).\n")
     text = render_card(folder).text
-    assert "## How this model was made and compared\n\nStage 2 reached **85.1%** on FER+ (printed 2026-11-25)." in text
-    assert text.index("## How this model was made") < text.index("## Limitations and bias")
+    assert "## How this model was made (lab log)\n\nStage 2 reached **85.1%** on FER+ (printed 2026-11-25)." in text
+    # a Hub visitor reads what the model does, how to load it, its scores, limits and data first; the log is last
+    order = ["## Intended use", "## How to use it", "## Evaluation", "## Limitations and bias", "## Training data",
+             "## Citation", "## How this model was made"]
+    assert [text.index(h) for h in order] == sorted(text.index(h) for h in order)
+    assert text.rstrip().endswith("(printed 2026-11-25).")
+
+
+def test_the_evaluation_opens_with_each_sets_data_and_its_terms(tmp_path):
+    results = eval_results()
+    results["dataset"] = {"name": "ferplus + posed", "sources": [
+        {"name": "ferplus", "path": "../shared/data/ferplus", "weight": 0.9},
+        {"name": "posed", "path": "../shared/data/taiwanese_performers", "weight": 0.1}]}
+    results["splits"]["posed_clean"] = split(169, 0.876, 0.766, 0.07)
+    text = render_card(export(tmp_path, config(), results)).text
+    assert "| `validation` | FER+ (FER2013 images, Microsoft FERPlus labels): validation split | 3,396 | 85.1% | 66.3% |" \
+        in text
+    assert "| `posed_clean` | Taiwan Corpora of Chinese Emotions (posed performers): those posed photos whose raters " \
+        "saw the posed emotion | 169 | 87.6% | 76.6% |" in text
+    assert "- Taiwan Corpora of Chinese Emotions (posed performers): academic research use only" in text
+    assert "- FER+ (FER2013 images, Microsoft FERPlus labels): images: research use, no open licence; labels: MIT" in text
 
 
 def test_a_blendshape_head_is_named_in_the_preprocessing_facts_and_absent_without_one(tmp_path):
