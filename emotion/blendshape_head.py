@@ -13,7 +13,7 @@ Serving runs the landmarker only on faces whose label margin (its logit minus th
 For every face whose residual is at most `gate`, the top class is then the one the full computation gives: below
 the gate the residual could not have made the face that label. `gate` is a high quantile of the residuals on the
 faces the head was fitted on (the 98th for the shipped head: the largest would send 58% of FER+ validation faces
-to the landmarker instead of 10.5%, for the same accuracy on every validation report; docs/transfer.md).
+to the landmarker instead of 10.5%, for the same accuracy on every validation report; docs/research/transfer.md).
 `tools/fit_blendshape_head.py` fits the weights with the classifier's margin as a fixed offset (the head adds to the
 classifier's evidence, it does not re-weigh it) and refits the logit biases served with it:
 the head carries them (`logit_bias`), and they replace the model's own on every face while the head is on. The

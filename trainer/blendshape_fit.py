@@ -3,7 +3,7 @@
 The head is a logistic read-out of one label against the rest with the classifier's served margin as a fixed offset:
 it learns what the face's geometry adds to what the classifier already says, so a face the classifier reads well
 keeps its answer. Positives and negatives count equally; the negatives of each source count as the recipe draws that
-source (its `weight`). Measured on small_cnn_transfer (docs/transfer.md), against giving every source's negatives
+source (its `weight`). Measured on small_cnn_transfer (docs/research/transfer.md), against giving every source's negatives
 the same total or the selection mix's shares: the draw shares kept FER+ at its floor with the most contempt.
 """
 from __future__ import annotations
