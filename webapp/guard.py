@@ -20,6 +20,7 @@ from starlette.responses import JSONResponse
 
 from emotion import EmotionError
 
+from .bodies import Refusal, answer_for_app
 from .files import check_file_ref, file_refs
 from .service import megabytes
 from .settings import FRAMING, current
@@ -35,12 +36,6 @@ def upload_body_limit() -> int:
     """A multipart upload to Gradio: MAX_UPLOAD_FILES photos, or one file of the page's limit, and framing."""
     settings = current()
     return max(MAX_UPLOAD_FILES * settings.max_upload_bytes, settings.max_file_bytes) + FRAMING
-
-
-class _Refused(Exception):
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
 
 
 class GradioRequestGuard:
@@ -67,7 +62,7 @@ class GradioRequestGuard:
             # FastAPI parses a body without a Content-Type as JSON too.
             if not ctype or ctype.startswith("application/json") or "+json" in ctype:
                 _check_json(body)
-        except _Refused as e:
+        except Refusal as e:  # before Gradio saw the request
             await _refuse(scope, receive, send, e.status, str(e))
             return
         await self.app(scope, _replay(body, receive), send)
@@ -76,12 +71,10 @@ class GradioRequestGuard:
         """Counts parts and bytes as they stream by; past a limit, answers 413 and tells the app the client left."""
         boundary = ctype.partition("boundary=")[2].split(";")[0].strip().strip('"')
         delimiter = b"--" + boundary.encode("latin-1", "replace")
-        state = {"size": 0, "parts": 0, "tail": b"", "responded": False}
+        state = {"size": 0, "parts": 0, "tail": b""}
         limit = upload_body_limit()
 
         async def counting_receive() -> dict:
-            if state["responded"]:
-                return {"type": "http.disconnect"}
             message = await receive()
             if message["type"] == "http.request":
                 chunk = state["tail"] + message.get("body", b"")
@@ -92,27 +85,16 @@ class GradioRequestGuard:
                            else f"the upload has more than {MAX_PARTS - 1} parts" if state["parts"] > MAX_PARTS
                            else None)
                 if problem:
-                    state["responded"] = True
-                    await JSONResponse({"error": f"{problem}: send at most {MAX_UPLOAD_FILES} files and "
-                                                 f"{megabytes(limit - FRAMING)} per request"}, 413)(
-                        scope, receive, send)
-                    return {"type": "http.disconnect"}
+                    raise Refusal(413, f"{problem}: send at most {MAX_UPLOAD_FILES} files and "
+                                       f"{megabytes(limit - FRAMING)} per request")
             return message
 
-        async def guarded_send(message: dict) -> None:
-            if not state["responded"]:
-                await send(message)
-
-        try:
-            await self.app(scope, counting_receive, guarded_send)
-        except Exception:
-            if not state["responded"]:
-                raise  # a real failure: let the server log it
+        await answer_for_app(self.app, scope, counting_receive, send)
 
 
 def _check_declared(declared: str, limit: int) -> None:
     if declared.isdigit() and int(declared) > limit:
-        raise _Refused(413, f"the request body is {megabytes(int(declared))}, above the limit of "
+        raise Refusal(413, f"the request body is {megabytes(int(declared))}, above the limit of "
                             f"{megabytes(limit)}: send a smaller file")
 
 
@@ -121,11 +103,11 @@ async def _read_body(receive: Any, limit: int) -> bytes:
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            raise _Refused(400, "the client disconnected before sending the whole body")
+            raise Refusal(400, "the client disconnected before sending the whole body")
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
-            raise _Refused(413, f"the request body is over {megabytes(limit)}: send a smaller file")
+            raise Refusal(413, f"the request body is over {megabytes(limit)}: send a smaller file")
         chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)
@@ -136,12 +118,12 @@ def _check_json(body: bytes) -> None:
         payload = json.loads(body) if body else None
     except (ValueError, RecursionError) as e:  # bad UTF-8 is a ValueError too; deep nesting a RecursionError
         what = "nested too deeply" if isinstance(e, RecursionError) else "not valid JSON"
-        raise _Refused(400, f"the request body is {what}: send the JSON that Gradio's client sends") from None
+        raise Refusal(400, f"the request body is {what}: send the JSON that Gradio's client sends") from None
     try:
         for path in file_refs(payload):
             check_file_ref(path, current().max_file_bytes)
     except EmotionError as e:
-        raise _Refused(e.status, str(e)) from None
+        raise Refusal(e.status, str(e)) from None
 
 
 def _replay(body: bytes, receive: Any) -> Any:

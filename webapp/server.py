@@ -103,8 +103,11 @@ def protocol_for(settings: Settings) -> type[SlowClientProtocol]:
 def server_options(settings: Settings) -> dict[str, Any]:
     """uvicorn's options (`uvicorn.run(app, **options)`) for settings.host:settings.port with its deadlines."""
     # Open browser tabs hold Gradio's event streams forever: without a grace limit a restart would wait on them.
+    # proxy_headers: the client (which the per-client bounds count, bodies.py) is the connection's address unless
+    # the connection comes from a trusted proxy: then the address that proxy names in X-Forwarded-For.
     return {"host": settings.host, "port": settings.port, "http": protocol_for(settings),
-            "timeout_keep_alive": KEEP_ALIVE_S, "timeout_graceful_shutdown": 5}
+            "timeout_keep_alive": KEEP_ALIVE_S, "timeout_graceful_shutdown": 5, "proxy_headers": True,
+            "forwarded_allow_ips": settings.trusted_proxies}
 
 
 def run(app: Any) -> None:

@@ -8,6 +8,7 @@ startup line naming the variable and what it takes), never a traceback. `create_
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import math
 import os
 from dataclasses import dataclass, field
@@ -58,6 +59,10 @@ class Settings:
     body_timeout_s: float = _setting("EMOTION_BODY_TIMEOUT", "seconds > 0", 120.0, low=0)
     body_readers: int = _setting("EMOTION_BODY_READERS", "a whole number >= 1", 32, low=1)
     body_readers_per_client: int = _setting("EMOTION_BODY_READERS_PER_CLIENT", "a whole number >= 1", 8, low=1)
+    # uvicorn's own variable: `uvicorn app:app` reads the same; only these proxies may say who the client is
+    forwarded_allow_ips: str = _setting("FORWARDED_ALLOW_IPS", "comma-separated IP addresses or networks of the "
+                                        "proxies to believe (127.0.0.1,10.0.0.0/8), or * for any",
+                                        "127.0.0.1,::1")
     host: str = _setting("HOST", "an address to listen on", "0.0.0.0")
     port: int = _setting("PORT", "a TCP port number, 1..65535", 7860, low=1, high=65535)
 
@@ -70,6 +75,11 @@ class Settings:
             if low is not None and not (value >= low if f.name in _INCLUSIVE else value > low) \
                     or high is not None and value > high or isinstance(value, float) and not math.isfinite(value):
                 raise _bad(f, value)
+        try:
+            _proxies(self.forwarded_allow_ips)
+        except ValueError:
+            raise _bad(next(f for f in dataclasses.fields(self) if f.name == "forwarded_allow_ips"),
+                       self.forwarded_allow_ips) from None
         if self.backend not in BACKENDS:
             raise _bad(next(f for f in dataclasses.fields(self) if f.name == "backend"), self.backend)
         for source in (self.model, *self.models):
@@ -98,6 +108,11 @@ class Settings:
         return self.max_video_bytes + FRAMING
 
     @property
+    def trusted_proxies(self) -> list[str]:
+        """The proxies whose X-Forwarded-For names the client, for uvicorn's `forwarded_allow_ips`."""
+        return _proxies(self.forwarded_allow_ips)
+
+    @property
     def max_file_bytes(self) -> int:
         """The page's upload limit (Gradio's max_file_size, one value for every upload component): the largest file
         any tab takes; each handler then holds its own kind to its own limit (a photo to max_upload_bytes)."""
@@ -106,6 +121,16 @@ class Settings:
 
 _INCLUSIVE = {"workers", "queue", "max_upload_bytes", "max_video_bytes", "body_readers", "body_readers_per_client",
               "port"}  # the others (seconds) must be strictly above their bound
+
+
+def _proxies(text: str) -> list[str]:
+    """FORWARDED_ALLOW_IPS as uvicorn takes it: ["*"], or each address or network written as uvicorn parses it (it
+    would keep a typo, or a network with host bits set, as a name that no connection ever has); ValueError if an
+    entry is neither."""
+    entries = [e.strip() for e in text.split(",")]
+    if entries == ["*"]:
+        return entries
+    return [str(ipaddress.ip_network(e, strict=False)) if "/" in e else str(ipaddress.ip_address(e)) for e in entries]
 
 
 def _bad(f: dataclasses.Field, value: Any) -> SettingsError:
