@@ -6,8 +6,9 @@
     python bench/load_app.py --url http://127.0.0.1:7860 --clients 8 --seconds 30
     EMOTION_MODEL=local-dir:models/small_cnn python bench/load_app.py
 
-Prints requests/s, p50/p95/p99 latency, the errors (503 = the server's queue was full) and, for a server it
-started, its resident memory before, at peak and after the load. Loopback addresses only: this is not a tool for
+Prints requests/s, p50/p95/p99 latency, the errors (503 = the server's queue was full; one without Retry-After is
+counted apart), /api/health's latency probed every 0.25 s during the load and, for a server it started, its
+resident memory before, at peak and after the load. Loopback addresses only: this is not a tool for
 load-testing other people's servers.
 """
 from __future__ import annotations
@@ -101,6 +102,8 @@ def client(url: str, image: bytes, params: dict, deadline: float, out: list, err
             r = session.post(f"{url}/api/predict", params=params, timeout=60,
                              files={"file": ("astronaut.jpg", image, "image/jpeg")})
             ok, kind = r.status_code == 200, f"HTTP {r.status_code}"
+            if r.status_code == 503 and "retry-after" not in r.headers:  # shedding must say when to come back
+                kind = "HTTP 503 without Retry-After"
         except requests.RequestException as e:
             ok, kind = False, type(e).__name__
         elapsed = time.perf_counter() - t0
@@ -109,6 +112,19 @@ def client(url: str, image: bytes, params: dict, deadline: float, out: list, err
                 out.append((elapsed, r.json()["timings_ms"].get("total", float("nan"))))
             else:
                 errors[kind] += 1
+
+
+def probe_health(url: str, deadline: float, out: list) -> None:
+    """GET /api/health every 0.25 s during the load: its latency in ms, or None when it failed or was not 200."""
+    session = requests.Session()
+    while time.monotonic() < deadline:
+        t0 = time.perf_counter()
+        try:
+            ok = session.get(f"{url}/api/health", timeout=10).status_code == 200
+        except requests.RequestException:
+            ok = False
+        out.append((time.perf_counter() - t0) * 1000 if ok else None)
+        time.sleep(0.25)
 
 
 def memory_mb(pid: int | None) -> dict[str, float]:
@@ -140,13 +156,14 @@ def load(url: str, args: argparse.Namespace, contention: int, pid: int | None) -
     print(f"{url}  model {warm.json()['model']['id']}  {len(warm.json()['faces'])} face(s) in {args.image.name}  "
           f"{args.clients} clients x {args.seconds:g} s  {contention} CPU-bound process(es) beside it")
     before = memory_mb(pid)
-    results, errors, lock = [], collections.Counter(), threading.Lock()
+    results, errors, lock, health = [], collections.Counter(), threading.Lock(), []
     busy = start_contention(contention)
     try:
         deadline = time.monotonic() + args.seconds
         start = time.perf_counter()
         threads = [threading.Thread(target=client, args=(url, image, params, deadline, results, errors, lock))
                    for _ in range(args.clients)]
+        threads.append(threading.Thread(target=probe_health, args=(url, deadline, health)))
         for t in threads:
             t.start()
         for t in threads:
@@ -156,7 +173,7 @@ def load(url: str, args: argparse.Namespace, contention: int, pid: int | None) -
         for proc in busy:
             proc.kill()
             proc.wait()
-    report(results, errors, wall)
+    report(results, errors, wall, health)
     if before:
         time.sleep(1.0)
         after = memory_mb(pid)
@@ -164,7 +181,7 @@ def load(url: str, args: argparse.Namespace, contention: int, pid: int | None) -
               f"{after['VmRSS']:.0f} MB after")
 
 
-def report(results: list, errors: collections.Counter, wall: float) -> None:
+def report(results: list, errors: collections.Counter, wall: float, health: list) -> None:
     n_err = sum(errors.values())
     print(f"requests   {len(results) + n_err} in {wall:.1f} s: {len(results) / wall:.1f} ok/s")
     if results:
@@ -174,6 +191,10 @@ def report(results: list, errors: collections.Counter, wall: float) -> None:
         print(f"latency    p50 {p50:.1f} ms  p95 {p95:.1f} ms  p99 {p99:.1f} ms  max {lat.max():.1f} ms")
         print(f"server     mean {np.nanmean(server):.1f} ms in predict (decode + detect + classify)")
     print(f"errors     {n_err}" + (f"  ({', '.join(f'{k}: {v}' for k, v in errors.most_common())})" if n_err else ""))
+    answered = [ms for ms in health if ms is not None]
+    if health:
+        print(f"health     {len(health)} probes, {len(health) - len(answered)} failed" + (
+            f"; p50 {np.percentile(answered, 50):.1f} ms  max {max(answered):.1f} ms" if answered else ""))
 
 
 def main(argv=None) -> None:
