@@ -7,8 +7,7 @@ per wall-clock second.
 
     python bench/bench_video.py [--seconds 4] [--model local-dir:...] [--threads 1]
 
-The last row sets emotion.video.FULL_SEARCH_SECONDS and STABLE_SEARCH_SECONDS to 0 (the tiled search on every
-sampled frame), the cost before a full search ran only now and then.
+Every sampled frame gets the photo's face search (YuNet's passes and a BlazeFace view per face: emotion/faces.py).
 """
 from __future__ import annotations
 
@@ -94,16 +93,11 @@ def main() -> None:
             s = time.perf_counter() - t
             print(f"| {name} | {n} | {s:.2f} | {n / s:.1f} | {args.seconds / s:.2f} |")
         predictor = Predictor.from_pretrained(args.model)
-        runs = (("predict_video, every frame", {}, None), ("predict_video, 5 fps sampling", {"fps": 5}, None),
-                ("predict_video, 5 fps, full search on every frame", {"fps": 5}, 0.0))
-        for name, options, full_every in runs:
-            saved = video.FULL_SEARCH_SECONDS, video.STABLE_SEARCH_SECONDS
-            if full_every is not None:
-                video.FULL_SEARCH_SECONDS = video.STABLE_SEARCH_SECONDS = full_every
+        runs = (("predict_video, every frame", {}), ("predict_video, 5 fps sampling", {"fps": 5}))
+        for name, options in runs:
             t = time.perf_counter()
             result = predictor.predict_video(clip, progress=False, **options)
             s = time.perf_counter() - t
-            video.FULL_SEARCH_SECONDS, video.STABLE_SEARCH_SECONDS = saved
             print(f"| {name} ({len(result.tracks)} tracks) | {result.frames} | {s:.2f} | {result.frames / s:.2f} | "
                   f"{args.seconds / s:.2f} |")
 

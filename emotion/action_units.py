@@ -55,7 +55,7 @@ from PIL import Image
 
 from .blendshape_head import BLENDSHAPES  # noqa: F401  (the landmarker's 52 names; re-exported)
 from .errors import EmotionError
-from .faces import close_later
+from .mediapipe_tasks import close_later, native_stderr_quiet
 
 logger = logging.getLogger(__name__)
 
@@ -145,7 +145,7 @@ class ActionUnitReader:
         self._all: list = []
         self._lock = threading.Lock()
         # Close before interpreter teardown: MediaPipe's own __del__ fails noisily once its C bindings are gone.
-        weakref.finalize(self, close_later, _close_all, self._all)  # on the closer thread: see faces.close_later
+        weakref.finalize(self, close_later, _close_all, self._all)  # closed on the closer thread (mediapipe_tasks)
 
     def read(self, image, boxes) -> list[FaceActionUnits]:
         """The AUs of each face in `boxes`, in the same order.
@@ -240,14 +240,12 @@ def check_model(path: Path = MODEL_PATH) -> bytes:
 def _load():
     from mediapipe.tasks.python import BaseOptions, vision
 
-    from .faces import _native_stderr_quiet
-
     options = vision.FaceLandmarkerOptions(
         base_options=BaseOptions(model_asset_buffer=check_model()),
         running_mode=vision.RunningMode.IMAGE,
         num_faces=2,  # our face and at most one neighbour in the margin; the nearest to the centre is ours
         output_face_blendshapes=True)
-    with _native_stderr_quiet():
+    with native_stderr_quiet():
         landmarker = vision.FaceLandmarker.create_from_options(options)
         # One run on a blank crop here, hidden: the first run's native warnings (LiteRT's memory alignment, absl's
         # "Logging before InitGoogle") would otherwise reach the terminal in the middle of a CLI's output.
@@ -260,9 +258,7 @@ def _load():
 
 
 def _close_all(landmarkers: list) -> None:
-    from .faces import _native_stderr_quiet
-
-    with _native_stderr_quiet():
+    with native_stderr_quiet():
         for landmarker in landmarkers:
             try:
                 landmarker.close()

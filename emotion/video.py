@@ -21,14 +21,10 @@ from .tracking import FaceTracker, IouTracker, Track  # noqa: F401  (re-exported
 log = logging.getLogger(__name__)
 
 BATCH_FRAMES = 8  # sampled frames whose faces are classified in one forward pass
-# A full search (with the group-photo tiles: ~1.4 s on a 720p frame here) runs on the first sampled frame and then
-# once per FULL_SEARCH_SECONDS of video; the frames between run the whole-frame pass and look again around the
-# previous frame's faces (FaceDetector.follow), so a small face found by the tiles stays on its track and a new
-# near face is found at once; a new small face waits for the next full search. While the faces are stable (the
-# last full search found as many as the one before, and no sampled frame since gained or lost one) the full
-# search backs off to once per STABLE_SEARCH_SECONDS: it was ~55% of the time at 5 fps sampling.
-FULL_SEARCH_SECONDS = 1.0
-STABLE_SEARCH_SECONDS = 3.0
+# Every sampled frame gets the photo's search (emotion/faces.py: one YuNet pass, ~10 ms on a 720p frame here), and the
+# tracker links each frame's faces to the previous frames' (emotion/tracking.py): a face the detector misses for a
+# frame keeps its track for MAX_UNSEEN_S. Before YuNet, a tiled search cost ~1.4 s a frame, so it ran once a second
+# and the frames between looked again around the previous faces.
 
 
 class VideoError(UnsupportedImageError):
@@ -123,35 +119,6 @@ def frames_at(path: str | Path, indices: Iterable[int]) -> Iterator[tuple[int, A
         container.close()
 
 
-class SearchSchedule:
-    """When a sampled frame gets a full search rather than `FaceDetector.follow` (see FULL_SEARCH_SECONDS)."""
-
-    def __init__(self):
-        self.last: float | None = None  # time of the last full search
-        self.count: int | None = None  # the faces it found
-        self.previous = -1  # the faces of the previous sampled frame
-        self.changed = False  # a followed frame gained or lost a face since the last full search
-        self.interval = FULL_SEARCH_SECONDS
-
-    def due(self, time: float) -> bool:
-        """Whether the frame at `time` gets a full search."""
-        return self.last is None or time - self.last >= self.interval - 1e-6
-
-    def searched(self, time: float, faces: int) -> None:
-        """A full search at `time` found `faces`: as many as the last one, with nothing gained or lost between,
-        backs the next one off to STABLE_SEARCH_SECONDS."""
-        stable = self.count == faces and not self.changed
-        self.interval = STABLE_SEARCH_SECONDS if stable else FULL_SEARCH_SECONDS
-        self.last, self.count, self.previous, self.changed = time, faces, faces, False
-
-    def followed(self, faces: int) -> None:
-        """A followed frame found `faces`: one gained or lost brings the next full search back to
-        FULL_SEARCH_SECONDS after the last one."""
-        if faces != self.previous:
-            self.changed, self.interval = True, FULL_SEARCH_SECONDS
-        self.previous = faces
-
-
 @dataclass
 class VideoPrediction:
     """`rows`: one per face per sampled frame; `tracks`: one summary per track; `interrupted`: Ctrl-C stopped it."""
@@ -202,15 +169,8 @@ def iter_video(predictor, path: str | Path, every: int | None = None, fps: float
         crops.clear()
         return rows
 
-    schedule, previous = SearchSchedule(), []
     for index, time, image in sampled_frames(path, every, fps, max_seconds):
-        if schedule.due(time):
-            faces = predictor.detector.detect(image, **detect_options)
-            schedule.searched(time, len(faces))
-        else:
-            faces = predictor.detector.follow(image, [f.box for f in previous], **detect_options).faces
-            schedule.followed(len(faces))
-        previous = faces
+        faces = predictor.detector.detect(image, **detect_options)
         crops += predictor.crops(image, faces)  # the frame itself is dropped: only its faces' crops wait
         pending.append((index, time, faces, predictor.read_action_units(image, faces) if action_units else None))
         done += 1

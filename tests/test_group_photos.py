@@ -8,7 +8,7 @@ from PIL import Image
 from skimage import data
 
 from emotion import Predictor
-from emotion.boxes import nms, positions, tiles
+from emotion.boxes import nms
 from emotion.faces import FaceDetector
 
 from conftest import ASTRONAUT_FACE
@@ -56,17 +56,33 @@ def test_photos_without_a_face_give_no_face(detector, name):
     assert detector.detect(Image.fromarray(getattr(data, name)())) == []
 
 
-def test_a_portrait_is_not_tiled(astronaut):
-    """The astronaut alone costs one short-range pass and two views of her face: no full-range pass, no tiles
-    (tests/test_search_paths.py checks each decision)."""
+def test_sixty_four_faces_of_64_px_are_all_found(detector, head):
+    found = detector.find(grid(head, 8, 8, 64, (1536, 1536)), max_faces=100)
+    assert found.total == 64 and not found.truncated
+
+
+def test_faces_cut_by_the_border_are_found(detector, head):
+    """Heads cut by the left and top edges (their boxes clipped to the photo) and one whole."""
+    canvas = Image.new("RGB", (800, 600), (128, 128, 128))
+    big = head.resize((200, 200))
+    for x, y in ((-70, 100), (300, -60), (650, 300)):
+        canvas.paste(big, (x, y))
+    found = detector.detect(canvas)
+    assert len(found) == 3
+    assert found[0].box[0] == 0 and found[1].box[1] == 0  # left to right: the cut ones first
+
+
+def test_a_portrait_takes_one_small_pass_and_one_view(astronaut):
+    """The astronaut alone costs the near pass and one view of her face (tests/test_search_paths.py checks each
+    decision)."""
     det = FaceDetector()
     assert len(det.detect(Image.fromarray(astronaut))) == 1
-    assert det.passes == {"short": 1, "views": 2}
+    assert det.passes == {"near": 1, "views": 1}
     det.close()
 
 
 @pytest.mark.parametrize("fraction", [0.4, 0.6, 0.9])
-def test_a_close_up_is_found_whichever_pass_sees_it(detector, astronaut, fraction):
+def test_a_close_up_is_found(detector, astronaut, fraction):
     """A selfie's close-up (the face filling up to 90% of the photo) is found and nothing else is."""
     x, y, w, h = ASTRONAUT_FACE
     side = w / fraction
@@ -74,39 +90,6 @@ def test_a_close_up_is_found_whichever_pass_sees_it(detector, astronaut, fractio
     crop = Image.fromarray(astronaut).crop((round(cx - side / 2), round(cy - side / 2), round(cx + side / 2),
                                             round(cy + side / 2))).resize((480, 480))
     assert len(detector.detect(crop)) == 1
-
-
-def test_a_smaller_face_beside_a_portrait_is_found_by_the_far_search(detector, head):
-    """One face near the camera and one at ~8% of the side: "auto" takes the photo for a portrait (the short-range
-    pass is all it runs), "full" (the UI's Far) searches on and finds both."""
-    canvas = Image.new("RGB", (1000, 700), (128, 128, 128))
-    canvas.paste(head.resize((400, 400)), (60, 150))
-    canvas.paste(head.resize((140, 140)), (700, 300))  # its face ~80 px: 8% of the long side
-    assert len(detector.detect(canvas)) == 1
-    assert len(detector.detect(canvas, range="full")) == 2
-
-
-def test_following_small_faces_finds_them_again_without_the_tiles(head, monkeypatch):
-    """A video's frames between full searches: faces only the tiles found are looked for around their last box."""
-    det = FaceDetector()
-    frame = grid(head, 3, 1, 40, (1280, 720))  # three 40 px faces: too small for the whole-frame passes
-    calls = []
-    original = det._run
-    monkeypatch.setattr(det, "_run", lambda model, image, *a: calls.append(image.size) or original(model, image, *a))
-    found = det.find(frame)
-    full_calls = len(calls)
-    assert len(found.faces) == 3
-    calls.clear()
-    moved = Image.new("RGB", frame.size, (128, 128, 128))
-    moved.paste(frame, (6, 4))  # the next frame: everyone moved a little
-    followed = det.follow(moved, [f.box for f in found.faces])
-    assert len(followed.faces) == 3
-    for before, after in zip(found.faces, followed.faces):
-        assert after.box[0] - before.box[0] == pytest.approx(6, abs=3)
-        assert after.score == pytest.approx(before.score, abs=0.1)  # the same calibrated score
-    assert len(calls) <= 2 + 2 * 3 < full_calls / 3  # two whole-frame passes and two views a face
-    assert det.follow(moved, []).faces == []  # and without the previous boxes, no tiles: not found
-    det.close()
 
 
 def test_max_faces_cut_is_reported_with_the_total(tiny_model, head, tmp_path):
@@ -140,13 +123,6 @@ def test_rest_and_cli_say_when_max_faces_cut(tiny_model, head, tmp_path, capsys,
         body = client.post("/api/predict?max_faces=3", files={"file": ("c.png", path.read_bytes(), "image/png")})
     assert body.status_code == 200
     assert body.json()["truncated"] is True and body.json()["faces_total"] == 12 and len(body.json()["faces"]) == 3
-
-
-def test_tiles_cover_the_image_and_overlap():
-    assert positions(100, 300, 60) == [0]
-    xs = positions(1000, 300, 60)
-    assert xs[0] == 0 and xs[-1] == 700 and all(b - a <= 240 for a, b in zip(xs, xs[1:]))
-    assert len(tiles(1000, 500, 300, 60)) == len(xs) * len(positions(500, 300, 60))
 
 
 def test_nms_keeps_the_best_of_overlapping_boxes():

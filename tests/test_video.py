@@ -69,47 +69,18 @@ def test_two_faces_give_two_tracks_with_stable_ids_and_times(predictor, clip):
         assert r["emotion"] == max(predictor.labels, key=lambda lab: r[lab])
 
 
-def test_a_full_search_runs_once_a_second_and_the_frames_between_follow_the_faces(predictor, clip, monkeypatch):
-    det, searched, followed = predictor.detector, [], []
-    find, follow = det.find, det.follow
-    monkeypatch.setattr(det, "find", lambda image, *a, **k: searched.append(1) or find(image, *a, **k))
-    monkeypatch.setattr(det, "follow", lambda image, boxes, *a, **k: followed.append(len(boxes)) or
-                        follow(image, boxes, *a, **k))
-    result = predictor.predict_video(clip, progress=False)  # 30 frames at 10 fps
-    assert len(searched) == 3 and len(followed) == 27  # full searches at 0, 1 and 2 s
-    assert [t["frames"] for t in result.tracks] == [20, 20]
-
-
-def _full_search_times(predictor, path: Path, monkeypatch) -> tuple[list[float], list[dict]]:
-    """The times of the sampled frames that got a full search, and the tracks."""
-    from emotion import video
-
-    det, frames, times = predictor.detector, [], []
-    monkeypatch.setattr(video, "sampled_frames", lambda *a: (frames.append(f[1]) or f for f in sampled_frames(*a)))
+def test_every_sampled_frame_is_searched_once_and_a_new_face_is_found_at_once(predictor, clip, monkeypatch):
+    """One search (the photo's: near pass, whole-frame pass, a view per face) per sampled frame; face B, which
+    enters at 1 s, gets its track on its first frame."""
+    det, searched = predictor.detector, []
     find = det.find
-    monkeypatch.setattr(det, "find", lambda image, *a, **k: times.append(frames[-1]) or find(image, *a, **k))
-    return times, predictor.predict_video(path, progress=False).tracks
-
-
-def test_the_full_search_backs_off_while_the_faces_stay_and_comes_back_when_one_appears(predictor, tmp_path,
-                                                                                       monkeypatch):
-    x, y, w, h = ASTRONAUT_FACE
-    head = Image.fromarray(data.astronaut()).crop((x - 30, y - 40, x + w + 30, y + h + 20))
-
-    def frame(i: int, second_face_from: int) -> Image.Image:
-        canvas = Image.new("RGB", (480, 320), (110, 120, 130))
-        canvas.paste(head, (10, 20))
-        if i >= second_face_from:
-            canvas.paste(head, (300, 150))
-        return canvas
-
-    stable = write_clip(tmp_path / "stable.mp4", [frame(i, 999) for i in range(5 * FPS)])
-    appears = write_clip(tmp_path / "appears.mp4", [frame(i, 25) for i in range(5 * FPS)])
-    times, tracks = _full_search_times(predictor, stable, monkeypatch)
-    assert times == pytest.approx([0.0, 1.0, 4.0]) and [t["frames"] for t in tracks] == [50]  # then every 3 s
-    times, tracks = _full_search_times(predictor, appears, monkeypatch)
-    # the new face is followed at once (2.5 s), and the full search is back to once a second until it is stable
-    assert times == pytest.approx([0.0, 1.0, 2.6, 3.6]) and [t["first_s"] for t in tracks] == pytest.approx([0, 2.5])
+    monkeypatch.setattr(det, "find", lambda image, *a, **k: searched.append(1) or find(image, *a, **k))
+    det.passes.clear()
+    result = predictor.predict_video(clip, every=2, progress=False)  # 15 of the 30 frames
+    assert len(searched) == 15 and det.passes["near"] == 15
+    faces = sum(t["frames"] for t in result.tracks)
+    assert faces == 20 and faces <= det.passes["views"] <= faces + 2  # a view a face (and a rare turned-down one)
+    assert [t["first_s"] for t in result.tracks] == pytest.approx([0.0, 1.0])
 
 
 def test_sampling_every_nth_frame_and_by_fps(clip):
