@@ -20,6 +20,7 @@ The crops the classifier sees live in `crops.py` (re-exported here).
 """
 from __future__ import annotations
 
+import math
 import numbers
 import threading
 from collections import Counter
@@ -32,6 +33,7 @@ from PIL import Image
 from .boxes import iou, nms
 from .crops import crop_box, crop_face  # noqa: F401  (re-exported: callers import them from here)
 from .errors import EmotionError
+from .images import file_pixels, load_image
 from .blazeface import BlazeFace
 from .yunet import YuNet
 
@@ -49,6 +51,7 @@ SIDE_SLACK = 1.07  # an image at most this much larger than a pass's side runs a
 MIN_SIDE = 96  # smaller images (a 48 px face crop) are enlarged to this: YuNet's priors start at 8 px cells
 MIN_INPUT_FACE = 16  # px: the smallest face YuNet finds reliably on a busy background (bench_detect.py)
 MIN_FACE = 24  # px: the smallest face looked for in the photo, as far as MAX_DETECT_SIDE allows
+MIN_CROP_FACE = 64  # px: a face smaller than this in a photo decoded at reduced scale is cut from a finer decode
 MERGE_IOU = 0.5  # two boxes overlapping more than this are one face
 CANDIDATE_SCORE = 0.25  # a pass's raw YuNet scores below this are not worth a view (bench_detect.py)
 MAX_CANDIDATES = 256  # views per pass at most
@@ -289,6 +292,30 @@ def _resized(rgb: Image.Image, side: int) -> Image.Image:
         return work
     scale = side / max(work.size)
     return work.resize((max(1, round(work.width * scale)), max(1, round(work.height * scale))), Image.BOX)
+
+
+def decode_and_find(src, detector: FaceDetector, **options) -> tuple[Image.Image, Detections]:
+    """`src` (anything `images.load_image` takes) decoded at the size detection needs (a large JPEG at 1/2, 1/4 or
+    1/8 scale), its faces found, and decoded again at a finer scale where a face is too small there for its crop
+    (MIN_CROP_FACE). The faces are in pixels of the image returned; `images.file_pixels` maps them to the file's."""
+    if hasattr(src, "read"):  # read once: a finer decode needs the bytes again
+        src = src.read()
+    img = load_image(src, min_side=detector.detect_side)
+    found = detector.find(img, **options)
+    smallest = min((max(f.box[2], f.box[3]) for f in found.faces), default=MIN_CROP_FACE)
+    if file_pixels(img)[1][0] > 1 and smallest < MIN_CROP_FACE:
+        finer = load_image(src, min_side=math.ceil(max(img.size) * MIN_CROP_FACE / max(1, smallest)))
+        k = finer.width / img.width
+        found = Detections([_scaled(f, k, finer.size) for f in found.faces], found.total)
+        img = finer
+    return img, found
+
+
+def _scaled(face: Face, k: float, size: tuple[int, int]) -> Face:
+    """`face` in an image `k` times larger, its box clipped to `size`."""
+    x, y, w, h = (round(v * k) for v in face.box)
+    box = (x, y, min(w, size[0] - x), min(h, size[1] - y))
+    return Face(box=box, score=face.score, keypoints=tuple((px * k, py * k) for px, py in face.keypoints))
 
 
 def largest_faces(images, min_score: float = DEFAULT_MIN_SCORE) -> list[tuple[Image.Image, Face | None]]:

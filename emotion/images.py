@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import io
 import logging
+import math
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 from PIL import ExifTags, Image, ImageFile, ImageOps
@@ -31,9 +32,11 @@ WHITE = (255, 255, 255)
 # Set in the `info` of an image this module decoded, to its size: handing that image back to `load_image` (the web
 # app decodes an upload, then the Predictor is given it) returns it as it is, instead of a second pass over it.
 LOADED = "emotion.loaded"
+# Set in the `info` of an image decoded at a reduced scale (`load_image`'s min_side): the upright size of the file.
+FILE_SIZE = "emotion.file_size"
 
 
-def load_image(src: Any) -> Image.Image:
+def load_image(src: Any, min_side: int | Callable[[int], int] | None = None) -> Image.Image:
     """Reads an image from any supported source and returns it upright, in RGB.
 
     EXIF orientation is applied, transparency is composited on white, animated images give their first frame,
@@ -42,6 +45,9 @@ def load_image(src: Any) -> Image.Image:
     Args:
         src: a path (str or Path), the encoded bytes, a binary file-like object, a PIL image, or a numpy array
             (HxW gray, HxWx3 RGB or HxWx4 RGBA; uint8, uint16, other integers or floats in [0, 1] or [0, 255]).
+        min_side: the long side the caller needs (or a function of the file's long side that says it): a JPEG
+            at least twice as large is decoded at 1/2, 1/4 or 1/8 scale in the DCT (Pillow's `draft`), the
+            smallest that keeps this side; `file_pixels` maps the result back. Other sources decode whole.
 
     Returns:
         A fully decoded PIL image in mode "RGB". Handed back to `load_image`, an image it decoded is returned as it
@@ -59,14 +65,14 @@ def load_image(src: Any) -> Image.Image:
     if isinstance(src, np.ndarray):
         return _loaded(_to_rgb(_from_array(src)))
     if isinstance(src, (str, os.PathLike)):
-        return _open_path(Path(src))
+        return _open_path(Path(src), min_side)
     if isinstance(src, (bytes, bytearray, memoryview)):
-        return _decode(io.BytesIO(bytes(src)), f"the given bytes ({len(src)} bytes)")
+        return _decode(io.BytesIO(bytes(src)), f"the given bytes ({len(src)} bytes)", min_side)
     if hasattr(src, "read"):
         name = str(getattr(src, "name", "the given file object"))
         # Pillow needs to seek; uploads (sockets, spooled streams) may not allow it.
         seekable = getattr(src, "seekable", lambda: False)()
-        return _decode(src if seekable else io.BytesIO(src.read()), name)
+        return _decode(src if seekable else io.BytesIO(src.read()), name, min_side)
     raise EmotionError(f"load_image() takes a path, bytes, a file object, a PIL image or a numpy array, "
                        f"not {type(src).__name__}: {SEND_INSTEAD}")
 
@@ -80,7 +86,16 @@ def check_size(width: int, height: int) -> None:
             f"{int((MAX_PIXELS * width / height) ** 0.5)}x{int((MAX_PIXELS * height / width) ** 0.5)})")
 
 
-def _open_path(path: Path) -> Image.Image:
+def file_pixels(img: Image.Image) -> tuple[tuple[int, int], tuple[float, float]]:
+    """The size of the upright image `img` was decoded from, and the factors (x, y) from `img`'s pixels to that
+    image's: ((W, H), (1.0, 1.0)) unless `load_image` decoded it at a reduced scale."""
+    size = img.info.get(FILE_SIZE)
+    if not size or tuple(img.size) == tuple(size):
+        return img.size, (1.0, 1.0)
+    return tuple(size), (size[0] / img.width, size[1] / img.height)
+
+
+def _open_path(path: Path, min_side=None) -> Image.Image:
     try:
         fp = path.open("rb")
     except FileNotFoundError:
@@ -88,18 +103,42 @@ def _open_path(path: Path) -> Image.Image:
     except OSError as e:  # a directory, no permission, a name too long
         raise EmotionError(f"could not open '{path}' ({e.strerror or e}): {SEND_INSTEAD}") from None
     with fp:
-        return _decode(fp, f"'{path}'")
+        return _decode(fp, f"'{path}'", min_side)
 
 
-def _decode(fp: Any, name: str) -> Image.Image:
-    """Opens (header only), checks the size, then decodes all pixels while we can still report failure."""
+def _decode(fp: Any, name: str, min_side=None) -> Image.Image:
+    """Opens (header only), checks the size, then decodes all pixels (at a reduced scale where `min_side` allows)
+    while we can still report failure."""
     try:
         img = Image.open(fp, formats=FORMATS)
     except Image.DecompressionBombError as e:
         raise ImageTooLargeError(_bomb_message(name, e)) from None
     except Exception as e:  # untrusted bytes: any decoder failure means "not an image we can read"
         raise UnsupportedImageError(f"could not read an image from {name}: {SEND_INSTEAD}") from e
-    return _loaded(_finish(img, name))
+    check_size(*img.size)  # on the header, before any pixel is decoded
+    upright = _upright(img)  # before _finish turns it (and drops its orientation)
+    if min_side is not None and img.format == "JPEG":
+        _draft(img, min_side(max(upright)) if callable(min_side) else min_side)
+    out = _finish(img, name)
+    if out.size != upright:
+        out.info[FILE_SIZE] = upright
+    return _loaded(out)
+
+
+def _draft(img: Image.Image, side: int) -> None:
+    """Asks the JPEG decoder for the smallest DCT scale (1/2, 1/4, 1/8) whose long side is still >= `side`."""
+    scale = max(1, int(side)) / max(img.size)
+    if scale <= 0.5:
+        img.draft(img.mode, (math.ceil(img.width * scale), math.ceil(img.height * scale)))
+
+
+def _upright(img: Image.Image) -> tuple[int, int]:
+    """The size of the opened file's pixels once upright: swapped where its EXIF orientation turns it a quarter."""
+    try:
+        turned = img.getexif().get(ExifTags.Base.Orientation, 1) in (5, 6, 7, 8)
+    except Exception:  # a damaged EXIF block: _finish reports it when it applies the orientation
+        turned = False
+    return (img.height, img.width) if turned else img.size
 
 
 def _loaded(img: Image.Image) -> Image.Image:

@@ -12,8 +12,9 @@ import torch
 from PIL import Image
 
 from .backends import BACKENDS, face_logits, make_backend  # noqa: F401  (re-exported: the trainer's evaluation)
-from .faces import DEFAULT_MAX_FACES, DEFAULT_MIN_SCORE, DEFAULT_RANGE, Detections, Face, FaceDetector, crop_box, crop_face
-from .images import load_image
+from .faces import (DEFAULT_MAX_FACES, DEFAULT_MIN_SCORE, DEFAULT_RANGE, Detections, Face, FaceDetector, crop_box,
+                    crop_face, decode_and_find)
+from .images import file_pixels, load_image
 from .models import ModelInfo, load_model
 from .records import FacePrediction, ImagePrediction  # noqa: F401  (re-exported: the currency every path passes on)
 from .sources import default_source, shipped_models  # noqa: F401  (re-exported)
@@ -128,8 +129,8 @@ class Predictor:
     # ------------------------------------------------------------------------------------------------ public
     def detect(self, image: Any, **options) -> tuple[Image.Image, Detections]:
         """The loaded image and its `Detections` (faces kept, and how many were found before `max_faces`)."""
-        img = load_image(image)
-        return img, self.detector.find(img, **{k: v for k, v in options.items() if v is not None})
+        # A large JPEG is decoded at the size detection needs, and finer only where a face is small (faces.py).
+        return decode_and_find(image, self.detector, **{k: v for k, v in options.items() if v is not None})
 
     def predict(self, image: Any, *, max_faces: int | None = None, min_score: float | None = None,
                 range: str | None = None, action_units: bool = False) -> ImagePrediction:  # noqa: A002
@@ -161,7 +162,9 @@ class Predictor:
         out, i = [], 0
         for img, found in loaded:
             faces = predictions[i:i + len(found.faces)]
-            out.append(ImagePrediction(self.add_action_units(img, faces) if action_units else faces, img.size,
+            faces = self.add_action_units(img, faces) if action_units else faces
+            size, (sx, sy) = file_pixels(img)  # the file's pixels, where it was decoded at a reduced scale
+            out.append(ImagePrediction([face.scaled(sx, sy) for face in faces], size,
                                        {"detect": (t1 - t0) * 1000 / n, "classify": (t2 - t1) * 1000 / n},
                                        faces_total=found.total))
             i += len(found.faces)

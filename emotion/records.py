@@ -69,6 +69,16 @@ class FacePrediction:
         return replace(self, action_units=read.action_units, blendshapes=read.blendshapes,
                        action_units_reason=read.reason)
 
+    def scaled(self, sx: float, sy: float) -> "FacePrediction":
+        """This face in an image `sx` x `sy` times the size of the one it was found in (a photo decoded at a
+        reduced scale, mapped back to the file's pixels)."""
+        if (sx, sy) == (1.0, 1.0):
+            return self
+        x, y, w, h = self.box
+        box = (round(x * sx), round(y * sy), round(w * sx), round(h * sy))
+        keypoints = None if self.keypoints is None else [(px * sx, py * sy) for px, py in self.keypoints]
+        return replace(self, box=box, keypoints=keypoints)
+
     @property
     def has_action_units(self) -> bool:
         """Action units were asked for this face (read, or refused with a reason)."""

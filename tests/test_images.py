@@ -204,3 +204,61 @@ def test_an_image_load_image_decoded_is_passed_on_as_it_is_and_a_changed_one_is_
     assert load_image(img) is img and load_image(img.copy()).size == img.size and passes == []
     assert load_image(img.convert("RGBA")).mode == "RGB" and load_image(img.crop((0, 0, 10, 10))).size == (10, 10)
     assert len(passes) == 2  # another mode, another size: checked and converted again
+
+
+def _big_jpeg(astronaut, size=(4000, 3000), orientation: int = 1) -> bytes:
+    canvas = Image.new("RGB", size, (90, 120, 150))
+    canvas.paste(astronaut.resize((1600, 1600)), (1500, 900))  # her face ~290 px
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buf = io.BytesIO()
+    canvas.save(buf, "JPEG", quality=90, exif=exif)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("min_side,side", [(1000, 1000), (600, 1000), (400, 500), (2100, 4000), (3000, 4000)])
+def test_a_large_jpeg_decodes_at_the_scale_the_caller_needs(astronaut, min_side, side):
+    """Pillow's draft picks the smallest DCT scale (1/2, 1/4, 1/8) that keeps min_side; file_pixels maps back."""
+    img = load_image(_big_jpeg(astronaut), min_side=min_side)
+    assert max(img.size) == side and img.mode == "RGB"
+    assert images.file_pixels(img) == ((4000, 3000), (4000 / img.width, 3000 / img.height))
+
+
+def test_reduced_decoding_keeps_exif_orientation_limits_and_other_formats_whole(astronaut, tmp_path):
+    turned = load_image(_big_jpeg(astronaut, orientation=6), min_side=lambda long_side: long_side // 4)
+    assert turned.size == (750, 1000) and images.file_pixels(turned)[0] == (3000, 4000)
+    png = tmp_path / "big.png"
+    Image.new("RGB", (3000, 2000)).save(png)
+    assert load_image(png, min_side=500).size == (3000, 2000)  # only JPEG decodes at a reduced scale
+    assert images.file_pixels(load_image(png))[1] == (1.0, 1.0)
+    with pytest.raises(ImageTooLargeError):  # the header's size is checked, not the reduced one
+        load_image(_big_jpeg(astronaut, size=(8000, 6000)), min_side=500)
+
+
+def test_a_photo_decoded_at_a_reduced_scale_gives_its_faces_in_the_file_pixels(astronaut, tiny_model):
+    """The 12 MP photo is decoded at 1/4 (its face ~72 px there, enough for the crop); the answer's boxes and size
+    are the file's, as when it is decoded whole."""
+    from emotion import Predictor
+    from emotion.faces import FaceDetector, decode_and_find
+
+    jpeg = _big_jpeg(astronaut)
+    img, found = decode_and_find(jpeg, FaceDetector())
+    assert images.file_pixels(img)[1] == (4.0, 4.0) and len(found.faces) == 1
+    predictor = Predictor.from_pretrained(f"local-dir:{tiny_model}")
+    reduced, whole = predictor.predict(jpeg), predictor.predict(Image.open(io.BytesIO(jpeg)))
+    assert reduced.image_size == whole.image_size == (4000, 3000) and len(reduced.faces) == len(whole.faces) == 1
+    a, b = reduced.faces[0].box, whole.faces[0].box
+    assert max(abs(u - v) for u, v in zip(a, b)) < 0.05 * b[2]  # within 5% of the face
+    assert reduced.faces[0].keypoints[0][0] == pytest.approx(whole.faces[0].keypoints[0][0], abs=0.05 * b[2])
+
+
+def test_a_small_face_in_a_reduced_decode_is_cut_from_a_finer_one(astronaut):
+    from emotion.faces import MIN_CROP_FACE, FaceDetector, decode_and_find
+
+    canvas = Image.new("RGB", (4000, 3000), (90, 120, 150))
+    canvas.paste(astronaut.resize((700, 700)), (1500, 900))  # her face ~130 px: ~32 px at 1/4 scale
+    buf = io.BytesIO()
+    canvas.save(buf, "JPEG", quality=90)
+    img, found = decode_and_find(io.BytesIO(buf.getvalue()), FaceDetector())  # a file object: read once
+    assert len(found.faces) == 1 and max(found.faces[0].box[2:]) >= MIN_CROP_FACE
+    assert images.file_pixels(img)[1][0] < 4
