@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from emotion import shipped_models
@@ -59,13 +58,14 @@ def test_the_vendored_files_are_the_npm_files_named_in_the_readme():
 
 
 # ------------------------------------------------------------------------------------------- served by the app
-def test_the_page_and_everything_it_loads_come_from_the_app(client):
+def test_the_page_and_everything_it_loads_come_from_the_app(client, tiny_model):
     page = client.get("/live")
     assert page.status_code == 200 and 'id="live-stats"' in page.text and 'id="start"' in page.text
     assert "http" not in page.text.replace("http-equiv", "")  # no address elsewhere: nothing from a CDN
     config = client.get("/live/config.json").json()
-    assert {m["id"] for m in config["models"]} == set(shipped_models())  # the shipped ones have model.onnx
-    assert config["default"] in shipped_models()
+    # every configured model with a model.onnx: the shipped ones and the server's default, the tiny test model
+    assert {m["id"] for m in config["models"]} == {*shipped_models(), tiny_model.name}
+    assert config["default"] == tiny_model.name
     scripts = [f"/live/files/live/{name}" for name in ("live.js", "pixels.js", "tracker.js", "live.css")]
     vendor = [f"/live/files/vendor/{line.split()[1]}" for line in (VENDOR / "SHA256SUMS").read_text().splitlines()]
     for url in scripts + vendor + [config["detector"]] + [m["url"] for m in config["models"]]:
@@ -154,11 +154,12 @@ def test_the_page_crops_and_resizes_faces_as_the_server_does():
             assert np.mean(np.array(got) == expected) > 0.99, (name, box)
 
 
-def test_the_page_batches_and_reads_logits_as_face_logits_does():
-    """Normalisation and mirror images (to_tensor, tta_flip), then the mirror average, logit bias, temperature and
-    softmax of Predictor.probabilities."""
+def test_the_page_batches_and_reads_logits_as_predictor_probabilities_does():
+    """Normalisation and mirror images (preprocess.batch, tta_flip), then the mirror average, logit bias, temperature
+    and softmax of Predictor.probabilities (emotion.calibration)."""
     from dataclasses import replace
 
+    from emotion.calibration import merge_flipped, probabilities
     from emotion.preprocess import batch
 
     rng = np.random.default_rng(1)
@@ -171,11 +172,10 @@ def test_the_page_batches_and_reads_logits_as_face_logits_does():
                 probs: m.probabilities(Float32Array.from(input.logits.flat()), 2, input.facts, true)};""",
                  {"pixels": [p.ravel().tolist() for p in pixels], "facts": facts, "logits": logits.tolist()})
     x = batch([Image.fromarray(p) for p in pixels], replace(info, native_size=info.input_size[1]))  # no resizing
-    expected = torch.cat([x, torch.flip(x, dims=[3])])
+    expected = np.concatenate([x, x[:, :, :, ::-1]])
     assert out["dims"] == list(expected.shape)
-    assert np.abs(np.array(out["data"]).reshape(expected.shape) - expected.numpy()).max() < 1e-6
-    mean = (torch.from_numpy(logits[:2]) + torch.from_numpy(logits[2:])) / 2 + info.bias_vector()
-    probs = torch.softmax(mean / info.temperature, dim=1).numpy()
+    assert np.abs(np.array(out["data"]).reshape(expected.shape) - expected).max() < 1e-6
+    probs = probabilities(merge_flipped(logits, True, info), info.temperature)
     assert np.abs(np.array(out["probs"]) - probs).max() < 1e-6
 
 

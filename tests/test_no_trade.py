@@ -78,7 +78,7 @@ def test_a_baseline_needs_accuracy_as_the_selection_metric_and_a_model_source(tm
         TrainConfig(baseline="models/small_cnn here", select_metric="accuracy", output_dir=str(tmp_path))
 
 
-def test_a_run_held_to_a_baseline_floors_every_report_and_compares_its_export(sources, tmp_path):  # noqa: F811
+def test_a_run_held_to_a_baseline_floors_every_report_and_compares_its_export(sources, tmp_path, capsys):  # noqa: F811
     first = config(*sources, tmp_path / "first")
     path = tmp_path / "first.yaml"
     path.write_text(yaml.safe_dump(first))
@@ -98,3 +98,10 @@ def test_a_run_held_to_a_baseline_floors_every_report_and_compares_its_export(so
         low, high = report["interval"]
         assert low <= report["difference"] <= high
     assert "| posed_clean |" in (tmp_path / "held" / "baseline_comparison.md").read_text()
+    # the same check from the command line, for any model against the config's baseline: itself loses nothing
+    capsys.readouterr()
+    assert main(["held-to", "--config", str(path), "--candidate", held["baseline"], "--json", str(tmp_path / "c.json"),
+                 "--workers", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "| posed_clean |" in out and "no report lost beyond its noise" in out
+    assert json.loads((tmp_path / "c.json").read_text())["reports"]["posed"]["difference"] == 0.0

@@ -171,3 +171,25 @@ def _recall_table(title: str, named: list[tuple[str, dict]]) -> str:
         lines.append(_row([name] + [f"{m['per_class'][lab]['recall']:.2f}" if m["per_class"][lab]["support"] else "–"
                                     for lab in LABELS]))
     return "\n".join(lines)
+
+
+def held_to(cfg, model: str, baseline: str | None, out: str | None = None) -> str:
+    """`model` beside `baseline` (default: the config's) on every validation report of the multi-source `cfg`,
+    each as served (biases, temperature, flip, blendshape head): trainer/no_trade.py's table, and the trades."""
+    from . import no_trade
+    from .sources import validation_rows
+
+    baseline = baseline or cfg.baseline
+    if not cfg.sources or not baseline:
+        raise DataError("held-to needs a config with sources: and a baseline (baseline: in it, or --baseline)")
+    vals = validation_rows(cfg)
+    logits = {}
+    for source in (model, baseline):
+        net, info, _ = load_model(source)
+        logits[source] = {name: predict_logits(net, split, info) for name, split in vals.items()}
+    comparison = no_trade.compare(logits[model], logits[baseline], vals)
+    if out:
+        Path(out).write_text(json.dumps({"model": model, "baseline": baseline, "reports": comparison}, indent=1))
+    lost = no_trade.trades(comparison)
+    verdict = f"trades: {', '.join(lost)}" if lost else "no report lost beyond its noise"
+    return f"{model} against {baseline}\n\n{no_trade.table(comparison)}\n\n{verdict}"

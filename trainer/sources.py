@@ -238,3 +238,15 @@ def load_sources(cfg) -> tuple[Any, dict[str, Any], dict]:
                  ", ".join(described[-1]["classes"]))
     return FaceSplit.concat(trains, masks), vals, {"sources": described,
                                                    "weights": [s.weight for s in sources]}
+
+
+def validation_rows(cfg) -> dict[str, Any]:
+    """Each source's validation rows by report name, cut and cropped exactly as a run of `cfg` cuts them (no
+    training row is decoded)."""
+    crop = {"margin": cfg.crop_margin, "offset_y": cfg.crop_offset_y}
+    vals = {}
+    for i, src in enumerate(SourceConfig.parse(s) for s in cfg.sources):
+        va = source_splits(load_raw(src.data), src, cfg.seed)[1]
+        vals[report_name(i, src)] = decode_rows(va.select(pick_rows(len(va), cfg.max_val_samples)), src, crop,
+                                                train=False)
+    return vals

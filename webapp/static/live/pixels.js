@@ -1,5 +1,5 @@
 // A detected face -> the model's input, exactly as the server makes it (emotion/crops.py crop_face, then
-// emotion/preprocess.py to_tensor), so that the page and /api/predict read the same pixels. Pure functions on plain
+// emotion/preprocess.py to_array), so that the page and /api/predict read the same pixels. Pure functions on plain
 // arrays: tests/test_live.py runs them under Node against Pillow's output.
 
 // Where the face's square crop lies in the frame: crop_face's geometry (margin around the box, centre moved by
@@ -106,7 +106,7 @@ export function modelPixels(gray, side, facts) {
   return img;
 }
 
-// to_tensor for `faces` (arrays of model pixels), then their mirror images (face_logits' tta_flip): one batch,
+// to_array for `faces` (arrays of model pixels), then their mirror images (tta_flip, as the backends do): one batch,
 // float32 (count, C, H, W), normalised by the model's mean and std.
 export function toBatch(faces, facts, flip) {
   const [c, h, w] = facts.input_size, plane = h * w, n = faces.length * (flip ? 2 : 1);
