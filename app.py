@@ -25,7 +25,7 @@ from webapp.files import EXAMPLES  # noqa: E402
 from webapp.guard import GradioRequestGuard  # noqa: E402
 from webapp.live import install_live  # noqa: E402
 from webapp.models import ModelRegistry  # noqa: E402
-from webapp.pool import InferencePool, configure_torch_threads  # noqa: E402
+from webapp.pool import InferencePool, configure_threads  # noqa: E402
 from webapp.settings import Settings, use  # noqa: E402
 from webapp.ui import build_ui  # noqa: E402
 from webapp.video import build_video_router  # noqa: E402
@@ -37,7 +37,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     `settings` default to the environment's (`Settings.from_env`); a bad value raises EmotionError naming it."""
     settings = use(settings or Settings.from_env())
     registry, pool = ModelRegistry.from_settings(settings), InferencePool(settings.workers, settings.queue)
-    configure_torch_threads(pool.workers)
+    configure_threads(pool.workers)
     app = FastAPI(title="Emotion Detection", version="1.0",
                   description="Faces in a photo -> calibrated probabilities over 8 emotions. "
                               "The Gradio UI is at /, its own API under /gradio_api/.", docs_url=None,

@@ -85,6 +85,7 @@ def start_server(timeout: float, app_dir: Path = ROOT) -> tuple[str, subprocess.
         try:
             r = requests.get(f"{url}/api/health", timeout=2)
             if r.status_code == 200:
+                print(f"/api/health answered {timeout - (deadline - time.monotonic()):.1f} s after the start")
                 return url, proc
             proc.terminate()
             sys.exit(f"the server is not ready: {r.json().get('error')}")

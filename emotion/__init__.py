@@ -12,8 +12,9 @@ _LAZY = ("Predictor", "FacePrediction", "ImagePrediction", "default_source", "sh
 
 
 def __getattr__(name: str):
-    # The predictor (timm, torch models) loads on first use, so `emotion.preprocess` or `emotion.faces` stay light.
-    if name in ("FacePrediction", "ImagePrediction"):  # the currency itself needs no torch
+    # The predictor (MediaPipe, ONNX Runtime) loads on first use, so `emotion.preprocess` or `emotion.faces` stay
+    # light; nothing here or in the predictor imports torch (only emotion.torch_backend and emotion.models do).
+    if name in ("FacePrediction", "ImagePrediction"):
         from . import records
 
         return getattr(records, name)

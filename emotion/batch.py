@@ -98,7 +98,7 @@ class Options:
     min_score: float = DEFAULT_MIN_SCORE
     max_faces: int = DEFAULT_MAX_FACES
     range: str = DEFAULT_RANGE
-    threads: int | None = None  # torch threads per process (None: torch's default in 1 process, 1 each in N)
+    threads: int | None = None  # classifier threads per process (None: all cores in 1 process, 1 each in N)
     action_units: bool = False  # also each face's AUs (columns au_1, ..., action_units_reason)
 
     def manifest(self) -> dict:
@@ -110,9 +110,9 @@ class Options:
         from .predict import Predictor
 
         if self.threads:
-            import torch
+            from .threads import set_threads
 
-            torch.set_num_threads(self.threads)
+            set_threads(self.threads)
         return Predictor.from_pretrained(self.model, min_score=self.min_score, max_faces=self.max_faces,
                                          range=self.range)
 

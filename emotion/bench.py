@@ -1,16 +1,18 @@
 """Timing and machine facts for reports and benchmarks: what the CPU is, and how long serving takes per face.
 
-Here, not in the trainer, so that evaluating, comparing and benchmarking never import the training loop.
+Here, not in the trainer, so that evaluating, comparing and benchmarking never import the training loop. Torch is
+imported only by `ms_per_face` (it times a torch model) and read by `machine` only where the caller loaded it.
 """
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import platform
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 
 def cpu_name() -> str:
@@ -24,16 +26,26 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def _version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
 def machine() -> str:
-    """The machine in words: CPU model and cores, GPU if any, torch version."""
-    cpu = cpu_name()
-    gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ", no GPU"
-    return f"{cpu}, {os.cpu_count()} cores{gpu}, torch {torch.__version__}"
+    """The machine in words: CPU model and cores, GPU if any (asked of torch where it is loaded), and the versions
+    of torch and ONNX Runtime that are installed."""
+    torch = sys.modules.get("torch")  # never imported here: a serving process must not load it to describe itself
+    gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch is not None and torch.cuda.is_available() else ", no GPU"
+    versions = [f"{name} {v}" for name in ("torch", "onnxruntime") if (v := _version(name))]
+    return ", ".join([f"{cpu_name()}, {os.cpu_count()} cores{gpu}", *versions])
 
 
-def ms_per_face(model: torch.nn.Module, info, repeats: int = 30) -> float:
-    """Median CPU milliseconds (one thread) to classify one face crop, as serving does it (Predictor.probabilities:
-    preprocessing, flip averaging, calibrated softmax)."""
+def ms_per_face(model, info, repeats: int = 30) -> float:
+    """Median CPU milliseconds (one thread) to classify one face crop with a torch `model`, as serving does it
+    (Predictor.probabilities: preprocessing, flip averaging, calibrated softmax)."""
+    import torch
     from PIL import Image
 
     from emotion.predict import Predictor

@@ -26,7 +26,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
-import torch
+import numpy as np
 
 from .errors import EmotionError
 from .face_geometry import GEOMETRY, asymmetry
@@ -136,20 +136,22 @@ class BlendshapeHead:
         values = features(blendshapes, list(self.weights), landmarks)
         return sum(w * (x - self.centre.get(n, 0.0)) for (n, w), x in zip(self.weights.items(), values))
 
-    def gated(self, logits: torch.Tensor, labels: Sequence[str], model_bias: dict[str, float] | None = None
-              ) -> tuple[torch.Tensor, list[int]]:
-        """`logits` (N, classes), which include the model's `model_bias`, with the head's `logit_bias` instead, and
-        the rows whose label margin passes the gate there (the faces the landmarker reads)."""
+    def gated(self, logits: np.ndarray, labels: Sequence[str], model_bias: dict[str, float] | None = None
+              ) -> tuple[np.ndarray, list[int]]:
+        """`logits` (N, classes), which include the model's `model_bias`, with the head's `logit_bias` instead (a
+        new float array, of `logits`' precision), and the rows whose label margin passes the gate there (the faces
+        the landmarker reads)."""
+        logits = np.asarray(logits)
+        logits = logits if logits.dtype.kind == "f" else logits.astype(np.float32)
         labels, model_bias = list(labels), model_bias or {}
-        shift = torch.tensor([self.logit_bias.get(k, 0.0) - model_bias.get(k, 0.0) for k in labels],
-                             dtype=logits.dtype)
+        shift = np.array([self.logit_bias.get(k, 0.0) - model_bias.get(k, 0.0) for k in labels], logits.dtype)
         out = logits + shift
         c = labels.index(self.label)
-        others = torch.cat([out[:, :c], out[:, c + 1:]], dim=1).max(dim=1).values
-        return out, torch.nonzero(out[:, c] - others > -self.gate).flatten().tolist()
+        others = np.delete(out, c, axis=1).max(axis=1)
+        return out, np.flatnonzero(out[:, c] - others > -self.gate).tolist()
 
-    def apply(self, logits: torch.Tensor, crops: Sequence, labels: Sequence[str], read: ReadFn,
-              model_bias: dict[str, float] | None = None) -> torch.Tensor:
+    def apply(self, logits: np.ndarray, crops: Sequence, labels: Sequence[str], read: ReadFn,
+              model_bias: dict[str, float] | None = None) -> np.ndarray:
         """`logits` (N, classes) of `crops`, which include the model's `model_bias`, with the head's `logit_bias`
         instead, and the residual added where the gate lets it change the answer; a crop the landmarker cannot read
         (too small, no face found, degenerate landmarks) gets no residual."""

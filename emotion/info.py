@@ -1,12 +1,14 @@
 """A model's facts (labels, input size, mean/std, crop framing, temperature, ...): what serving needs to know about
-it, read from and written to its config.json. Light on purpose: preprocessing and face cropping import it without
-pulling in timm or safetensors.
+it, read from and written to its config.json. Light on purpose: serving, preprocessing and face cropping import it
+without pulling in torch, timm or safetensors.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 
-import torch
+import numpy as np
 
 from .errors import EmotionError
 from .labels import LABELS
@@ -75,11 +77,11 @@ class ModelInfo:
 
         return BlendshapeHead.from_dict(self.blendshape_head, self.labels)
 
-    def bias_vector(self) -> torch.Tensor | None:
-        """`logit_bias` as a (num_classes,) tensor in label order, or None when there is none."""
+    def bias_vector(self) -> np.ndarray | None:
+        """`logit_bias` as a (num_classes,) float32 array in label order, or None when there is none."""
         if not any(self.logit_bias.values()):
             return None
-        return torch.tensor([self.logit_bias.get(lab, 0.0) for lab in self.labels])
+        return np.array([self.logit_bias.get(lab, 0.0) for lab in self.labels], np.float32)
 
     @property
     def channels(self) -> int:
@@ -111,6 +113,16 @@ class ModelInfo:
         except (KeyError, TypeError) as e:
             raise EmotionError(f"config.json is missing or has a bad field ({e}); it needs architecture, label_names "
                                "and pretrained_cfg with input_size, mean and std") from None
+
+    @classmethod
+    def from_folder(cls, folder: str | Path) -> "ModelInfo":
+        """The facts in an exported model folder's config.json (what serving reads; the weights stay unread)."""
+        path = Path(folder) / CONFIG_NAME
+        try:
+            return cls.from_config(json.loads(path.read_text()))
+        except (OSError, ValueError, AttributeError) as e:
+            raise EmotionError(f"{path} cannot be read as a model's config.json ({e}): point at a folder "
+                               "the trainer exported (config.json beside model.safetensors)") from None
 
 
 def default(name: str):

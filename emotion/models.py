@@ -1,4 +1,6 @@
-"""Model definitions and the one loader for a model source (`emotion/sources.py` says what a source is).
+"""Model definitions in torch and the one torch loader for a model source (`emotion/sources.py` says what a source
+is). Only the trainer, the ONNX export and the torch backend (`emotion.torch_backend`) import this module: serving
+reads config.json (`ModelInfo.from_folder`) and runs model.onnx without torch.
 
 Both architectures are built through timm: `resnet50` (and any other timm name) is timm's own, and the small CNN is
 registered with timm's model registry here, so `timm.create_model("small_cnn")` works once this module is imported.
@@ -113,4 +115,4 @@ def load_model(source: str | os.PathLike) -> tuple[nn.Module, ModelInfo, Path]:
     model = create_model(info.architecture, num_classes=info.num_classes, in_chans=info.channels, **args)
     state = {k: v.float() for k, v in load_file(str(weights)).items()}  # weights may be stored in half precision
     model.load_state_dict(state, strict=True)
-    return model.eval().to(memory_format=torch.channels_last), info, folder  # see predict.face_logits
+    return model.eval().to(memory_format=torch.channels_last), info, folder  # see torch_backend.face_logits

@@ -2,7 +2,7 @@
 onnxruntime-web in the visitor's browser: the /live page).
 
 The graph is the classifier alone: input `pixels`, float32 (batch, C, H, W), the face already cropped, resized and
-normalised as config.json says (`emotion.preprocess.to_tensor`); output `logits`, float32 (batch, num_classes), in
+normalised as config.json says (`emotion.preprocess.to_array`); output `logits`, float32 (batch, num_classes), in
 config.json's label order. Mirror averaging, the logit bias, the temperature and the "uncertain" threshold stay
 outside, as in `emotion.predict`, and are read from config.json. The batch axis is dynamic; opset OPSET.
 
@@ -64,7 +64,7 @@ def export_onnx(model_dir: str | os.PathLike, check: bool = True) -> Path:
                           dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}})
     proto = onnx.load_from_string(buffer.getvalue())
     _half_initializers(proto)
-    _describe(proto, info, weights_digest(folder))
+    describe(proto, info, weights_digest(folder))
     onnx.checker.check_model(proto)
     path = folder / ONNX_NAME
 
@@ -120,8 +120,9 @@ def _half_initializers(proto) -> int:
     return len(casts)
 
 
-def _describe(proto, info, digest: str) -> None:
-    """Metadata a reader needs without config.json: the names, the labels and the weights it came from."""
+def describe(proto, info, digest: str) -> None:
+    """Adds to an ONNX model `proto` the metadata a reader needs without config.json: the names, the labels and the
+    digest of the model.safetensors it came from (what serving checks before it trusts the file)."""
     proto.doc_string = (f"{info.architecture} facial-expression classifier. Input {INPUT_NAME!r}: float32 (batch, "
                         f"{', '.join(map(str, info.input_size))}), a face crop normalised as config.json says. "
                         f"Output {OUTPUT_NAME!r}: float32 (batch, {info.num_classes}) logits in label order.")

@@ -8,16 +8,16 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-import torch
 from PIL import Image
 
-from .backends import BACKENDS, face_logits, make_backend  # noqa: F401  (re-exported: the trainer's evaluation)
+from .backends import BACKENDS, make_backend  # noqa: F401  (re-exported)
+from .calibration import probabilities
 from .faces import (DEFAULT_MAX_FACES, DEFAULT_MIN_SCORE, DEFAULT_RANGE, Detections, Face, FaceDetector, crop_box,
                     crop_face, decode_and_find)
 from .images import file_pixels, load_image
-from .models import ModelInfo, load_model
+from .info import ModelInfo
 from .records import FacePrediction, ImagePrediction  # noqa: F401  (re-exported: the currency every path passes on)
-from .sources import default_source, shipped_models  # noqa: F401  (re-exported)
+from .sources import default_source, resolve, shipped_models  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +26,8 @@ class Predictor:
     """Detects faces and classifies their expressions with one loaded model. Thread-safe.
 
     Args:
-        model: a classifier returning logits over `info.labels`.
+        model: a torch classifier returning logits over `info.labels`, or None: the `folder`'s model.onnx serves
+            (or, where torch is installed, its model.safetensors in torch: `backend`).
         info: the model's facts (input size, normalisation, crop margin, temperature, ...).
         source: where it came from, for reports.
         detector: the face detector (a default `FaceDetector()` if None).
@@ -37,11 +38,12 @@ class Predictor:
             skips it and its landmarker runs (faster on faces near the head's label, and those answers change).
     """
 
-    def __init__(self, model: torch.nn.Module, info: ModelInfo, source: str = "", detector: FaceDetector | None = None,
+    def __init__(self, model, info: ModelInfo, source: str = "", detector: FaceDetector | None = None,
                  folder: str | Path | None = None, backend: str = "auto", blendshape_head: bool = True):
-        self.model, self.info, self.source = model.eval(), info, source
+        self.info, self.source = info, source
         self.detector = detector or FaceDetector()
-        self._backend = make_backend(self.model, info, folder, backend)
+        self._backend = make_backend(model, info, folder, backend)
+        self.model = getattr(self._backend, "model", model)  # the torch module where torch runs; else what was given
         self.au_reader = None  # an ActionUnitReader, loaded on first use (action units, or the blendshape head)
         self._head = info.head() if blendshape_head else None
         self._au_lock = threading.Lock()
@@ -51,10 +53,14 @@ class Predictor:
                         max_faces: int = DEFAULT_MAX_FACES, range: str = DEFAULT_RANGE,  # noqa: A002
                         backend: str = "auto", blendshape_head: bool = True) -> "Predictor":
         """Load `hf-hub:org/name[@revision]`, `local-dir:/path` or a shipped model's name such as "resnet50"
-        (default: EMOTION_MODEL or the shipped default); `backend` and `blendshape_head` as in `Predictor`."""
+        (default: EMOTION_MODEL or the shipped default); `backend` and `blendshape_head` as in `Predictor`.
+
+        Only config.json is read here; the classifier is the folder's model.onnx in ONNX Runtime, and torch is
+        loaded only where the backend is torch (chosen, or a folder without a current model.onnx)."""
         source = source or default_source()
-        model, info, folder = load_model(source)
-        return cls(model, info, source, FaceDetector(min_score=min_score, max_faces=max_faces, range=range), folder,
+        folder = resolve(source)
+        info = ModelInfo.from_folder(folder)
+        return cls(None, info, source, FaceDetector(min_score=min_score, max_faces=max_faces, range=range), folder,
                    backend, blendshape_head)
 
     @property
@@ -76,7 +82,7 @@ class Predictor:
         logits = self._backend.logits(crops)
         if self._head is not None:
             logits = self._head.apply(logits, crops, self.info.labels, self.read_action_units, self.info.logit_bias)
-        return torch.softmax(logits / self.info.temperature, dim=1).numpy()
+        return probabilities(logits, self.info.temperature)
 
     @property
     def uncertain_threshold(self) -> float:

@@ -1,10 +1,10 @@
-"""Face crop -> model input tensor. Training and serving both call `to_tensor`, so they see the same pixels."""
+"""Face crop -> model input, in numpy. Training (`torch.from_numpy(to_array(...))` in trainer/data.py), serving in
+ONNX Runtime and the torch backend all start from `to_array`, so they see the same pixels."""
 from __future__ import annotations
 
 from typing import Sequence
 
 import numpy as np
-import torch
 from PIL import Image
 
 from .info import ModelInfo
@@ -27,18 +27,26 @@ def to_model_pixels(face: Image.Image, info: ModelInfo) -> Image.Image:
     return img
 
 
-def to_tensor(face: Image.Image, info: ModelInfo) -> torch.Tensor:
-    """One face crop (PIL, any mode) -> normalised float tensor (C, H, W)."""
-    arr = np.asarray(to_model_pixels(face, info), dtype=np.float32) / 255.0
-    x = torch.from_numpy(arr).unsqueeze(0).expand(info.channels, -1, -1)
-    mean = torch.tensor(info.mean).view(-1, 1, 1)
-    std = torch.tensor(info.std).view(-1, 1, 1)
-    return (x - mean) / std
+def normalise(pixels: Image.Image, info: ModelInfo, out: np.ndarray | None = None) -> np.ndarray:
+    """`to_model_pixels`' gray image -> float32 (C, H, W): the gray in every channel, minus mean, over std (into
+    `out` when given, a (C, H, W) float32 array)."""
+    gray = np.asarray(pixels, dtype=np.float32) / 255.0
+    mean = np.asarray(info.mean, np.float32).reshape(-1, 1, 1)
+    std = np.asarray(info.std, np.float32).reshape(-1, 1, 1)
+    if out is None:
+        out = np.empty(info.input_size, np.float32)
+    np.divide(gray - mean, std, out=out)  # float32 throughout: the same bits torch computed before
+    return out
 
 
-def batch(faces: Sequence[Image.Image], info: ModelInfo) -> torch.Tensor:
-    """Several face crops -> (N, C, H, W)."""
-    h, w = info.input_size[1:]
-    if not faces:
-        return torch.empty(0, info.channels, h, w)
-    return torch.stack([to_tensor(f, info) for f in faces])
+def to_array(face: Image.Image, info: ModelInfo) -> np.ndarray:
+    """One face crop (PIL, any mode) -> the model's normalised input, float32 (C, H, W)."""
+    return normalise(to_model_pixels(face, info), info)
+
+
+def batch(faces: Sequence[Image.Image], info: ModelInfo) -> np.ndarray:
+    """Several face crops -> float32 (N, C, H, W)."""
+    out = np.empty((len(faces), *info.input_size), np.float32)
+    for i, face in enumerate(faces):
+        normalise(to_model_pixels(face, info), info, out[i])
+    return out

@@ -1,6 +1,11 @@
-"""Shared fixtures: offline settings, a tiny exported model, the astronaut, and where the real data lives."""
+"""Shared fixtures: offline settings, a tiny exported model, the astronaut, and where the real data lives.
+
+Torch is imported only by the tests that need it (the trainer's, the torch backend's, the export's): with the serving
+set alone (requirements.txt, no torch) the app's tests run, on tiny models written with numpy (tests/tiny_export.py).
+"""
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 from pathlib import Path
@@ -11,8 +16,9 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-import torch  # noqa: E402
-from safetensors.torch import save_file  # noqa: E402
+
+TORCH = importlib.util.find_spec("torch") is not None
+NEEDS_TORCH = "needs torch, which the serving set leaves out: pip install -r requirements-dev.txt"
 
 # The one setting for tests that need the real FER+ shards; they skip with a reason where it is absent.
 DATA_DIR = Path(os.environ.get("EMOTION_TEST_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
@@ -23,14 +29,28 @@ CONTEMPT = DATA_DIR / "contempt_dev"
 
 
 def write_export(folder: Path, architecture: str = "small_cnn", temperature: float = 1.0, seed: int = 0,
-                 input_size=(1, 48, 48), **facts) -> Path:
-    """A randomly initialised model exported the way the trainer does it (config.json + model.safetensors)."""
-    from emotion.models import ModelInfo, create_model
+                 input_size=(1, 48, 48), onnx: bool = True, **facts) -> Path:
+    """A randomly initialised model exported the way the trainer does it (config.json + model.safetensors, and
+    model.onnx unless `onnx` is False), so that it serves in ONNX Runtime as a shipped model does. Without torch,
+    a small_cnn of the same shape written with numpy (other weights: tests/tiny_export.py)."""
+    from emotion.info import ModelInfo
 
-    torch.manual_seed(seed)
     c = input_size[0]
     info = ModelInfo(architecture=architecture, input_size=input_size, mean=(0.5,) * c, std=(0.5,) * c,
                      temperature=temperature, **facts)
+    if not TORCH:
+        if architecture != "small_cnn":
+            pytest.skip(f"a {architecture} export {NEEDS_TORCH}")
+        from tiny_export import write_numpy_export
+
+        return write_numpy_export(folder, info, seed)
+    import torch
+    from safetensors.torch import save_file
+
+    from emotion.models import create_model
+    from emotion.onnx_export import export_onnx
+
+    torch.manual_seed(seed)
     model = create_model(architecture, num_classes=8, in_chans=c, **({"widths": (8, 16, 16, 32)}
                                                                       if architecture == "small_cnn" else {}))
     folder.mkdir(parents=True, exist_ok=True)
@@ -39,6 +59,8 @@ def write_export(folder: Path, architecture: str = "small_cnn", temperature: flo
     if architecture == "small_cnn":
         config["model_args"] = {"widths": [8, 16, 16, 32]}
     (folder / "config.json").write_text(json.dumps(config))
+    if onnx:
+        export_onnx(folder)
     return folder
 
 

@@ -2,8 +2,12 @@
 the landmarker missed, a head that trains the network and stays out of the export."""
 import numpy as np
 import pytest
-import torch
-from safetensors.torch import load_file
+
+from conftest import NEEDS_TORCH
+
+torch = pytest.importorskip("torch", reason=f"the trainer {NEEDS_TORCH}")
+
+from safetensors.torch import load_file  # noqa: E402
 
 from emotion.action_units import AU_TABLE
 from emotion.blendshape_head import BLENDSHAPES

@@ -8,7 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from emotion.predict import Predictor
+from conftest import NEEDS_TORCH
+
+pytest.importorskip("torch", reason=f"the trainer {NEEDS_TORCH}")
+
+from emotion.predict import Predictor  # noqa: E402
 from trainer import checkpoint
 
 from test_trainer import bar_image, start, trainer_command, wait_for, write_bars

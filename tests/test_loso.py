@@ -5,7 +5,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
+
+from conftest import NEEDS_TORCH
+
+pytest.importorskip("torch", reason=f"the trainer {NEEDS_TORCH}")
+
+import yaml  # noqa: E402
 
 from emotion.labels import LABELS
 from trainer.__main__ import main

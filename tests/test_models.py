@@ -6,16 +6,18 @@ import threading
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
-from safetensors.torch import load_file, save_file
 
-from conftest import ASTRONAUT_FACE, write_export
-from emotion.errors import EmotionError
-from emotion.faces import crop_box
-from emotion.models import ModelInfo, create_model, load_model
-from emotion.predict import Predictor
-from emotion.preprocess import batch
+from conftest import ASTRONAUT_FACE, NEEDS_TORCH, write_export
+
+torch = pytest.importorskip("torch", reason=f"loading models in torch {NEEDS_TORCH}")
+
+from safetensors.torch import load_file, save_file  # noqa: E402
+from emotion.errors import EmotionError  # noqa: E402
+from emotion.faces import crop_box  # noqa: E402
+from emotion.models import ModelInfo, create_model, load_model  # noqa: E402
+from emotion.predict import Predictor  # noqa: E402
+from emotion.preprocess import batch  # noqa: E402
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
@@ -137,7 +139,7 @@ def test_probabilities_are_softmax_of_logits_over_the_configured_temperature(tmp
     assert hot.info.temperature == 2.0
 
     model, info, _ = load_model(f"local-dir:{folder}")
-    x = batch([face], info)
+    x = torch.from_numpy(batch([face], info))
     with torch.no_grad():
         logits = model(x).double().numpy()
         if tta_flip:

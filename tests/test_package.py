@@ -47,7 +47,12 @@ def test_wheel_installs_packages_data_and_console_scripts(wheel, installed, tmp_
     entry_points = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
     assert "emotion = emotion.__main__:main" in entry_points and "emotion-train = trainer.__main__:main" in entry_points
     requires = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("METADATA"))).decode()
-    assert "Requires-Dist: torch==2.14.1" in requires  # read from requirements.txt: one list, not two
+    # read from the requirements files: serving (requirements.txt) needs no torch, `.[train]` pins it
+    lines = requires.splitlines()
+    assert "Requires-Dist: onnxruntime>=1.20" in lines
+    assert [line for line in lines if line.startswith("Requires-Dist: torch")] == [
+        'Requires-Dist: torch==2.14.1; extra == "train"', 'Requires-Dist: torchvision==0.29.1; extra == "train"']
+    assert {"Provides-Extra: train", "Provides-Extra: ray", "Provides-Extra: test"} <= set(lines)
 
     target = installed["target"]
     code = ("import emotion, trainer, model_card, emotion.faces as f; "

@@ -10,9 +10,11 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from conftest import NEEDS_TORCH
 from emotion.__main__ import main
-from test_trainer import ROOT, write_bars
 from test_video import write_clip
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -22,6 +24,9 @@ def every_update(monkeypatch):
 
 
 def test_training_logged_to_a_file_has_plain_progress_lines(tmp_path):
+    pytest.importorskip("torch", reason=f"training {NEEDS_TORCH}")
+    from test_trainer import write_bars
+
     data = write_bars(tmp_path / "bars", train_per_class=4, val_per_class=1)  # 32 faces: 4 steps of 8
     log = tmp_path / "train.log"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_DATASETS_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1",

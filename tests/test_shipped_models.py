@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from conftest import NEEDS_TORCH
 from emotion import Predictor, shipped_models
 from emotion.sources import DEFAULT_FILE
 
@@ -39,23 +40,26 @@ def test_shipped_model_calls_the_astronaut_happy(name, astronaut):
 
 @pytest.mark.parametrize("name", sorted(shipped))
 def test_shipped_model_keeps_its_validation_accuracy(name, ferplus_dir):
+    pytest.importorskip("torch", reason=f"the trainer's evaluation {NEEDS_TORCH}")
+    from emotion.models import load_model
     from trainer.compare import load_eval_split
     from trainer.evaluation import predict_logits
 
     assert name in BARS, f"add a bar for {name} to BARS (measured accuracy on the slice minus ~3 points)"
     split = load_eval_split(str(ferplus_dir), "validation", SLICE)
-    predictor = Predictor.from_pretrained(shipped[name])
-    accuracy = float(np.mean(predict_logits(predictor.model, split, predictor.info).argmax(1) == split.labels))
+    model, info, _ = load_model(shipped[name])
+    accuracy = float(np.mean(predict_logits(model, split, info).argmax(1) == split.labels))
     assert accuracy >= BARS[name], f"{name}: {accuracy:.4f} < {BARS[name]}"
-    # the serving path (Predictor.probabilities on PIL crops) agrees with the batched evaluation path
-    probs = predictor.probabilities(split.images[:64])
-    assert np.mean(probs.argmax(1) == predict_logits(predictor.model, split.subset(np.arange(64)),
-                                                     predictor.info).argmax(1)) == 1.0
+    # the serving path (Predictor.probabilities on PIL crops, in ONNX Runtime) agrees with the batched evaluation
+    # path (torch)
+    probs = Predictor.from_pretrained(shipped[name]).probabilities(split.images[:64])
+    assert np.mean(probs.argmax(1) == predict_logits(model, split.subset(np.arange(64)), info).argmax(1)) == 1.0
 
 
 def test_the_default_model_reads_posed_and_subtle_faces(posed_dir):
     """Photos of performers the model never saw (validation is split by performer), detected and cropped as serving
     does: the default must not call their subtle expressions neutral (the shipped FER+-only model scored 0.62)."""
+    pytest.importorskip("torch", reason=f"the trainer's scoring {NEEDS_TORCH}")
     from trainer.compare import load_eval_split, score
 
     split = load_eval_split(str(posed_dir), "validation", photos=True)
@@ -75,6 +79,7 @@ def test_the_default_model_reads_faces_cropped_looser_than_serving_crops_them(po
     film-face sets frame them) are read nearly as well as serving's own crop. The stage-2 model called more of them
     neutral and scored 0.569 on all 204 rows, the three-stage fine-tune 0.623; the shipped one measured 0.701 (0.770
     through serving's crop)."""
+    pytest.importorskip("torch", reason=f"the trainer's scoring {NEEDS_TORCH}")
     from trainer.compare import framing_accuracy, load_eval_split, other_framings
 
     split = load_eval_split(str(posed_dir), "validation", photos=True)
@@ -89,6 +94,7 @@ def test_the_default_model_reads_contempt_and_another_labs_closed_mouth_expressi
     read 0.68 of the CK+ people (contempt 0.00, anger 0.33) and 0.03 of the contempt crops; the shipped one 0.889
     and 0.305 before its blendshape head, 0.889 and 0.380 with the head on mouth blendshapes, 0.881 and 0.443 with
     the head that also reads the mouth's asymmetry on the landmarks (emotion/face_geometry.py)."""
+    pytest.importorskip("torch", reason=f"the trainer's evaluation {NEEDS_TORCH}")
     import yaml
 
     from emotion.models import load_model

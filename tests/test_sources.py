@@ -5,8 +5,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-import yaml
+
+from conftest import NEEDS_TORCH
+
+torch = pytest.importorskip("torch", reason=f"the trainer {NEEDS_TORCH}")
+
+import yaml  # noqa: E402
 from PIL import Image
 
 from emotion.labels import LABELS

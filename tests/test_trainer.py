@@ -17,8 +17,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from PIL import Image
+
+from conftest import NEEDS_TORCH
+
+torch = pytest.importorskip("torch", reason=f"the trainer {NEEDS_TORCH}")
+
+from PIL import Image  # noqa: E402
 
 from emotion.labels import LABELS, canonical
 from emotion.models import ModelInfo
@@ -101,9 +105,9 @@ def test_export_gives_equal_logits_in_predictor_timm_and_transformers(export_fix
     from transformers import AutoModelForImageClassification
 
     export = request.getfixturevalue(export_fixture)
-    predictor = Predictor.from_pretrained(f"local-dir:{export}")
+    predictor = Predictor.from_pretrained(f"local-dir:{export}", backend="torch")
     face = Image.fromarray(astronaut).crop((170, 70, 280, 190))
-    x = batch([face, face.transpose(Image.Transpose.FLIP_LEFT_RIGHT)], predictor.info)
+    x = torch.from_numpy(batch([face, face.transpose(Image.Transpose.FLIP_LEFT_RIGHT)], predictor.info))
     by_timm = timm.create_model(f"local-dir:{export}", pretrained=True).eval()
     # transformers 5 would keep the float16 export in float16; compare like with like
     by_transformers = AutoModelForImageClassification.from_pretrained(export, dtype=torch.float32).eval()

@@ -1,7 +1,13 @@
 """What a failed or unattended training run leaves behind: no empty runs/* folders."""
 from __future__ import annotations
 
-from trainer.__main__ import main
+import pytest
+
+from conftest import NEEDS_TORCH
+
+pytest.importorskip("torch", reason=f"the trainer {NEEDS_TORCH}")
+
+from trainer.__main__ import main  # noqa: E402
 
 
 def test_a_run_that_fails_on_its_data_leaves_no_folder(tmp_path, capsys, monkeypatch):

@@ -194,6 +194,6 @@ def make_head(label: str, names, weights: np.ndarray, x: np.ndarray, labels,
 def served(logits: np.ndarray, residual: np.ndarray, head: BlendshapeHead, labels) -> tuple[np.ndarray, list[int]]:
     """What serving computes from `logits` (N, classes; with the head's biases, without its residual): the residual
     added only on the rows the head's gate lets through (BlendshapeHead.gated), and those rows."""
-    out, rows = head.gated(torch.from_numpy(np.array(logits)), labels, head.logit_bias)
-    out[rows, list(labels).index(head.label)] += torch.from_numpy(np.asarray(residual)[rows]).to(out.dtype)
-    return out.numpy(), rows
+    out, rows = head.gated(np.array(logits), labels, head.logit_bias)
+    out[rows, list(labels).index(head.label)] += np.asarray(residual)[rows].astype(out.dtype)
+    return out, rows

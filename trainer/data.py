@@ -9,7 +9,7 @@ from PIL import Image
 
 from emotion.labels import LABELS
 from emotion.info import ModelInfo
-from emotion.preprocess import to_tensor
+from emotion.preprocess import to_array
 
 from . import augment
 from .config import TrainConfig
@@ -66,7 +66,7 @@ def sample_seed(seed: int, epoch: int, position: int) -> int:
 
 class FaceDataset(torch.utils.data.Dataset):
     """(tensor, soft target, label, class mask, auxiliary targets) per row (the last is empty without them);
-    preprocessing is the inference core's `to_tensor`.
+    preprocessing is the inference core's `to_array` (the pixels serving sees), wrapped as a tensor.
 
     Training indexes it with (row, seed, epoch, position) keys from `ResumableSampler`: the augmentation of a draw
     depends on those alone, never on worker count or process history, so a resumed run sees the same pictures.
@@ -85,8 +85,8 @@ class FaceDataset(torch.utils.data.Dataset):
         i, rng = (key, None) if isinstance(key, (int, np.integer)) else (key[0], np.random.default_rng(key[1:]))
         img = self.split.images[i]
         context = 0.0 if self.split.context is None else float(self.split.context[i])
-        x = to_tensor(self.augmented(img, context, rng) if rng is not None else augment.reframe(img, context),
-                      self.info)
+        x = torch.from_numpy(to_array(self.augmented(img, context, rng) if rng is not None
+                                      else augment.reframe(img, context), self.info))
         if rng is not None and "occlusion" in self.families:
             x = augment.occlusion(x, rng, self.cfg.erase)
         mask = self.all_classes if self.split.masks is None else torch.from_numpy(self.split.masks[i])

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from emotion.labels import LABELS
 from emotion.info import ModelInfo
-from emotion.predict import face_logits
+from emotion.torch_backend import face_logits
 
 from .data import FaceDataset, FaceSplit
 
@@ -31,13 +31,13 @@ def predict_logits(model: torch.nn.Module, split: FaceSplit, info: ModelInfo, ba
     model's blendshape head where it has one, read on each row's image as serving reads a crop."""
     loader = torch.utils.data.DataLoader(FaceDataset(split, info), batch_size=batch_size)
     model.eval()
-    out = [face_logits(model, x.to(device), info, tta_flip).cpu() for x, *_ in loader]
+    out = [face_logits(model, x.to(device), info, tta_flip) for x, *_ in loader]
     if not out:
         return np.zeros((0, len(LABELS)), np.float32)
-    logits, head = torch.cat(out), info.head()
+    logits, head = torch.cat(out).numpy(), info.head()
     if head is not None:
         logits = head.apply(logits, split.images, info.labels, _landmarks().read, info.logit_bias)
-    return logits.numpy()
+    return logits
 
 
 @lru_cache(maxsize=1)

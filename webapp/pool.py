@@ -1,11 +1,11 @@
-"""Bounded inference: a few worker threads shared by REST and the UI, and torch's threads sized to match them.
+"""Bounded inference: a few worker threads shared by REST and the UI, and the classifier's threads sized to match.
 
-On a small shared CPU, torch's default (one intra-op thread per core) plus concurrent requests oversubscribes the
-cores: with a second busy process on a 2-core machine a ~10 ms prediction took 200-400 ms. So `workers` threads run
-predictions (EMOTION_WORKERS), each with cores // workers torch threads, and at most workers + queue requests
-(EMOTION_QUEUE) are admitted at once; the next one is answered 503 with Retry-After instead of waiting. A request is
-admitted only once its body is complete and decoded (bodies still arriving are bounded by `bodies.BodyReaders`), so
-slow uploads cannot hold these places.
+On a small shared CPU, one intra-op thread per core (torch's and ONNX Runtime's default) plus concurrent requests
+oversubscribes the cores: with a second busy process on a 2-core machine a ~10 ms prediction took 200-400 ms. So
+`workers` threads run predictions (EMOTION_WORKERS), each with cores // workers classifier threads, and at most
+workers + queue requests (EMOTION_QUEUE) are admitted at once; the next one is answered 503 with Retry-After instead
+of waiting. A request is admitted only once its body is complete and decoded (bodies still arriving are bounded by
+`bodies.BodyReaders`), so slow uploads cannot hold these places.
 """
 from __future__ import annotations
 
@@ -14,16 +14,15 @@ import contextlib
 import contextvars
 import ctypes
 import logging
-import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Iterator
 
 from emotion import EmotionError
+from emotion.threads import CORES, set_threads
 
 log = logging.getLogger(__name__)
 
-CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 RETRY_AFTER_S = 2
 
 
@@ -34,15 +33,10 @@ class ServerBusyError(EmotionError):
     retry_after = RETRY_AFTER_S
 
 
-def configure_torch_threads(workers: int) -> int:
-    """One share of the cores per worker (at least 1 thread), so concurrent predictions never oversubscribe."""
-    import torch
-
-    threads = max(1, CORES // workers)
-    torch.set_num_threads(threads)
-    with contextlib.suppress(RuntimeError):  # only settable before the first parallel work
-        torch.set_num_interop_threads(1)
-    return threads
+def configure_threads(workers: int) -> int:
+    """One share of the cores per worker (at least 1 thread) for every classifier loaded after this (ONNX Runtime,
+    and torch where it serves), so concurrent predictions never oversubscribe."""
+    return set_threads(max(1, CORES // workers))
 
 
 def _release_free_memory() -> None:
