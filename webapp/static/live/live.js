@@ -1,13 +1,15 @@
-// The live page: camera -> MediaPipe BlazeFace (tasks-vision) -> the server's crop and normalisation (pixels.js) ->
-// the model's ONNX export in onnxruntime-web (WebAssembly, one thread) -> tracks and smoothing (tracker.js) -> boxes
-// on a canvas. Everything runs here: once the files below are loaded, nothing is sent anywhere.
+// The live page: camera -> the server's face search (faces.js: YuNet and BlazeFace, detector.js, on this thread) ->
+// the server's crop and normalisation (pixels.js) -> the model's ONNX export (onnxruntime-web in its worker) ->
+// tracks and smoothing (tracker.js) -> boxes on a canvas. Everything runs here: once the files below are loaded,
+// nothing is sent anywhere.
+import {fetchBytes, loadDetector} from "./detector.js";
+import {findFaces} from "./faces.js";
 import {cropGeometry, cropGray, modelPixels, probabilities, toBatch} from "./pixels.js";
 import {FaceTracker} from "./tracker.js";
 
 const ROOT = document.body.dataset.root || "";
 const FILES = `${ROOT}/live/files`;
-const MAX_FACES = 20;  // as the server's default
-const MIN_SCORE = 0.5;  // BlazeFace's own score (the server re-scores faces on its own scale; same default)
+const ORT = `${FILES}/vendor/onnxruntime-web/ort.wasm.min.mjs`;
 const $ = (id) => document.getElementById(id);
 const video = $("video"), overlay = $("overlay"), frame = document.createElement("canvas");
 const state = {config: null, facts: null, session: null, detector: null, ort: null, tracker: new FaceTracker(),
@@ -30,8 +32,7 @@ async function main() {
 
 function unsupported() {
   if (typeof WebAssembly !== "object") return "this browser cannot run WebAssembly, which this mode needs.";
-  // SIMD (Chrome 91+, Firefox 89+, Safari 16.4+): onnxruntime-web has no build without it, and only
-  // tasks-vision's SIMD build is vendored
+  // SIMD (Chrome 91+, Firefox 89+, Safari 16.4+): onnxruntime-web has no build without it
   const simd = new Uint8Array([0, 97, 115, 109, 1, 0, 0, 0, 1, 5, 1, 96, 0, 1, 123, 3, 2, 1, 0, 10, 10, 1, 8, 0,
                                65, 0, 253, 15, 253, 98, 11]);
   if (!WebAssembly.validate(simd)) return "this browser's WebAssembly has no SIMD, which this mode needs.";
@@ -44,17 +45,8 @@ async function load() {
   setStatus("Loading the face detector and the model…");
   state.config = await (await fetch(`${ROOT}/live/config.json`)).json();
   if (!state.config.models.length) throw new Error("the server offers no model with an ONNX export");
-  const [vision, ort] = await Promise.all([import(`${FILES}/vendor/tasks-vision/vision_bundle.mjs`),
-                                           import(`${FILES}/vendor/onnxruntime-web/ort.wasm.min.mjs`)]);
-  // One thread: several need SharedArrayBuffer, which needs the page cross-origin isolated (COOP/COEP headers).
-  ort.env.wasm.numThreads = 1;
-  ort.env.wasm.proxy = true;  // in a worker: the model runs while this thread detects the next frame
-  ort.env.wasm.wasmPaths = `${FILES}/vendor/onnxruntime-web/`;
-  // Fetched here rather than by the worker, so that this page's resource timings (downloaded_mb) count it.
-  ort.env.wasm.wasmBinary = await fetchBytes(`${FILES}/vendor/onnxruntime-web/ort-wasm-simd-threaded.wasm`);
+  const [ort, wasm] = await loadOrt();
   state.ort = ort;
-  const fileset = {wasmLoaderPath: `${FILES}/vendor/tasks-vision/vision_wasm_internal.js`,
-                   wasmBinaryPath: `${FILES}/vendor/tasks-vision/vision_wasm_internal.wasm`};
   const menu = $("model");
   for (const m of state.config.models) menu.add(new Option(`${m.id} (${(m.bytes / 2 ** 20).toFixed(0)} MB)`, m.id));
   const asked = new URLSearchParams(location.search).get("model");  // /live?model=resnet50
@@ -62,10 +54,23 @@ async function load() {
   menu.onchange = () => useModel(menu.value).catch((e) => {
     setStatus(`${menu.value} could not load (${e.message || e}); ${state.facts.id} is still running`);
   });
-  [state.detector] = await Promise.all([
-    vision.FaceDetector.createFromOptions(fileset, {baseOptions: {modelAssetPath: state.config.detector,
-      delegate: "CPU"}, runningMode: "VIDEO", minDetectionConfidence: MIN_SCORE}),
-    useModel(menu.value)]);
+  const facts = state.config.detector;
+  // A copy: the model's instance may hand its bytes over to its worker.
+  [state.detector] = await Promise.all([loadDetector(FILES, facts, wasm.slice()).then((run) => ({facts, run})),
+                                        useModel(menu.value)]);
+}
+
+async function loadOrt() {
+  const [ort, wasm] = await Promise.all([import(ORT),
+                                         fetchBytes(`${FILES}/vendor/onnxruntime-web/ort-wasm-simd-threaded.wasm`)]);
+  // One thread: several need SharedArrayBuffer, which needs the page cross-origin isolated (COOP/COEP headers).
+  ort.env.wasm.numThreads = 1;
+  ort.env.wasm.proxy = true;  // in a worker: the model runs while this thread looks for the faces in the next frame
+  ort.env.wasm.wasmPaths = `${FILES}/vendor/onnxruntime-web/`;
+  // Fetched here rather than by the worker, so that this page's resource timings (downloaded_mb) count it; the
+  // detector's instance of onnxruntime-web gets the same bytes.
+  ort.env.wasm.wasmBinary = wasm;
+  return [ort, wasm];
 }
 
 async function useModel(id) {
@@ -81,12 +86,6 @@ async function useModel(id) {
   if (old) Promise.resolve(state.running).finally(() => old.release());  // once its last frame is read
   state.tracker = new FaceTracker();  // another model's probabilities are not this one's to smooth
   setStatus(`${id}: running on this device`);
-}
-
-async function fetchBytes(url) {
-  const response = await fetch(url);
-  if (!response.ok) throw new Error(`${url}: HTTP ${response.status}`);
-  return new Uint8Array(await response.arrayBuffer());
 }
 
 async function startCamera() {
@@ -114,7 +113,7 @@ async function loop() {
     if (state.paused || video.readyState < 2 || video.currentTime === last) continue;
     last = video.currentTime;
     try {
-      const next = detectAndCrop(performance.now());  // this thread: the detector, then the crops
+      const next = await detectAndCrop(performance.now());  // this thread: the detector, then the crops
       if (pending) show(await pending);
       pending = classify(next);
     } catch (e) {
@@ -135,18 +134,17 @@ function nextFrame() {
     ? video.requestVideoFrameCallback(() => resolve()) : requestAnimationFrame(() => resolve())));
 }
 
-function detectAndCrop(now) {
+async function detectAndCrop(now) {
   const W = video.videoWidth, H = video.videoHeight;
-  const found = state.detector.detectForVideo(video, now).detections.map((d) => toFace(d, W, H));
+  if (frame.width !== W || frame.height !== H) Object.assign(frame, {width: W, height: H});
+  const ctx = frame.getContext("2d", {willReadFrequently: true});
+  ctx.drawImage(video, 0, 0, W, H);
+  const image = {data: ctx.getImageData(0, 0, W, H).data, width: W, height: H};
+  const faces = await findFaces(image, state.detector.facts, state.detector.run);  // left to right
   const t1 = performance.now();
-  const faces = found.sort((a, b) => b.score - a.score).slice(0, MAX_FACES)
-    .sort((a, b) => a.box[0] - b.box[0] || a.box[1] - b.box[1]);
   const job = {now, faces, facts: state.facts, session: state.session, batch: null};
   if (faces.length) {
-    if (frame.width !== W || frame.height !== H) Object.assign(frame, {width: W, height: H});
-    const ctx = frame.getContext("2d", {willReadFrequently: true});
-    ctx.drawImage(video, 0, 0, W, H);
-    job.batch = toBatch(faces.map((f) => facePixels(ctx, f, W, H, job.facts)), job.facts, job.facts.tta_flip);
+    job.batch = toBatch(faces.map((f) => facePixels(image, f, job.facts)), job.facts, job.facts.tta_flip);
   }
   state.spent.detect += t1 - now;
   state.spent.crop += performance.now() - t1;
@@ -170,19 +168,9 @@ async function classify({now, faces, facts, session, batch}) {
   return faces.map((f, i) => reading(f, tracks[i], facts));
 }
 
-function toFace(d, W, H) {
-  const b = d.boundingBox;  // clipped to the frame, as the server's boxes are
-  const x0 = Math.max(0, b.originX), y0 = Math.max(0, b.originY);
-  const x1 = Math.min(W, b.originX + b.width), y1 = Math.min(H, b.originY + b.height);
-  return {box: [x0, y0, Math.max(0, x1 - x0), Math.max(0, y1 - y0)], score: d.categories[0]?.score ?? 0,
-          keypoints: d.keypoints.map((k) => [k.x * W, k.y * H])};
-}
-
-function facePixels(ctx, face, W, H, facts) {
+function facePixels(image, face, facts) {
   const g = cropGeometry(face.box, face.keypoints, facts);
-  const left = Math.min(Math.max(g.x0, 0), W - 1), top = Math.min(Math.max(g.y0, 0), H - 1);
-  const width = Math.min(Math.max(g.x1, left + 1), W) - left, height = Math.min(Math.max(g.y1, top + 1), H) - top;
-  const region = {data: ctx.getImageData(left, top, width, height).data, left, top, width, height};
+  const region = {data: image.data, left: 0, top: 0, width: image.width, height: image.height};
   return modelPixels(cropGray(region, g), g.side, facts);
 }
 

@@ -70,28 +70,35 @@ function resamplePass(src, w, h, outSize, filter, horizontal) {
   const [support0, fn] = FILTERS[filter];
   const scale = inSize / outSize, filterScale = Math.max(scale, 1), support = support0 * filterScale;
   const out = new Uint8Array(horizontal ? outSize * h : w * outSize);
+  const lines = horizontal ? h : w;
   for (let o = 0; o < outSize; o++) {
     const centre = (o + 0.5) * scale;
     const lo = Math.max(Math.trunc(centre - support + 0.5), 0);
     const hi = Math.min(Math.trunc(centre + support + 0.5), inSize);
-    const weights = [];
-    let total = 0;
-    for (let i = lo; i < hi; i++) {
-      const k = fn((i - centre + 0.5) / filterScale);
-      weights.push(k);
-      total += k;
-    }
-    const lines = horizontal ? h : w;
+    const weights = fixedPoint(lo, hi, (i) => fn((i - centre + 0.5) * (1 / filterScale)));
     for (let line = 0; line < lines; line++) {
-      let acc = 0;
+      let acc = HALF;
       for (let i = lo; i < hi; i++) {
         acc += (horizontal ? src[line * w + i] : src[i * w + line]) * weights[i - lo];
       }
-      const value = Math.min(255, Math.max(0, Math.round(total ? acc / total : 0)));
-      out[horizontal ? line * outSize + o : o * w + line] = value;
+      out[horizontal ? line * outSize + o : o * w + line] = Math.min(255, Math.max(0, Math.floor(acc / ONE)));
     }
   }
   return out;
+}
+
+// Pillow's 8-bit resampling sums in fixed point: each weight, normalised, times 2^22 and rounded; the sum starts at
+// half a unit and is floored (Resample.c, normalize_coeffs_8bpc and clip8).
+const ONE = 2 ** 22, HALF = 2 ** 21;
+
+function fixedPoint(lo, hi, weight) {
+  const k = [];
+  for (let i = lo; i < hi; i++) k.push(weight(i));
+  const total = k.reduce((a, b) => a + b, 0);
+  return k.map((v) => {
+    const x = (total ? v / total : 0) * ONE;
+    return Math.trunc(x < 0 ? x - 0.5 : x + 0.5);
+  });
 }
 
 // to_model_pixels: to the training data's native size first (area-averaged when shrinking), then the input size.
@@ -147,7 +154,7 @@ function clamp(i, n) {
 }
 
 // Python's round(): halves go to the even neighbour (crop_face's side uses it).
-function pyRound(v) {
+export function pyRound(v) {
   const r = Math.round(v);
   return Math.abs(v % 1) === 0.5 && r % 2 !== 0 ? r - 1 : r;
 }
