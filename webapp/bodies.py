@@ -106,7 +106,7 @@ class BodyReaders:
         """A reader for `gate` (a free one, or one whose client stalled), else a trial (a free one, or the one whose
         client was heard from longest ago: a trial always gives way to a newcomer)."""
         if not self.promote(gate):
-            self._make_room(self.trials, gate.client, _least_recently_heard)
+            self._make_room(self.trials, gate.client, _idlest_trial)
             self.trials.add(gate)
             gate.kind, gate.deadline = "trial", _now() + GRACE_S
 
@@ -203,9 +203,11 @@ def _stalled(gates: list["_Gate"]) -> "_Gate | None":
     return idlest if idlest is not None and _now() - idlest.waiting_since >= STALLED_S else None
 
 
-def _least_recently_heard(gates: list["_Gate"]) -> "_Gate | None":
-    """The trial whose client's bytes last arrived longest ago: a stalled one before any that is sending."""
-    return min(gates, key=lambda g: g.last_heard, default=None)
+def _idlest_trial(gates: list["_Gate"]) -> "_Gate | None":
+    """The trial whose client's bytes last arrived longest ago, among those the app is waiting on if any is (one
+    that the app is busy with, say writing its chunk to disk, is more likely sending than one that owes bytes)."""
+    waiting = [g for g in gates if g.waiting_since is not None]
+    return min(waiting or gates, key=lambda g: g.last_heard, default=None)
 
 
 def _now() -> float:
