@@ -4,9 +4,14 @@ import json
 
 import numpy as np
 import pytest
-import yaml
 
-from emotion.labels import LABELS
+from conftest import NEEDS_TORCH
+
+pytest.importorskip("torch", reason=f"the trainer {NEEDS_TORCH}")
+
+import yaml  # noqa: E402
+
+from emotion.labels import LABELS  # noqa: E402
 from trainer import no_trade
 from trainer.__main__ import main
 from trainer.config import ConfigError, TrainConfig
