@@ -77,14 +77,11 @@ def main() -> None:
     p.add_argument("--skip-ray", action="store_true")
     args = p.parse_args()
 
-    import torch
-
     from emotion.batch import Options, run
     from emotion.batch_sources import open_source
-    from emotion.bench import cpu_name
+    from emotion.bench import machine
 
-    print(f"# {cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__}, python {platform.python_version()}, "
-          f"load average {os.getloadavg()[0]:.1f} at start")
+    print(f"# {machine()}, python {platform.python_version()}, load average {os.getloadavg()[0]:.1f} at start")
     options = Options(args.model, threads=1)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -26,9 +26,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--data", default="../shared/data", help="folder holding ferplus/ and contempt_dev/")
     args = ap.parse_args()
-    import torch
+    from emotion.threads import set_threads
 
-    torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     from emotion.predict import Predictor
     from trainer.rows import load_raw
 

@@ -82,13 +82,16 @@ def untrained_export(folder: Path, arch: str, size: int, channels: int) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
     p.add_argument("--repeats", type=int, default=50, help="timed calls per row (after 3 warm-up calls)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--threads", type=int, default=None, help="classifier threads, torch's and ONNX Runtime's "
+                   "(default: every core)")
     p.add_argument("--detection-only", action="store_true", help="only the detection and predict rows")
     p.add_argument("--extra", action="append", default=[], metavar="ARCH:SIZE:CHANNELS",
                    help="another architecture to time, e.g. tf_efficientnet_lite0:96:3 (repeatable)")
     args = p.parse_args()
     if args.threads:
-        torch.set_num_threads(args.threads)
+        from emotion.threads import set_threads
+
+        set_threads(args.threads)
     from skimage import data
 
     astronaut = Image.fromarray(data.astronaut())

@@ -436,11 +436,10 @@ def main() -> None:
                    help="also N draws of the walkers scene through the real detector (~2.5 min each here)")
     p.add_argument("--model", default=None, help="model for --detector (classification is not scored)")
     args = p.parse_args()
-    import torch
-
     from emotion.bench import cpu_name
+    from emotion.threads import set_threads
 
-    torch.set_num_threads(1)
+    set_threads(1)
     print(f"machine: {cpu_name()}; scenes {SECONDS:g} s at {FPS} fps, {args.seeds} draws each, 1 thread")
     scenes = {}
     for k, (name, make) in enumerate(SCENES.items()):

@@ -72,14 +72,13 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seconds", type=float, default=4.0)
     p.add_argument("--model", default=None)
-    p.add_argument("--threads", type=int, default=1, help="torch threads (serving runs 1 per worker)")
+    p.add_argument("--threads", type=int, default=1, help="classifier threads (serving runs 1 per worker)")
     args = p.parse_args()
-    import torch
-
     from emotion import video
     from emotion.bench import cpu_name
+    from emotion.threads import set_threads
 
-    torch.set_num_threads(args.threads)
+    set_threads(args.threads)
 
     print(f"machine: {cpu_name()}; clip 1280x720, 25 fps, {args.seconds:g} s, 2 faces\n")
     print("| step | frames | wall s | fps | x real time |")
