@@ -132,6 +132,16 @@ def test_a_stale_model_onnx_is_not_served(tiny_model, tmp_path, monkeypatch):
         Predictor.from_pretrained(f"local-dir:{folder}")
 
 
+def test_the_trainer_without_torch_says_which_set_to_install_in_one_line():
+    code = "import runpy, sys; sys.modules['torch'] = None; sys.argv = ['trainer', '--help']; " \
+           "runpy.run_module('trainer', run_name='__main__')"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr[-2000:]
+    assert out.stderr.strip().splitlines() == [
+        "error: the trainer needs torch, which the serving set (requirements.txt) leaves out: "
+        "pip install -r requirements-train.txt, or pip install .[train]"]
+
+
 def test_the_numpy_tiny_export_is_the_small_cnn_torch_loads(tmp_path):
     """tests/tiny_export.py (what the serving set's tests run on) computes what emotion.models.SmallCNN does."""
     if not TORCH:

@@ -3,9 +3,14 @@ evaluate/compare/push/export-onnx."""
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import os
 import sys
+
+if importlib.util.find_spec("torch") is None:  # `pip install .` / requirements.txt serve without it
+    raise SystemExit("error: the trainer needs torch, which the serving set (requirements.txt) leaves out: "
+                     "pip install -r requirements-train.txt, or pip install .[train]")
 
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 if not sys.stderr.isatty():  # off a terminal, datasets' bars are carriage-return fragments in the log
