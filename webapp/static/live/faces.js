@@ -163,24 +163,24 @@ function resized(image, scale, filter) {
 // Pillow's fixed point: (sum + n / 2) * floor(2^32 / (256 n)) >> 24, which is exact for n = 4.
 export function reduced(image, factor) {
   const {data, width, height} = image, w = Math.ceil(width / factor), h = Math.ceil(height / factor);
-  const out = new Uint8ClampedArray(w * h * 4), sums = new Uint32Array(w * 3);
+  const out = new Uint8ClampedArray(w * h * 4);
   for (let y = 0; y < h; y++) {
-    sums.fill(0);
-    const ys = Math.min(factor, height - y * factor);
-    for (let j = 0; j < ys; j++) {
-      for (let x = 0, i = (y * factor + j) * width * 4; x < width; x++, i += 4) {
-        const s = ((x / factor) | 0) * 3;
-        sums[s] += data[i];
-        sums[s + 1] += data[i + 1];
-        sums[s + 2] += data[i + 2];
-      }
-    }
+    const y0 = y * factor, y1 = Math.min(height, y0 + factor);
     for (let x = 0; x < w; x++) {
-      const n = Math.min(factor, width - x * factor) * ys, multiplier = Math.floor(2 ** 32 / (256 * n));
-      for (let b = 0; b < 3; b++) {
-        out[(y * w + x) * 4 + b] = Math.floor((sums[x * 3 + b] + (n >> 1)) * multiplier / 2 ** 24);
+      const x0 = x * factor, x1 = Math.min(width, x0 + factor), n = (x1 - x0) * (y1 - y0);
+      let r = 0, g = 0, b = 0;
+      for (let yy = y0; yy < y1; yy++) {
+        for (let i = (yy * width + x0) * 4, end = (yy * width + x1) * 4; i < end; i += 4) {
+          r += data[i];
+          g += data[i + 1];
+          b += data[i + 2];
+        }
       }
-      out[(y * w + x) * 4 + 3] = 255;
+      const multiplier = Math.floor(2 ** 32 / (256 * n)), amend = n >> 1, o = (y * w + x) * 4;
+      out[o] = Math.floor((r + amend) * multiplier / 2 ** 24);
+      out[o + 1] = Math.floor((g + amend) * multiplier / 2 ** 24);
+      out[o + 2] = Math.floor((b + amend) * multiplier / 2 ** 24);
+      out[o + 3] = 255;
     }
   }
   return {data: out, width: w, height: h};

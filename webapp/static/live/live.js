@@ -107,9 +107,11 @@ async function startCamera() {
 
 // ------------------------------------------------------------------------------------------------------- loop
 async function loop() {
-  let last = -1, pending = null;  // the previous frame, being classified (in onnxruntime's worker) meanwhile
+  let last = -1, seen = 0, pending = null;  // the previous frame, being classified (in onnxruntime's worker) meanwhile
+  watchFrames();
   while (state.stream) {
-    await nextFrame();
+    await frameAfter(seen);
+    seen = frames.shown;
     if (state.paused || video.readyState < 2 || video.currentTime === last) continue;
     last = video.currentTime;
     try {
@@ -129,9 +131,25 @@ function show(faces) {
   draw(faces);
 }
 
-function nextFrame() {
-  return new Promise((resolve) => (video.requestVideoFrameCallback
-    ? video.requestVideoFrameCallback(() => resolve()) : requestAnimationFrame(() => resolve())));
+// Frames the camera has shown (requestVideoFrameCallback; where it is missing, each animation frame counts). The
+// loop takes the newest frame as soon as it is free: a frame that takes a little longer than the camera's period
+// to analyse must not wait for the one after the next (at 30 frames/s, 35 ms a frame would give 15 frames/s).
+const frames = {shown: 0, waiting: null};
+
+function watchFrames() {
+  const tick = () => {
+    frames.shown += 1;
+    if (frames.waiting) frames.waiting();
+    frames.waiting = null;
+    if (state.stream) schedule();
+  };
+  const schedule = () => (video.requestVideoFrameCallback
+    ? video.requestVideoFrameCallback(tick) : requestAnimationFrame(tick));
+  schedule();
+}
+
+function frameAfter(seen) {
+  return frames.shown > seen ? Promise.resolve() : new Promise((resolve) => (frames.waiting = resolve));
 }
 
 async function detectAndCrop(now) {
