@@ -19,6 +19,7 @@ import pytest  # noqa: E402
 
 TORCH = importlib.util.find_spec("torch") is not None
 NEEDS_TORCH = "needs torch, which the serving set leaves out: pip install -r requirements-dev.txt"
+needs_torch = pytest.mark.skipif(not TORCH, reason=f"the trainer {NEEDS_TORCH}")
 
 # The one setting for tests that need the real FER+ shards; they skip with a reason where it is absent.
 DATA_DIR = Path(os.environ.get("EMOTION_TEST_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))

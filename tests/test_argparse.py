@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import needs_torch
+
 
 def parsers(parser: argparse.ArgumentParser):
     yield parser
@@ -15,6 +17,7 @@ def parsers(parser: argparse.ArgumentParser):
                 yield from parsers(sub)
 
 
+@needs_torch
 def test_trainer_refuses_an_abbreviated_option(capsys):
     from trainer.__main__ import main
 
@@ -31,7 +34,7 @@ def test_emotion_refuses_an_abbreviated_option(capsys):
     assert e.value.code == 2 and "--max-face" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("module", ["emotion.__main__", "trainer.__main__"])
+@pytest.mark.parametrize("module", ["emotion.__main__", pytest.param("trainer.__main__", marks=needs_torch)])
 def test_no_parser_allows_abbreviations(module):
     import importlib
 
@@ -39,6 +42,7 @@ def test_no_parser_allows_abbreviations(module):
         assert parser.allow_abbrev is False, parser.prog
 
 
+@needs_torch
 def test_every_trainer_option_has_a_description():
     """`python -m trainer train --help` describes every option (generated from TrainConfig's field comments)."""
     from trainer.__main__ import build_parser
@@ -51,6 +55,7 @@ def test_every_trainer_option_has_a_description():
                 f"{parser.prog} {'/'.join(action.option_strings) or action.dest} has no description"
 
 
+@needs_torch
 def test_train_help_shows_the_config_comment_and_default(capsys):
     from trainer.__main__ import main
 
@@ -62,6 +67,7 @@ def test_train_help_shows_the_config_comment_and_default(capsys):
     assert "--ema-decay EMA_DECAY keep an exponential moving average of the weights" in text
 
 
+@needs_torch
 def test_a_list_option_takes_comma_separated_values_of_its_type():
     from trainer.__main__ import build_parser
     from trainer.config import ConfigError, resolve_config

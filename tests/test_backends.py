@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import needs_torch
 from emotion import EmotionError, shipped_models
 from emotion.onnx_export import ONNX_NAME
 from emotion.predict import Predictor
@@ -38,6 +39,7 @@ def faces(astronaut, detector, ferplus_dir):
     return photo, detector.find(photo), list(split.images)
 
 
+@needs_torch
 def test_auto_serves_the_default_model_in_onnxruntime_with_torchs_probabilities(default_folder, faces):
     photo, found, rows = faces
     fast = Predictor.from_pretrained(f"local-dir:{default_folder}")
@@ -50,6 +52,7 @@ def test_auto_serves_the_default_model_in_onnxruntime_with_torchs_probabilities(
     assert [p.emotion for p in fast.predict(photo).faces] == [p.emotion for p in slow.predict(photo).faces]
 
 
+@needs_torch
 def test_a_missing_or_stale_onnx_falls_back_to_torch(default_folder, tmp_path, faces):
     folder = tmp_path / "model"
     shutil.copytree(default_folder, folder)
@@ -71,6 +74,7 @@ def test_an_unknown_backend_is_refused_with_the_choices():
         Predictor.from_pretrained(next(iter(shipped_models().values())), backend="tensorrt")
 
 
+@needs_torch
 def test_the_servers_emotion_backend_setting_reaches_its_predictors(default_folder):
     from webapp.models import ModelRegistry
     from webapp.settings import Settings

@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 from huggingface_hub import constants
 
+from conftest import needs_torch
+
 from trainer.errors import HubError
 from trainer.hub import push_to_hub, upload_files
 
@@ -148,6 +150,7 @@ def test_dry_run_writes_nothing_and_lists_files_without_token_or_network(card, e
     assert summary.endswith(", ".join(sorted(set(upload_files(export_dir)) | {"README.md"})))
 
 
+@needs_torch
 def test_dry_run_from_the_command_line_writes_nothing(export_dir, monkeypatch, tmp_path, capsys):
     from trainer.__main__ import main
 

@@ -4,6 +4,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from conftest import needs_torch
 from emotion.errors import EmotionError
 from emotion.sources import DEFAULT_FILE, Source, model_id, parse, resolve, revision, shipped_models
 
@@ -72,6 +73,7 @@ def test_a_shipped_name_in_emotion_model_is_the_servers_default(monkeypatch):
 
 
 @needs_shipped
+@needs_torch
 def test_the_trainer_accepts_a_shipped_name_as_starting_weights():
     from trainer.config import ConfigError, TrainConfig
     from trainer.modeling import _init_file

@@ -5,6 +5,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import needs_torch
+
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("emotion", "webapp", "trainer", "model_card")
 
@@ -81,6 +83,7 @@ def test_every_trainer_error_is_a_trainer_error_and_an_emotion_error():
     assert all(issubclass(c, errors.TrainerError) and issubclass(c, EmotionError) for c in classes)
 
 
+@needs_torch
 def test_the_cli_prints_an_expected_error_in_one_line_and_keeps_the_trace_of_a_bug(monkeypatch, capsys):
     import trainer.__main__ as cli
     from trainer.errors import DataError
