@@ -110,3 +110,13 @@ def test_a_run_held_to_a_baseline_floors_every_report_and_compares_its_export(so
     out = capsys.readouterr().out
     assert "| posed_clean |" in out and "no report lost beyond its noise" in out
     assert json.loads((tmp_path / "c.json").read_text())["reports"]["posed"]["difference"] == 0.0
+
+
+def test_a_run_whose_every_epoch_misses_several_floors_still_keeps_its_best_epoch(sources, tmp_path):  # noqa: F811
+    # each missed floor costs 1: with two missed, every selection score is below -1, where the best epoch once began
+    cfg = {**config(*sources, tmp_path / "run"), "epochs": 2, "select_floor": {"validation": 1.0, "posed": 1.0}}
+    path = tmp_path / "floors.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert main(["train", "--config", str(path), "--workers", "0"]) == 0
+    results = json.loads((tmp_path / "run" / "export" / "eval_results.json").read_text())
+    assert results["best_epoch"] in (1, 2) and max(h["select"] for h in results["history"]) < -1

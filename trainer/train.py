@@ -139,7 +139,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.device.type == "cuda")
         self.class_weights = self._class_weights() if cfg.balance == "weights" else None
         self.one_vs_rest = {LABELS.index(k): float(w) for k, w in (cfg.one_vs_rest or {}).items() if w}
-        self.step, self.epoch, self.best_f1, self.history = 0, 0, -1.0, []
+        self.step, self.epoch, self.best_f1, self.history = 0, 0, float("-inf"), []  # a score under floors can be < -1
         self.loss_sum = 0.0  # this epoch's summed training loss so far (checkpointed: a resumed epoch reports it whole)
         self._signal, self._resume_checked = None, False
         self._reseed_rank()
