@@ -1,286 +1,257 @@
-"""Serving speed, today's face search against the one before it, in one run: detection and classification split,
-in-process, median of --repeats calls after 2 warm-up calls.
+"""Serving speed on the photos people take, in one run: the face search before YuNet (a git ref), today's, and the
+peer fer-tflite; in-process, medians of rounds that alternate between the three so that load hits them alike.
 
-Photos (generated from scikit-image's astronaut, as tests/test_group_photos.py builds them):
-- the astronaut, 512x512, one face (a portrait);
-- a group photo, 1200x800, six faces ~190 px wide in two rows of three;
-- a 1920x1080 photo with one face at 5% of the long side (~96 px);
-and a 720p clip (bench_video.make_clip: 25 fps, two faces ~140 px moving), every frame and 5 fps sampling.
+Photos (generated from scikit-image's astronaut, NASA, public domain):
+- the astronaut, 512x512, one face (a PIL image in memory; for fer a BGR array);
+- a group photo, 1200x800, six ~190 px faces in two rows of three, one with dark glasses (in memory);
+- a 1920x1080 JPEG (quality 90) with one ~55 px face: the astronaut at 300 px pasted at (1300, 500) on a flat
+  background, from its file bytes (decoding in the time, on both sides);
+- a 4032x3024 phone JPEG with one ~260 px face: the astronaut at 1400 px at (1500, 900), from its file bytes;
+and a 720p clip with two faces (bench_video.make_clip) through `predict_video`, at 5 fps sampling and every frame.
 
-"before" is emotion/faces.py at --base (git show; the search as it was: short- and full-range whole-photo passes
-on every photo, the tiles on all but portraits, both passes while following a video), loaded beside today's.
-Classification is `Predictor.classify_detected` (crop, preprocess, flip-averaged forward pass, softmax) with the
-torch backend and with the ONNX Runtime one (models/*/model.onnx where current, else `export_onnx` into a copy of
-the folder), for the default model on the photos and for every shipped model on 1 and 6 faces. Serving uses ONNX
-Runtime wherever a model has a current model.onnx (`emotion.backends`).
+"before" is emotion/faces.py and emotion/boxes.py at --base (git show), with the whole-image decode it had:
+BlazeFace short and full range, tiles, two views a face. "now" is `Predictor.predict` with the shipped default
+model (ONNX Runtime, 1 thread). The peer is fer 25.10.3 with its defaults (Haar cascade, the quantized TFLite
+classifier, TensorFlow's own threads) in a venv of its own, run by bench/fer_worker.py:
 
-    python bench/bench_speed.py [--repeats 40] [--threads 1] [--seconds 6] [--base 4990d3c]
-                                [--skip-video | --skip-photos] [--video-rounds 3] [--fer-lib DIR]
-
---fer-lib adds the peer fer 25.10.3 (Haar cascade + its quantized TFLite classifier) as a column. It needs
-TensorFlow for tf.lite.Interpreter; LiteRT's interpreter stands in for it, so install both into a folder of
-their own, leaving the project's environment as it is:
-
-    pip install --no-deps --target /tmp/ferlib fer==25.10.3 ai-edge-litert==2.3.0 backports.strenum
+    python -m venv /tmp/ferenv && /tmp/ferenv/bin/pip install fer==25.10.3 tensorflow-cpu==2.21.0 "setuptools<80"
+    python bench/bench_speed.py --fer-python /tmp/ferenv/bin/python [--repeats 20] [--rounds 3] [--base 187ae83]
+                                [--skip-video] [--seconds 6] [--model SOURCE]
 """
 from __future__ import annotations
 
 import argparse
-import shutil
 import importlib.util
+import io
+import json
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import types
 from pathlib import Path
 
-import numpy as np
-import torch
-from PIL import Image
+from PIL import Image, ImageDraw
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
-from emotion.faces import FaceDetector  # noqa: E402
-from emotion.predict import Predictor, shipped_models  # noqa: E402
+from emotion.images import load_image  # noqa: E402
+from emotion.predict import Predictor  # noqa: E402
 
-BASE = "4990d3c"  # the last commit before the short-pass portrait and the no-room stop
+BASE = "187ae83"  # the last commit before YuNet
 ASTRONAUT_FACE = (178, 80, 94, 100)
 
 
 def legacy_faces(commit: str):
-    """emotion/faces.py as it was at `commit`, imported beside today's (it shares boxes.py and crops.py)."""
-    try:
-        src = subprocess.run(["git", "-C", str(ROOT), "show", f"{commit}:emotion/faces.py"], capture_output=True,
-                             text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError) as e:
-        sys.exit(f"cannot read emotion/faces.py at {commit} ({e}): run from a git checkout that has it, or pass "
-                 "--base with another commit")
-    spec = importlib.util.spec_from_loader("emotion._faces_before", loader=None)
-    module = importlib.util.module_from_spec(spec)
-    module.__package__, module.__file__ = "emotion", str(ROOT / "emotion" / "faces.py")
-    sys.modules[spec.name] = module
-    exec(compile(src, f"{commit}:emotion/faces.py", "exec"), module.__dict__)  # noqa: S102 - our own history
+    """emotion/faces.py and emotion/boxes.py as they were at `commit`, as the package `emotion_before` (its other
+    imports are today's modules)."""
+    import emotion
+
+    package = types.ModuleType("emotion_before")
+    package.__path__ = []
+    sys.modules["emotion_before"] = package
+    for name in ("crops", "errors", "info"):
+        sys.modules[f"emotion_before.{name}"] = importlib.import_module(f"emotion.{name}")
+    for name in ("boxes", "faces"):
+        try:
+            src = subprocess.run(["git", "-C", str(ROOT), "show", f"{commit}:emotion/{name}.py"],
+                                 capture_output=True, text=True, check=True).stdout
+        except (OSError, subprocess.CalledProcessError) as e:
+            sys.exit(f"cannot read emotion/{name}.py at {commit} ({e}): run from a git checkout, or pass --base")
+        spec = importlib.util.spec_from_loader(f"emotion_before.{name}", loader=None)
+        module = importlib.util.module_from_spec(spec)
+        module.__package__, module.__file__ = "emotion_before", str(Path(emotion.__file__).parent / f"{name}.py")
+        sys.modules[spec.name] = module
+        exec(compile(src, f"{commit}:emotion/{name}.py", "exec"), module.__dict__)  # noqa: S102 - our own history
     from emotion import faces
 
     module.Face = faces.Face  # its faces are today's class (the same fields), so Predictor.crops takes them
     return module
 
 
-def photos() -> dict[str, Image.Image]:
+def before_predictor(source: str | None, legacy) -> Predictor:
+    """Today's Predictor with the search before YuNet, and the whole-image decode it had."""
+    predictor = Predictor.from_pretrained(source)
+    predictor.detector = legacy.FaceDetector()
+
+    def detect(self, image, **options):
+        img = load_image(image)
+        return img, self.detector.find(img, **{k: v for k, v in options.items() if v is not None})
+
+    predictor.detect = types.MethodType(detect, predictor)
+    return predictor
+
+
+def photos(folder: Path) -> dict[str, tuple[object, Path, bool]]:
+    """name -> (what our Predictor is given, the file fer's worker reads, whether fer decodes it in the time)."""
     from skimage import data
 
     astronaut = Image.fromarray(data.astronaut())
     x, y, w, h = ASTRONAUT_FACE
-    head = astronaut.crop((x - 38, y - 50, x + w + 38, y + h + 26))
-
-    def head_of(face: int) -> Image.Image:
-        side = round(face * head.width / w)
-        return head.resize((side, side))
-
+    head = astronaut.crop((x - 38, y - 50, x + w + 38, y + h + 26)).resize((344, 356))  # her face ~190 px
+    glasses = head.copy()
+    draw = ImageDraw.Draw(glasses)
+    for cx in (127, 212):  # over her eyes
+        draw.ellipse((cx - 34, 122, cx + 34, 166), fill=(12, 12, 12))
     group = Image.new("RGB", (1200, 800), (128, 128, 128))
-    big = head_of(190)
     for i in range(3):
         for j in range(2):
-            group.paste(big, (i * 400 + (400 - big.width) // 2, j * 400 + (400 - big.height) // 2))
-    small = Image.new("RGB", (1920, 1080), (128, 128, 128))
-    small.paste(head_of(96), (1200, 500))
-    return {"astronaut 512x512, 1 face": astronaut, "group 1200x800, 6 faces": group,
-            "1920x1080, 1 face at 5%": small}
+            group.paste(glasses if (i, j) == (2, 1) else head, (i * 400 + 28, j * 400 + 22))
+    out = {}
+    for name, image in (("astronaut 512x512, 1 face", astronaut), ("group 1200x800, 6 faces (1 dark glasses)", group)):
+        path = folder / f"{len(out)}.png"
+        image.save(path)
+        out[name] = (image, path, False)
+    for name, size, side, at in (("1920x1080 JPEG, 1 face ~55 px, from bytes", (1920, 1080), 300, (1300, 500)),
+                                 ("4032x3024 JPEG, 1 face ~260 px, from bytes", (4032, 3024), 1400, (1500, 900))):
+        canvas = Image.new("RGB", size, (128, 128, 128))
+        canvas.paste(astronaut.resize((side, side)), at)
+        buf = io.BytesIO()
+        canvas.save(buf, "JPEG", quality=90)
+        path = folder / f"{len(out)}.jpg"
+        path.write_bytes(buf.getvalue())
+        out[name] = (buf.getvalue(), path, True)
+    return out
 
 
-def median_ms(fn, repeats: int) -> float:
-    return medians([fn], repeats)[0]
+class FerWorker:
+    """fer-tflite in its own venv (bench/fer_worker.py), timed on request."""
+
+    def __init__(self, python: str, shots: dict):
+        self.process = subprocess.Popen([python, str(ROOT / "bench" / "fer_worker.py")], stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        self.version = self._ask({"photos": {name: {"path": str(path), "from_bytes": from_bytes}
+                                             for name, (_, path, from_bytes) in shots.items()}})["ready"]
+
+    def time(self, name: str, n: int) -> tuple[list[float], int]:
+        reply = self._ask({"time": name, "n": n})
+        return reply["ms"], reply["faces"]
+
+    def _ask(self, request: dict) -> dict:
+        self.process.stdin.write(json.dumps(request) + "\n")
+        self.process.stdin.flush()
+        line = self.process.stdout.readline()
+        if not line:
+            sys.exit("the fer worker stopped: run bench/fer_worker.py with --fer-python by hand to see why")
+        return json.loads(line)
+
+    def close(self) -> None:
+        self.process.stdin.close()
+        self.process.wait(timeout=30)
 
 
-def medians(fns, repeats: int, rounds: int = 3) -> list[float]:
-    """Median milliseconds of each of `fns`, `repeats` calls each after 2 warm-up calls, taken in `rounds`
-    alternating rounds so that a shared machine's load drifts over all of them alike."""
-    times = [[] for _ in fns]
-    for fn in fns:
+def timed(fn, n: int) -> list[float]:
+    out = []
+    for _ in range(n):
+        t = time.perf_counter()
         fn()
-        fn()
-    for r in range(rounds):
-        for fn, out in zip(fns, times):
-            for _ in range(repeats // rounds + (r < repeats % rounds)):
-                t = time.perf_counter()
-                fn()
-                out.append(time.perf_counter() - t)
-    return [statistics.median(out) * 1000 if out else float("nan") for out in times]
+        out.append((time.perf_counter() - t) * 1000)
+    return out
 
 
-def onnx_predictor(source: str, tmp: Path) -> Predictor:
-    """The model served in ONNX Runtime as `Predictor` serves it (backend "onnxruntime", threads as torch's): its
-    own model.onnx when current, else one exported here into a copy of its folder."""
-    from emotion.onnx_export import export_onnx, is_current
-    from emotion.sources import resolve
-
-    folder = resolve(source)
-    if not is_current(folder):
-        copy = tmp / f"onnx-{abs(hash(source))}"
-        shutil.copytree(folder, copy, dirs_exist_ok=True)
-        export_onnx(copy)
-        source = f"local-dir:{copy}"
-    return Predictor.from_pretrained(source, backend="onnxruntime")
-
-
-def fer_detector(lib: str):
-    """The peer `fer` 25.10.3 (pip install --no-deps --target LIB fer==25.10.3 ai-edge-litert backports.strenum):
-    its own code, Haar cascade and quantized TFLite classifier, with LiteRT's interpreter standing in for
-    `tf.lite.Interpreter` (the only TensorFlow call its TFLite path makes), so TensorFlow need not be installed."""
-    import importlib
-    import types
-
-    sys.path.append(lib)
-    from ai_edge_litert.interpreter import Interpreter
-
-    tf, keras, models = (types.ModuleType(n) for n in ("tensorflow", "tensorflow.keras", "tensorflow.keras.models"))
-
-    def load_model(*_, **__):
-        raise ImportError("only fer's TFLite classifier runs in this benchmark")
-
-    tf.lite, models.load_model, keras.models, tf.keras = types.SimpleNamespace(Interpreter=Interpreter), load_model, \
-        models, keras
-    sys.modules.update({"tensorflow": tf, "tensorflow.keras": keras, "tensorflow.keras.models": models})
-    if importlib.util.find_spec("pkg_resources") is None:  # fer finds its files with it; setuptools may be absent
-        resources = types.ModuleType("pkg_resources")
-        resources.resource_filename = lambda pkg, name: str(Path(importlib.import_module(pkg).__file__).parent / name)
-        sys.modules["pkg_resources"] = resources
-    import cv2
-    from fer.fer import FER
-
-    cv2.setNumThreads(1)  # its Haar cascade: one thread, like ours
-    return FER()
+def photo_rows(args, shots: dict, before: Predictor | None, now: Predictor, fer: FerWorker | None) -> None:
+    """One table row per photo: medians over `args.rounds` rounds of before, now and fer, `args.repeats` calls
+    each per round, after 2 warm-up calls of each."""
+    ms: dict[tuple[str, str], list[float]] = {}
+    faces: dict[tuple[str, str], int] = {}
+    runs = {"before": before, "now": now}
+    for r in range(args.rounds + 1):  # round 0 warms up
+        n = 2 if r == 0 else args.repeats
+        for name, (source, _, _) in shots.items():
+            for who, predictor in runs.items():
+                if predictor is not None:
+                    faces[who, name] = len(predictor.predict(source).faces)
+                    times = timed(lambda: predictor.predict(source), n)
+                    ms.setdefault((who, name), []).extend(times if r else [])
+            if fer is not None:
+                times, faces["fer", name] = fer.time(name, n)
+                ms.setdefault(("fer", name), []).extend(times if r else [])
+    print("| photo | before ms | now ms | fer-tflite ms | now vs fer | now vs before | faces before / now / fer |")
+    print("|---|---|---|---|---|---|---|")
+    for name in shots:
+        med = {who: statistics.median(ms[who, name]) if ms.get((who, name)) else float("nan")
+               for who in ("before", "now", "fer")}
+        count = " / ".join(str(faces.get((who, name), "-")) for who in ("before", "now", "fer"))
+        ratio = med["fer"] / med["now"]
+        print(f"| {name} | {med['before']:.1f} | {med['now']:.1f} | {med['fer']:.1f} | "
+              f"{ratio:.1f}x {'faster' if ratio >= 1 else 'slower'} | {med['before'] / med['now']:.1f}x | {count} |")
 
 
-def photo_rows(args, before, predictor: Predictor, fast: Predictor | None, fer) -> None:
-    print("| image | faces before / now / fer | detect before ms | detect now ms | classify torch ms | "
-          "classify ORT ms | total before ms | total now ms | now with ORT ms | fer-tflite ms | fer / now with ORT |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
-    old, new = before.FaceDetector(), FaceDetector()
-    for name, image in photos().items():
-        found_old, found = old.find(image), new.find(image)
-        bgr = np.ascontiguousarray(np.asarray(image)[:, :, ::-1])  # fer reads OpenCV's BGR arrays
-        fns = {"before": lambda: old.find(image), "now": lambda: new.find(image),
-               "torch": lambda: predictor.classify_detected([(image, found)])}
-        if fast is not None:
-            fns["ort"] = lambda: fast.classify_detected([(image, found)])
-        if fer is not None:
-            fns["fer"] = lambda: fer.detect_emotions(bgr)
-        ms = dict(zip(fns, medians(list(fns.values()), args.repeats)))
-        d_old, d_new, c_torch = ms["before"], ms["now"], ms["torch"]
-        c_ort, t_fer = ms.get("ort", float("nan")), ms.get("fer", float("nan"))
-        n_fer = len(fer.detect_emotions(bgr)) if fer is not None else "-"
-        now_ort = d_new + c_ort
-        print(f"| {name} | {found_old.total} / {found.total} / {n_fer} | {d_old:.1f} | {d_new:.1f} | {c_torch:.1f} | "
-              f"{c_ort:.1f} | {d_old + c_torch:.1f} | {d_new + c_torch:.1f} | {now_ort:.1f} | {t_fer:.1f} | "
-              f"{t_fer / now_ort:.2f} |")
-    old.close()
-    new.close()
+def split_rows(now: Predictor, shots: dict, repeats: int) -> None:
+    """Where today's time goes: decode + detection and classification, from the prediction's own timings."""
+    print("\n| photo | detect (with decoding) ms | classify ms | views |")
+    print("|---|---|---|---|")
+    for name, (source, _, _) in shots.items():
+        detect, classify, views = [], [], []
+        for _ in range(repeats):
+            now.detector.passes.clear()
+            timings = now.predict(source).timings_ms
+            detect.append(timings["detect"])
+            classify.append(timings["classify"])
+            views.append(now.detector.passes["views"])
+        print(f"| {name} | {statistics.median(detect):.1f} | {statistics.median(classify):.1f} | {max(views)} |")
 
 
-def model_rows(args, tmp: Path) -> None:
-    from skimage import data
-
-    x, y, w, h = ASTRONAUT_FACE
-    face = Image.fromarray(data.astronaut()).crop((x - 24, y - 24, x + w + 24, y + h + 24))
-    print("| model | faces | torch ms | ONNX Runtime ms | max abs prob diff |")
-    print("|---|---|---|---|---|")
-    for name, source in shipped_models().items():
-        predictor, fast = Predictor.from_pretrained(source, backend="torch"), onnx_predictor(source, tmp)
-        for n in (1, 6):
-            crops = [face] * n
-            diff = np.abs(predictor.probabilities(crops) - fast.probabilities(crops)).max()
-            t, o = medians([lambda: predictor.probabilities(crops), lambda: fast.probabilities(crops)], args.repeats)
-            print(f"| {name} | {n} | {t:.1f} | {o:.1f} | {diff:.1e} |")
-
-
-def video_rows(args, before, model_source: str, tmp: Path) -> None:
-    """The clip through `predict_video`: the search before, the last release's path (today's search, torch, a full
-    search every FULL_SEARCH_SECONDS) and now (ONNX Runtime where the model has a model.onnx, the full search
-    backing off to STABLE_SEARCH_SECONDS while the faces are stable)."""
+def video_rows(args, now: Predictor, folder: Path) -> None:
     from bench_video import make_clip
 
-    clip = make_clip(tmp / "clip.mp4", args.seconds)
-    print("| clip 1280x720, 25 fps, 2 faces | path | frames | full searches | wall s | frames/s | x real time |")
-    print("|---|---|---|---|---|---|---|")
-    runs = (("before: old search, torch, full search every 1 s", before.FaceDetector, "torch", False),
-            ("last release: search now, torch, every 1 s", FaceDetector, "torch", False),
-            ("now: search now, auto backend, backs off while stable", FaceDetector, "auto", True))
-    for label, options in (("every frame", {}), ("5 fps sampling", {"fps": 5})):
-        walls: dict[str, list[float]] = {}
-        searches: dict[str, int] = {}
-        for _ in range(args.video_rounds):  # alternating, like the photos' medians
-            for name, make, backend, backoff in runs:
-                wall, frames, tracks, searches[name] = _video_run(model_source, clip, make, backend, backoff,
-                                                                  options)
-                walls.setdefault(name, []).append(wall)
-        for name, *_ in runs:
-            s = statistics.median(walls[name])
-            print(f"| {label} ({tracks} tracks) | {name} | {frames} | {searches[name]} | {s:.2f} | "
-                  f"{frames / s:.1f} | {args.seconds / s:.2f} |")
-
-
-def _video_run(source: str, clip: Path, make, backend: str, backoff: bool, options):
-    """(wall s, frames analysed, tracks, full searches) of one `predict_video`."""
-    from emotion import video
-
-    predictor = Predictor.from_pretrained(source, backend=backend)
-    predictor.detector = make()
-    saved = video.STABLE_SEARCH_SECONDS
-    video.STABLE_SEARCH_SECONDS = saved if backoff else video.FULL_SEARCH_SECONDS
-    searches, find = [], predictor.detector.find
-    predictor.detector.find = lambda *a, **k: searches.append(1) or find(*a, **k)
-    try:
-        t = time.perf_counter()
-        result = predictor.predict_video(clip, progress=False, **options)
-        return time.perf_counter() - t, result.frames, len(result.tracks), len(searches)
-    finally:
-        video.STABLE_SEARCH_SECONDS = saved
-        predictor.detector.close()
+    clip = make_clip(folder / "clip.mp4", args.seconds)
+    print("\n| clip 1280x720, 25 fps, 2 faces | frames | wall s | x real time |")
+    print("|---|---|---|---|")
+    for label, options in (("5 fps sampling", {"fps": 5}), ("every frame", {})):
+        walls = []
+        for _ in range(args.video_rounds):
+            t = time.perf_counter()
+            result = now.predict_video(clip, progress=False, **options)
+            walls.append(time.perf_counter() - t)
+        wall = statistics.median(walls)
+        print(f"| {label} ({len(result.tracks)} tracks) | {result.frames} | {wall:.2f} | {args.seconds / wall:.2f} |")
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--repeats", type=int, default=40, help="timed calls per cell (median; after 2 warm-up calls)")
-    p.add_argument("--threads", type=int, default=1, help="torch and ONNX Runtime threads (serving runs 1)")
-    p.add_argument("--seconds", type=float, default=6.0, help="length of the generated 720p clip")
-    p.add_argument("--base", default=BASE, help="the commit whose face search is 'before'")
-    p.add_argument("--model", default=None, help="the model for the photo and video rows (default: shipped "
-                   "default)")
+    p.add_argument("--repeats", type=int, default=20, help="timed calls per photo, per side, per round")
+    p.add_argument("--rounds", type=int, default=3, help="alternating rounds (median over all of them)")
+    p.add_argument("--base", default=BASE, help="the commit whose face search is 'before' ('' to skip it)")
+    p.add_argument("--fer-python", default=None, help="the python of a venv with fer 25.10.3 (see above)")
+    p.add_argument("--model", default=None, help="model source (default: the shipped default)")
     p.add_argument("--skip-video", action="store_true")
-    p.add_argument("--skip-photos", action="store_true", help="the video rows alone")
-    p.add_argument("--video-rounds", type=int, default=3, help="runs of each video row (median), alternating")
-    p.add_argument("--fer-lib", default=None, metavar="DIR", help="a folder holding fer 25.10.3 and ai-edge-litert "
-                   "(see fer_detector) to time the peer fer-tflite on the same photos")
+    p.add_argument("--seconds", type=float, default=6.0, help="length of the generated 720p clip")
+    p.add_argument("--video-rounds", type=int, default=3)
     args = p.parse_args()
-    if min(args.repeats, args.threads, args.video_rounds) < 1 or args.seconds <= 0:
-        p.error("--repeats, --threads and --video-rounds must be >= 1 and --seconds > 0")
+    if min(args.repeats, args.rounds, args.video_rounds) < 1 or args.seconds <= 0:
+        p.error("--repeats, --rounds and --video-rounds must be >= 1 and --seconds > 0")
     from emotion.bench import cpu_name
-    from emotion.sources import default_source
 
-    torch.set_num_threads(args.threads)
-    before = legacy_faces(args.base)
-    source = args.model or default_source()
-    print(f"machine: {cpu_name()}; {args.threads} torch / ONNX Runtime thread(s), torch {torch.__version__}; "
-          f"median of {args.repeats}; before = emotion/faces.py at {args.base}; model {source}\n")
+    _one_thread()
+    now = Predictor.from_pretrained(args.model)
+    before = before_predictor(args.model, legacy_faces(args.base)) if args.base else None
     with tempfile.TemporaryDirectory() as tmp:
-        predictor = Predictor.from_pretrained(source, backend="torch")
-        try:
-            fast = onnx_predictor(source, Path(tmp))
-        except ImportError:
-            print("(onnxruntime not installed: ORT columns empty; pip install onnx onnxruntime)\n")
-            fast = None
-        fer = fer_detector(args.fer_lib) if args.fer_lib else None
-        if not args.skip_photos:
-            photo_rows(args, before, predictor, fast, fer)
-        if fast is not None and not args.skip_photos:
-            print()
-            model_rows(args, Path(tmp))
+        shots = photos(Path(tmp))
+        fer = FerWorker(args.fer_python, shots) if args.fer_python else None
+        print(f"machine: {cpu_name()}; ours: 1 thread, backend {now.backend}, model {now.source}; before = "
+              f"emotion/faces.py at {args.base or '-'}; peer: {fer.version if fer else 'not run (--fer-python)'}; "
+              f"median of {args.rounds} x {args.repeats} calls\n")
+        photo_rows(args, shots, before, now, fer)
+        split_rows(now, shots, args.repeats)
+        if fer is not None:
+            fer.close()
         if not args.skip_video:
-            print()
-            video_rows(args, before, source, Path(tmp))
+            video_rows(args, now, Path(tmp))
+
+
+def _one_thread() -> None:
+    """Serving's setting: one classification thread per worker (ONNX Runtime's sessions, and torch's)."""
+    try:
+        from emotion.threads import set_threads
+    except ImportError:  # before emotion.threads: ONNX Runtime's sessions followed torch's count
+        import torch
+
+        torch.set_num_threads(1)
+    else:
+        set_threads(1)
 
 
 if __name__ == "__main__":

@@ -9,11 +9,12 @@ photo at a bounded size finds near and far faces alike: no tiles, no second whol
 2. the whole photo at `detect_side` (its long side times MIN_INPUT_FACE / `min_face`, kept within DETECT_SIDE ..
    MAX_DETECT_SIDE): faces down to `min_face` px of a photo up to MAX_DETECT_SIDE * min_face / MIN_INPUT_FACE px;
 3. each candidate once through BlazeFace short range on its view (emotion/blazeface.py: a 128 px square in which
-   it fills VIEW_FILL). YuNet's eyes hardly follow a tilted head and its box is taller than wide; the crops the
-   models were trained on were levelled by BlazeFace's eyes and framed by its square box from this same view, so
-   the view gives each face its box, keypoints and score (calibrated: `min_score` 0.5 is the operating point
-   bench_detect.py measured, <= 0.01 false faces per face-free photo), and drops what YuNet took for a face in a
-   texture.
+   it fills VIEW_FILL; all the views of a pass in one ONNX Runtime batch). YuNet's eyes hardly follow a tilted
+   head and its box is taller than wide; the crops the models were trained on were levelled by BlazeFace's eyes
+   and framed by its square box from this same view, so the view gives each face its box, keypoints and score
+   (calibrated: `min_score` 0.5 is the operating point bench_detect.py measured, <= 0.01 false faces per
+   face-free photo), and drops what YuNet took for a face in a texture. Where BlazeFace sees nothing in a view
+   (dark glasses, a mask), YuNet's own run on it decides.
 
 `FaceDetector.passes` counts the detector runs by pass ("near", "photo", "views").
 The crops the classifier sees live in `crops.py` (re-exported here).
@@ -38,8 +39,6 @@ from .blazeface import BlazeFace
 from .yunet import YuNet
 
 ASSETS = Path(__file__).resolve().parent / "assets"
-# BlazeFace (MediaPipe), which this module ran before YuNet; still shipped for the /live page (webapp/live.py).
-MODEL_FILES = {"short": "face_detection_short_range.tflite", "full": "face_detection_full_range.tflite"}
 RANGES = ("short", "full", "auto")
 # The detector's defaults, for every entry point (Python, CLI, batch, REST, UI): written here only.
 DEFAULT_MIN_SCORE, DEFAULT_MAX_FACES, DEFAULT_RANGE = 0.5, 20, "auto"
@@ -122,7 +121,7 @@ class FaceDetector:
         self.min_score, self.max_faces, self.range = _check_options(min_score, max_faces, range)
         self.min_face = max(8, int(min_face))
         self.yunet = YuNet()
-        self.blazeface = BlazeFace(VIEW_FLOOR)
+        self.blazeface = BlazeFace(VIEW_FLOOR)  # ONNX Runtime: every view of a photo in one run
         # Detector runs so far by pass ("near", "photo"), for tests and benchmarks that check which passes a photo
         # took (clear it to count one call).
         self.passes: Counter[str] = Counter()
@@ -161,8 +160,8 @@ class FaceDetector:
                               self.range if range is None else range)
 
     def close(self) -> None:
-        """Frees the MediaPipe task of the views; the next `detect` loads it again."""
-        self.blazeface.close()
+        """Kept for callers that closed the MediaPipe detectors this class ran before: ONNX Runtime's sessions need
+        no closing."""
 
     def detect_side(self, long_side: int) -> int:
         """The long side the whole-photo pass runs at, for a photo of `long_side` px (never above the photo's own,
@@ -194,37 +193,57 @@ class FaceDetector:
         work, candidates = searched
         new = [c for c in nms(candidates, _box, _score, MERGE_IOU)
                if all(iou(c.box, f.box) <= MERGE_IOU for f in found)][:MAX_CANDIDATES]
-        seen = [self._view(rgb, work, c) for c in new]
+        seen = self._views(rgb, work, new)
         return nms(found + [f for f in seen if f is not None], _box, _score, MERGE_IOU)
 
-    def _view(self, rgb: Image.Image, work: Image.Image, face: Face) -> Face | None:
-        """The candidate as BlazeFace sees it in its view (emotion/blazeface.py): a square of VIEW_SIDE px in which
-        it fills VIEW_FILL, cut from the pass's image where that holds enough pixels (else from the photo). The
-        face found there, in photo pixels, with BlazeFace's box, keypoints and calibrated score (so a score means
-        the same at any face size and place), or None when the view shows no face where the candidate was."""
-        x, y, w, h = face.box
-        k = work.width / rgb.width
-        source, k = (work, k) if max(w, h) * k >= VIEW_SIDE * VIEW_FILL else (rgb, 1.0)
-        side = max(w, h) / VIEW_FILL * k
-        x0, y0 = round((x + w / 2) * k - side / 2), round((y + h / 2) * k - side / 2)
-        x1, y1 = max(x0 + 1, round((x + w / 2) * k + side / 2)), max(y0 + 1, round((y + h / 2) * k + side / 2))
-        # Parts outside the photo come out black, like BlazeFace's own letterbox.
-        view = source.crop((x0, y0, x1, y1)).resize((VIEW_SIDE, VIEW_SIDE), Image.BILINEAR)
-        pixels = np.asarray(view)
-        self._counted("views")
-        fx, fy = (x1 - x0) / VIEW_SIDE / k, (y1 - y0) / VIEW_SIDE / k
-        seen = [_in_photo(box, score, points, (fx, fy), (x0 / k, y0 / k), rgb.size)
-                for box, score, points in self.blazeface.detect(pixels)]
-        match = _matching(seen, face)
-        if match is None:  # BlazeFace sees no face there (sunglasses, a mask): YuNet's own view decides
-            self._counted("yunet views")
-            rows = self.yunet.detect(pixels, VIEW_FLOOR)
-            match = _matching([_yunet_face(square_face(r, (fx, fy), (x0 / k, y0 / k), rgb.size)) for r in rows], face)
-        return match
+    def _views(self, rgb: Image.Image, work: Image.Image, candidates: list[Face]) -> list[Face | None]:
+        """Each candidate as BlazeFace sees it in its view (`view`), all in one batch: the face found there, in
+        photo pixels, with BlazeFace's box, keypoints and calibrated score (so a score means the same at any face
+        size and place), or None when the view shows no face where the candidate was. Where BlazeFace sees
+        nothing (dark glasses, a mask), YuNet's own run on the view decides."""
+        if not candidates:
+            return []
+        source = view_source(rgb, work, candidates)
+        cut = [view(source, rgb, c) for c in candidates]
+        pixels = np.stack([np.asarray(image) for image, _, _ in cut])
+        self._counted("views", len(cut))
+        out = []
+        for face, (_, scale, offset), found in zip(candidates, cut, self.blazeface.detect(pixels)):
+            match = _matching([_in_photo(*d, scale, offset, rgb.size) for d in found], face)
+            if match is None:
+                self._counted("yunet views")
+                rows = self.yunet.detect(pixels[len(out)], VIEW_FLOOR)
+                match = _matching([_yunet_face(square_face(r, scale, offset, rgb.size)) for r in rows], face)
+            out.append(match)
+        return out
 
-    def _counted(self, name: str) -> None:
+    def _counted(self, name: str, runs: int = 1) -> None:
         with self._count:
-            self.passes[name] += 1
+            self.passes[name] += runs
+
+
+def view_source(rgb: Image.Image, work: Image.Image, candidates: list[Face]) -> Image.Image:
+    """The smallest image to cut the candidates' views from in which the smallest of them still fills its view
+    (VIEW_SIDE * VIEW_FILL px): the pass's image `work`, the photo reduced by a whole factor, or the photo."""
+    need = VIEW_SIDE * VIEW_FILL
+    smallest = min(max(c.box[2], c.box[3]) for c in candidates)
+    if smallest * work.width / rgb.width >= need:
+        return work
+    factor = int(smallest // need)
+    return rgb.reduce(factor) if factor >= 2 else rgb
+
+
+def view(source: Image.Image, rgb: Image.Image, face: Face) -> tuple[Image.Image, tuple, tuple]:
+    """The candidate's view: a VIEW_SIDE square in which it fills VIEW_FILL, cut from `source` (the photo `rgb` at
+    some scale: `view_source`); with the scale and offset from its pixels to the photo's. Parts outside the photo
+    come out black, like BlazeFace's own letterbox."""
+    x, y, w, h = face.box
+    k = source.width / rgb.width
+    side = max(w, h) / VIEW_FILL * k
+    x0, y0 = round((x + w / 2) * k - side / 2), round((y + h / 2) * k - side / 2)
+    x1, y1 = max(x0 + 1, round((x + w / 2) * k + side / 2)), max(y0 + 1, round((y + h / 2) * k + side / 2))
+    image = source.crop((x0, y0, x1, y1)).resize((VIEW_SIDE, VIEW_SIDE), Image.BILINEAR)
+    return image, ((x1 - x0) / VIEW_SIDE / k, (y1 - y0) / VIEW_SIDE / k), (x0 / k, y0 / k)
 
 
 def square_face(row: np.ndarray, scale: tuple[float, float], offset: tuple[float, float],

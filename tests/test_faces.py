@@ -148,30 +148,3 @@ def test_crop_box_cuts_valid_boxes_and_refuses_bad_ones(astronaut):
                        ((0, 0, 0, 10), "is empty"), ((0, 0, 10), "four"), ("abcd", "four numbers")]:
         with pytest.raises(EmotionError, match=words):
             crop_box(astronaut, bad)
-
-
-def test_a_finalised_detector_is_closed_on_the_closer_thread_not_on_the_thread_that_drops_it(astronaut):
-    """MediaPipe's dispatcher keeps frames of its calls, so a dropped detector may be finalised during a later
-    MediaPipe call, on that caller's thread, inside the dispatcher's non-reentrant lock. Closing it there
-    deadlocked (a full test run hung for good in FaceDetector.detect). The finaliser of the views' BlazeFace (run
-    here as the garbage collector would) hands the close to the closer thread."""
-    import gc
-    import threading
-    import time
-    import weakref
-
-    doomed = FaceDetector()
-    doomed.detect(astronaut)  # loads the views' MediaPipe task
-    tasks = list(doomed.blazeface._task)
-    assert tasks
-    closed_on = []
-    for task in tasks:
-        real_close = task.close
-        task.close = lambda real_close=real_close: (closed_on.append(threading.current_thread().name), real_close())
-    finaliser = next(f for f in gc.get_objects()
-                     if isinstance(f, weakref.finalize) and (f.peek() or [None])[0] is doomed.blazeface)
-    finaliser()
-    deadline = time.monotonic() + 30
-    while len(closed_on) < len(tasks) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert len(closed_on) == len(tasks) and set(closed_on) == {"mediapipe-closer"}, closed_on

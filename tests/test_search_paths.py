@@ -90,7 +90,7 @@ def test_a_face_blazeface_cannot_see_is_kept_on_yunets_view(det, head, monkeypat
     kept with YuNet's box and four keypoints (eyes, nose tip, mouth centre)."""
     photo = Image.new("RGB", (800, 600), (128, 128, 128))
     photo.paste(head_of(head, 150), (300, 150))
-    monkeypatch.setattr(det.blazeface, "detect", lambda rgb: [])
+    monkeypatch.setattr(det.blazeface, "detect", lambda views: [[] for _ in views])
     faces = det.detect(photo)
     assert len(faces) == 1 and len(faces[0].keypoints) == 4 and faces[0].score > 0.5
     assert det.passes["yunet views"] == det.passes["views"] == 1
