@@ -1,12 +1,13 @@
 """/live: the webcam read on the visitor's own device. The page (webapp/static/live/) searches each frame for faces
-as the server does (YuNet in onnxruntime-web, then BlazeFace in MediaPipe's tasks-vision on each face's view) and
-runs the model's ONNX export, all in the browser (WebAssembly); after it has loaded, no frame, crop or result is sent.
+as the server does (YuNet, then BlazeFace on each face's view) and runs the model's ONNX export, all in
+onnxruntime-web in the browser (WebAssembly); after it has loaded, no frame, crop or result is sent.
 
 Everything the page loads comes from this app, from local files (no CDN): the page's own scripts, the vendored npm
-files (webapp/static/vendor/README.md), the shipped YuNet and BlazeFace models and each model's model.onnx. Only
-files on a fixed list are served, and a model only by its id, never by a path. JavaScript and WebAssembly go out
-gzip-compressed to browsers that accept it (the two .wasm files: 27 -> 7.5 MB). Each file is compressed once per
-process, in the background (~2.5 s a .wasm file here): until that is done it goes out as it is, so no request waits.
+files (webapp/static/vendor/README.md), the server's own YuNet and BlazeFace ONNX files and each model's model.onnx.
+Only files on a fixed list are served, and a model only by its id, never by a path. JavaScript and WebAssembly go
+out gzip-compressed to browsers that accept it (the .wasm file: 14.2 -> 3.7 MB). Each file is compressed once per
+process, in the background (~0.8 s the .wasm file here): until that is done it goes out as it is, so no request
+waits.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 
 from emotion import faces
-from emotion.blazeface import MODEL_PATH as BLAZEFACE
+from emotion.blazeface import ONNX_PATH as BLAZEFACE
 from emotion.info import CONFIG_NAME, ModelInfo
 from emotion.onnx_export import INPUT_NAME, ONNX_NAME, OUTPUT_NAME
 from emotion.sources import LOCAL
@@ -38,8 +39,8 @@ PAGE = STATIC / "live" / "index.html"
 # for 8%) for a quarter of YuNet's time at 640, on every frame (docs/live.md).
 PHOTO_SIDE = 320
 MEDIA_TYPES = {".js": "text/javascript", ".mjs": "text/javascript", ".wasm": "application/wasm",
-               ".css": "text/css", ".tflite": "application/octet-stream", ".onnx": "application/octet-stream"}
-COMPRESSED = (".js", ".mjs", ".wasm", ".css")  # ONNX and TFLite weights barely shrink (measured: 4-8%)
+               ".css": "text/css", ".onnx": "application/octet-stream"}
+COMPRESSED = (".js", ".mjs", ".wasm", ".css")  # ONNX weights barely shrink (measured: 4-8%)
 _gzipped: dict[Path, bytes | None] = {}  # None: being compressed
 _gzip_lock = threading.Lock()
 

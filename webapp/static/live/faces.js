@@ -6,8 +6,8 @@
 // for smaller faces, at `photo_side`: the page's own, smaller than the server's (the whole 640 px frame), since it
 // runs on every frame (docs/live.md). So the page's box for a face is the server's, and so is its crop.
 // `facts` is config.json's detector (webapp/live.py reads them from emotion/faces.py); `run.yunet(image, minScore)`
-// gives YuNet's rows (yunet.js), `run.blazeface(image)` BlazeFace's detections [{box: [x, y, w, h], score,
-// keypoints}] (tasks-vision; detector.js). Pure but for those: tests/test_live.py runs it against the server.
+// gives YuNet's rows (yunet.js), `run.blazeface(views)` BlazeFace's detections in each view [{box: [x, y, w, h],
+// score, keypoints}] (blazeface.js). Pure but for those: tests/test_live.py runs it against the server.
 import {pyRound, resize} from "./pixels.js";
 
 // image: {data: RGBA, width, height}. Returns the faces kept ({box: [x, y, w, h] integers, score, keypoints: [x, y]
@@ -35,33 +35,56 @@ async function searched(image, side, facts, run) {
 async function confirmed(image, {work, candidates}, found, facts, run) {
   const fresh = nms(candidates, facts.merge_iou)
     .filter((c) => found.every((f) => iou(c.box, f.box) <= facts.merge_iou)).slice(0, facts.max_candidates);
-  const seen = [];
-  for (const candidate of fresh) {
-    const face = await viewed(image, work, candidate, facts, run);
-    if (face) seen.push(face);
-  }
-  return nms([...found, ...seen], facts.merge_iou);
+  const seen = await viewed(image, work, fresh, facts, run);
+  return nms([...found, ...seen.filter((f) => f)], facts.merge_iou);
 }
 
-// The candidate as BlazeFace sees it in its view, cut from the pass's image where that holds enough pixels (else
-// from the frame); YuNet's view decides where BlazeFace sees nothing; null when neither sees a face where the
-// candidate was (faces.FaceDetector._view).
-async function viewed(image, work, face, facts, run) {
-  const [x, y, w, h] = face.box, side0 = Math.max(w, h);
-  let source = work, k = work.width / image.width;
-  if (side0 * k < facts.view_side * facts.view_fill) [source, k] = [image, 1.0];
-  const side = side0 / facts.view_fill * k, cx = (x + w / 2) * k, cy = (y + h / 2) * k;
+// Each candidate as BlazeFace sees it in its view, all in one run: the face found there, in frame pixels, or null
+// where the view shows no face where the candidate was; where BlazeFace sees nothing (dark glasses, a mask), YuNet's
+// own run on the view decides (faces.FaceDetector._views).
+async function viewed(image, work, candidates, facts, run) {
+  if (!candidates.length) return [];
+  const source = viewSource(image, work, candidates, facts);
+  const cut = candidates.map((c) => view(source, image, c, facts));
+  const found = await run.blazeface(cut.map((c) => c.pixels));
+  const out = [];
+  for (const [i, {pixels, scale, offset}] of cut.entries()) {
+    let match = matching(found[i].map((d) => inFrame(d, scale, offset, image, facts)), candidates[i], facts);
+    if (!match) {
+      const rows = await run.yunet(pixels, facts.view_floor);
+      const faces = rows.map((row) => yunetFace(squareFace(row, scale, offset, image, facts), facts));
+      match = matching(faces, candidates[i], facts);
+    }
+    out.push(match);
+  }
+  return out;
+}
+
+// The smallest image to cut the candidates' views from in which the smallest of them still fills its view: the
+// pass's image, the frame reduced by a whole factor, or the frame (faces.view_source).
+function viewSource(image, work, candidates, facts) {
+  const need = facts.view_side * facts.view_fill;
+  const smallest = Math.min(...candidates.map((c) => Math.max(c.box[2], c.box[3])));
+  if (smallest * work.width / image.width >= need) return work;
+  const factor = pyFloorDiv(smallest, need);
+  return factor >= 2 ? reduced(image, factor) : image;
+}
+
+// A candidate's view: a view_side square in which it fills view_fill, cut from `source` (the frame at some scale;
+// black outside, as BlazeFace's letterbox), with the scale and offset from its pixels to the frame's (faces.view).
+function view(source, image, face, facts) {
+  const [x, y, w, h] = face.box, k = source.width / image.width;
+  const side = Math.max(w, h) / facts.view_fill * k, cx = (x + w / 2) * k, cy = (y + h / 2) * k;
   const x0 = pyRound(cx - side / 2), y0 = pyRound(cy - side / 2);
   const x1 = Math.max(x0 + 1, pyRound(cx + side / 2)), y1 = Math.max(y0 + 1, pyRound(cy + side / 2));
-  const view = cropResized(source, x0, y0, x1, y1, facts.view_side);  // black outside, as BlazeFace's letterbox
-  const scale = [(x1 - x0) / facts.view_side / k, (y1 - y0) / facts.view_side / k], offset = [x0 / k, y0 / k];
-  const seen = (await run.blazeface(view)).map((d) => inFrame(d, scale, offset, image, facts));
-  let match = matching(seen, face, facts);
-  if (!match) {  // sunglasses, a mask: YuNet's own view
-    const rows = await run.yunet(view, facts.view_floor);
-    match = matching(rows.map((row) => yunetFace(squareFace(row, scale, offset, image, facts), facts)), face, facts);
-  }
-  return match;
+  return {pixels: cropResized(source, x0, y0, x1, y1, facts.view_side),
+          scale: [(x1 - x0) / facts.view_side / k, (y1 - y0) / facts.view_side / k], offset: [x0 / k, y0 / k]};
+}
+
+// Python's a // b for positive floats, computed as its float_divmod does (through fmod).
+function pyFloorDiv(a, b) {
+  const div = (a - (a % b)) / b, floor = Math.floor(div);
+  return div - floor > 0.5 ? floor + 1 : floor;
 }
 
 function matching(seen, face, facts) {  // faces._matching: the face seen where the candidate was, or null
