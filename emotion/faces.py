@@ -163,6 +163,17 @@ class FaceDetector:
         """Kept for callers that closed the MediaPipe detectors this class ran before: ONNX Runtime's sessions need
         no closing."""
 
+    def follow(self, image: Image.Image, boxes, min_score: float | None = None, max_faces: int | None = None,
+               range: str | None = None) -> Detections:  # noqa: A002
+        """For a video's frames between full searches (emotion/video.py): the near pass (a new face near the camera
+        is found at once) and a view around each of `boxes` (the previous frame's faces, (x, y, w, h)), no
+        whole-photo pass: a new small face waits for the next full search. Scores as `find`'s."""
+        min_score, max_faces, range = self._options(min_score, max_faces, range)  # noqa: A001
+        rgb = image if image.mode == "RGB" else image.convert("RGB")
+        near = self._confirm(rgb, self._pass(rgb, NEAR_SIDE, "near"), []) if range != "full" else []
+        hints = [Face(box=tuple(int(v) for v in b), score=1.0, keypoints=()) for b in boxes]
+        return _kept(self._confirm(rgb, (rgb, hints), near), min_score, max_faces)
+
     def detect_side(self, long_side: int) -> int:
         """The long side the whole-photo pass runs at, for a photo of `long_side` px (never above the photo's own,
         except for images under MIN_SIDE)."""

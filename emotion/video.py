@@ -21,10 +21,12 @@ from .tracking import FaceTracker, IouTracker, Track  # noqa: F401  (re-exported
 log = logging.getLogger(__name__)
 
 BATCH_FRAMES = 8  # sampled frames whose faces are classified in one forward pass
-# Every sampled frame gets the photo's search (emotion/faces.py: one YuNet pass, ~10 ms on a 720p frame here), and the
-# tracker links each frame's faces to the previous frames' (emotion/tracking.py): a face the detector misses for a
-# frame keeps its track for MAX_UNSEEN_S. Before YuNet, a tiled search cost ~1.4 s a frame, so it ran once a second
-# and the frames between looked again around the previous faces.
+# The photo's search (emotion/faces.py: YuNet's passes, a BlazeFace view per face; ~30-45 ms on a 720p frame here)
+# runs on the first sampled frame and then once per FULL_SEARCH_SECONDS of video; the frames between reuse the
+# previous frame's faces (`FaceDetector.follow`: YuNet's near pass for a new near face, and one batch of views
+# around the faces already there; ~5 ms), so a new small face is found within a second. The tracker links the
+# faces from frame to frame (emotion/tracking.py).
+FULL_SEARCH_SECONDS = 1.0
 
 
 class VideoError(UnsupportedImageError):
@@ -169,8 +171,12 @@ def iter_video(predictor, path: str | Path, every: int | None = None, fps: float
         crops.clear()
         return rows
 
+    searched, faces = None, []
     for index, time, image in sampled_frames(path, every, fps, max_seconds):
-        faces = predictor.detector.detect(image, **detect_options)
+        if searched is None or time - searched >= FULL_SEARCH_SECONDS - 1e-6:
+            faces, searched = predictor.detector.detect(image, **detect_options), time
+        else:
+            faces = predictor.detector.follow(image, [f.box for f in faces], **detect_options).faces
         crops += predictor.crops(image, faces)  # the frame itself is dropped: only its faces' crops wait
         pending.append((index, time, faces, predictor.read_action_units(image, faces) if action_units else None))
         done += 1
