@@ -24,7 +24,7 @@ def test_every_name_a_bench_imports_exists(script):
             try:
                 module = importlib.import_module(f"bench.{node.module}" if node.module in SIBLINGS else node.module)
             except ModuleNotFoundError as e:
-                if e.name == "torch" and not TORCH:  # a training or torch-backend bench, in the serving set
+                if e.name in ("torch", "timm", "torchvision") and not TORCH:  # a torch bench, in the serving set
                     pytest.skip(f"{script} {NEEDS_TORCH}")
                 raise
             missing += [f"{node.module}.{a.name}" for a in node.names

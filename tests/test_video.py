@@ -251,6 +251,8 @@ def test_webcam_labels_are_smoothed_along_tracks():
 def test_a_webcam_session_keeps_no_ended_tracks(tiny_model, astronaut, monkeypatch):
     """Faces that come and go for hours must not grow the session's state: the webcam's tracker drops ended tracks
     (a video keeps them for its summary)."""
+    from types import SimpleNamespace
+
     import webapp.ui
     from webapp.models import ModelRegistry
     from webapp.pool import InferencePool
