@@ -31,7 +31,9 @@ def detector_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-faces", type=int, default=DEFAULT_MAX_FACES)
     parser.add_argument("--min-score", type=float, default=DEFAULT_MIN_SCORE,
                         help="minimum face detection score (0..1)")
-    parser.add_argument("--range", choices=RANGES, default=DEFAULT_RANGE, help="face detector range")
+    parser.add_argument("--range", choices=RANGES, default=DEFAULT_RANGE,
+                        help="face search: auto, short (near faces only: fastest), full (also a small face beside "
+                             "a portrait)")
 
 
 def build_parser() -> argparse.ArgumentParser:

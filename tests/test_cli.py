@@ -92,10 +92,12 @@ def test_predict_runs_as_a_subprocess(photo, tiny_model, tmp_path):
 
 @pytest.mark.parametrize("verbose", [False, True])
 def test_native_detector_messages_only_with_verbose(verbose, photo, tiny_model, tmp_path):
-    """LiteRT/XNNPACK INFO lines and MediaPipe's alignment warning go to fd 2 from C++; they must not interleave
-    with the progress bar unless asked for."""
+    """LiteRT/XNNPACK INFO lines and MediaPipe's alignment warning go to fd 2 from C++ (the Face Landmarker, for
+    action units; face detection runs in ONNX Runtime); they must not interleave with the progress bar unless
+    asked for."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "emotion", "predict", str(photo), "--model", f"local-dir:{tiny_model}"]
+    cmd = [sys.executable, "-m", "emotion", "predict", str(photo), "--model", f"local-dir:{tiny_model}",
+           "--action-units"]
     run = subprocess.run(cmd + (["--verbose"] if verbose else []), env=env, capture_output=True, text=True,
                          timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]

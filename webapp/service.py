@@ -44,10 +44,10 @@ class PredictOptions(BaseModel):
     max_faces: int | None = Field(None, ge=1, le=MAX_FACES, description="keep at most this many faces")
     min_detection_score: float | None = Field(None, ge=0, le=1, description="drop detections scoring below this")
     range: Literal[RANGES] | None = Field(  # noqa: A003
-        None, description="face search: 'auto' (default: near faces, then far and small ones unless one or two "
-                          "near faces make it a portrait or near faces fill it), 'short' (faces at least ~15% of "
-                          "the photo's long side: selfies, portraits; fastest on big photos), 'full' (no "
-                          "short-range pass; always looks for far and small faces)")
+        None, description="face search: 'auto' (default: a quick look for near faces, then the whole photo "
+                          "unless one or two near faces make it a portrait), 'short' (the quick look only: faces "
+                          "at least ~8% of the photo's long side; fastest), 'full' (the whole photo at once: also "
+                          "a small face beside a portrait)")
     action_units: bool = Field(False, description=ACTION_UNITS_DOC)
     x: int | None = Field(None, ge=0, description="crop box left edge (pixels); skips detection")
     y: int | None = Field(None, ge=0, description="crop box top edge (pixels)")

@@ -38,7 +38,8 @@ from .video_ui import build_video_tab
 log = logging.getLogger(__name__)
 
 DELETE_CACHE = (300, 900)  # every 5 min, uploads and results older than 15 min are deleted (all at shutdown)
-FACE_SEARCH = [(name, r) for r, name in {"auto": "Auto", "short": "Near", "full": "Far"}.items() if r in RANGES]
+FACE_SEARCH = [(name, r) for r, name in {"auto": "Auto", "short": "Near only", "full": "Every face"}.items()
+               if r in RANGES]
 INTRO = """# Emotion Detection
 Finds every face in a photo and estimates its expression over 8 emotions (anger, contempt, disgust, fear, happy,
 neutral, sad, surprise). When no emotion clearly wins, the face is marked *uncertain* and its caption gets a **?**.
@@ -261,7 +262,7 @@ def controls(registry: ModelRegistry) -> tuple[gr.Dropdown, gr.Slider, gr.Slider
         max_faces = gr.Slider(1, MAX_FACES, value=DEFAULT_MAX_FACES, step=1, label="Max faces")
         min_score = gr.Slider(0.05, 1.0, value=DEFAULT_MIN_SCORE, step=0.05, label="Min detection score")
         face_range = gr.Radio(FACE_SEARCH, value=DEFAULT_RANGE, label="Face search", min_width=300,
-                              info="Near: selfies, fastest. Far: groups.")
+                              info="Near only: fastest, big faces. Every face: also a small one beside a portrait.")
     return model, max_faces, min_score, face_range
 
 
