@@ -466,7 +466,7 @@ def test_in_chromium_the_page_searches_a_frame_for_faces_as_the_server_does(live
     """faces.js with the page's detectors (detector.js: YuNet and BlazeFace in onnxruntime-web) on
     webcam frames with the astronaut near and far and on a frame of three faces (one 5% of 640 px, which only the
     second pass finds): the server's search (FaceDetector, its defaults) finds the same faces, with the same square
-    boxes, eyes and scores."""
+    boxes, eyes and scores; and so does its follow-up on the frames between searches (FaceDetector.follow)."""
     from playwright.sync_api import sync_playwright
 
     from emotion.faces import FaceDetector
@@ -484,8 +484,9 @@ def test_in_chromium_the_page_searches_a_frame_for_faces_as_the_server_does(live
                 const wasm = await detector.fetchBytes(`${files}/vendor/onnxruntime-web/ort-wasm-simd-threaded.wasm`);
                 const run = await detector.loadDetector(files, facts, wasm), out = [];
                 for (const [rgba, width, height] of input) {
-                  const data = Uint8ClampedArray.from(atob(rgba), (c) => c.charCodeAt(0));
-                  out.push(await faces.findFaces({data, width, height}, facts, run));
+                  const image = {data: Uint8ClampedArray.from(atob(rgba), (c) => c.charCodeAt(0)), width, height};
+                  const found = await faces.findFaces(image, facts, run);
+                  out.push([found, await faces.followFaces(image, found.map((f) => f.box), facts, run)]);
                 }
                 return out;
             }""", [(base64.b64encode(np.dstack([f, np.full(f.shape[:2], 255, np.uint8)]).tobytes()).decode(),
@@ -493,14 +494,17 @@ def test_in_chromium_the_page_searches_a_frame_for_faces_as_the_server_does(live
         finally:
             browser.close()
     detector = FaceDetector()
-    for frame, got in zip(frames, found):
+    for frame, (got, followed) in zip(frames, found):
         expected = detector.detect(Image.fromarray(frame))
-        assert len(got) == len(expected) >= 1
-        for face, server in zip(got, expected):
-            assert np.abs(np.array(face["box"]) - server.box).max() <= 1, (face["box"], server.box)
-            assert np.abs(np.array(face["keypoints"]) - np.array(server.keypoints)).max() < 0.5
-            assert abs(face["score"] - server.score) < 0.01
-    assert [len(faces) for faces in found] == [1, 1, 1, 3]
+        # the frames between full searches, as the server reads a video's
+        follows = detector.follow(Image.fromarray(frame), [f.box for f in expected]).faces
+        for page, server in ((got, expected), (followed, follows)):
+            assert len(page) == len(server) >= 1
+            for face, s in zip(page, server):
+                assert np.abs(np.array(face["box"]) - s.box).max() <= 1, (face["box"], s.box)
+                assert np.abs(np.array(face["keypoints"]) - np.array(s.keypoints)).max() < 0.5
+                assert abs(face["score"] - s.score) < 0.01
+    assert [(len(a), len(b)) for a, b in found] == [(1, 1), (1, 1), (1, 1), (3, 3)]
 
 
 def test_where_the_page_cannot_run_it_says_why_and_offers_the_server_mode(live_server):

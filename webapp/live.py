@@ -27,6 +27,7 @@ from emotion.blazeface import ONNX_PATH as BLAZEFACE
 from emotion.info import CONFIG_NAME, ModelInfo
 from emotion.onnx_export import INPUT_NAME, ONNX_NAME, OUTPUT_NAME
 from emotion.sources import LOCAL
+from emotion.video import FULL_SEARCH_SECONDS
 from emotion.yunet import MODEL_PATH as YUNET, _free_input, read_model
 
 from .models import ModelRegistry
@@ -92,7 +93,8 @@ def detector_facts(root: str) -> dict:
             "operating_point": faces.OPERATING_POINT, "yunet_operating_point": faces.YUNET_OPERATING_POINT,
             "square_side": faces.SQUARE_SIDE, "square_down": faces.SQUARE_DOWN,
             "portrait_faces": faces.PORTRAIT_FACES, "portrait_fraction": faces.PORTRAIT_FRACTION,
-            "photo_side": PHOTO_SIDE, "min_score": faces.DEFAULT_MIN_SCORE, "max_faces": faces.DEFAULT_MAX_FACES}
+            "photo_side": PHOTO_SIDE, "full_search_seconds": FULL_SEARCH_SECONDS,
+            "min_score": faces.DEFAULT_MIN_SCORE, "max_faces": faces.DEFAULT_MAX_FACES}
 
 
 @functools.cache

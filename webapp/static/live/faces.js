@@ -21,6 +21,16 @@ export async function findFaces(image, facts, run) {
   return kept(found, facts.min_score, facts.max_faces);
 }
 
+// For the frames between full searches (faces.FaceDetector.follow, as the server reads a video's frames): the near
+// pass (a new face near the camera is found at once) and a view around each of `boxes` (the previous frame's
+// faces), no second pass: a new small face waits for the next full search.
+export async function followFaces(image, boxes, facts, run) {
+  const near = await confirmed(image, await searched(image, facts.near_side, facts, run), [], facts, run);
+  const hints = boxes.map((box) => ({box, score: 1, keypoints: []}));
+  return kept(await confirmed(image, {work: image, candidates: hints}, near, facts, run), facts.min_score,
+              facts.max_faces);
+}
+
 // One pass: YuNet on the image resized to a long side of `side` (faces._pass): the image it ran on and its
 // candidates, in the frame's pixels.
 async function searched(image, side, facts, run) {

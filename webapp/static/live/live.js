@@ -3,7 +3,7 @@
 // tracks and smoothing (tracker.js) -> boxes on a canvas. Everything runs here: once the files below are loaded,
 // nothing is sent anywhere.
 import {fetchBytes, loadDetector} from "./detector.js";
-import {findFaces} from "./faces.js";
+import {findFaces, followFaces} from "./faces.js";
 import {cropGeometry, cropGray, modelPixels, probabilities, toBatch} from "./pixels.js";
 import {FaceTracker} from "./tracker.js";
 
@@ -14,7 +14,7 @@ const $ = (id) => document.getElementById(id);
 const video = $("video"), overlay = $("overlay"), frame = document.createElement("canvas");
 const state = {config: null, facts: null, session: null, detector: null, ort: null, tracker: new FaceTracker(),
                shown: [], times: [], spent: {detect: 0, crop: 0, classify: 0}, stream: null, paused: false,
-               firstResult: null, switching: null, running: null};
+               firstResult: null, switching: null, running: null, searched: null};
 
 // ------------------------------------------------------------------------------------------------------ start
 async function main() {
@@ -158,7 +158,7 @@ async function detectAndCrop(now) {
   const ctx = frame.getContext("2d", {willReadFrequently: true});
   ctx.drawImage(video, 0, 0, W, H);
   const image = {data: ctx.getImageData(0, 0, W, H).data, width: W, height: H};
-  const faces = await findFaces(image, state.detector.facts, state.detector.run);  // left to right
+  const faces = await detect(image, now);  // left to right
   const t1 = performance.now();
   const job = {now, faces, facts: state.facts, session: state.session, batch: null};
   if (faces.length) {
@@ -184,6 +184,18 @@ async function classify({now, faces, facts, session, batch}) {
   if (facts !== state.facts) return [];  // another model was chosen meanwhile: its tracker starts afresh
   const tracks = state.tracker.update(now / 1000, faces.map((f) => f.box), probs);
   return faces.map((f, i) => reading(f, tracks[i], facts));
+}
+
+// The server's search on the first frame and then once per full_search_seconds; the frames between follow the
+// previous frame's faces (as the server reads a video: emotion/video.py).
+async function detect(image, now) {
+  const {facts, run} = state.detector, last = state.searched;
+  if (last === null || now - last.time >= facts.full_search_seconds * 1000 - 1e-3) {
+    state.searched = {time: now, faces: await findFaces(image, facts, run)};
+    return state.searched.faces;
+  }
+  last.faces = await followFaces(image, last.faces.map((f) => f.box), facts, run);
+  return last.faces;
 }
 
 function facePixels(image, face, facts) {
