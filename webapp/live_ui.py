@@ -2,7 +2,7 @@
 nothing is sent) and "On the server" (the tab's webcam stream, each frame analysed here).
 
 The device mode is the default wherever the browser has WebAssembly and a camera API (checked in the page on load);
-the frame is created only when the tab is opened, so visitors of the other tabs load none of its ~35 MB.
+the frame is created only when the tab is opened, so visitors of the other tabs load none of its ~9 MB (small_cnn).
 """
 from __future__ import annotations
 
