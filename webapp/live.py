@@ -35,10 +35,6 @@ from .render import COLOURS
 
 STATIC = Path(__file__).resolve().parent / "static"
 PAGE = STATIC / "live" / "index.html"
-# The page's second pass on a frame that shows no portrait (the server's runs on the whole frame: 640 px for a
-# webcam's). At 320 px it found the astronaut down to 3% of the frame's width as the server did (issue #36 asks for
-# 8%), for under a third of YuNet's time at 640 px (11.2 against 37.6 ms in Chromium here; docs/live.md).
-PHOTO_SIDE = 320
 MEDIA_TYPES = {".js": "text/javascript", ".mjs": "text/javascript", ".wasm": "application/wasm",
                ".css": "text/css", ".onnx": "application/octet-stream"}
 COMPRESSED = (".js", ".mjs", ".wasm", ".css")  # ONNX weights barely shrink (measured: 4-8%)
@@ -82,9 +78,9 @@ def model_facts(key: str, folder: Path, root: str) -> dict:
 
 
 def detector_facts(root: str) -> dict:
-    """What the page needs to search a frame for faces as the server does (emotion/faces.py), read from there so
-    that the two cannot drift apart (but for PHOTO_SIDE); the server's defaults for the score and the number of
-    faces."""
+    """What the page needs to search a frame for faces as the server does (emotion/faces.py; once a second, the
+    frames between followed as emotion/video.py reads a video's), read from there so that the two cannot drift
+    apart; the server's defaults for the score, the number of faces and the smallest face looked for."""
     return {"yunet": f"{root}/live/files/{YUNET.name}", "blazeface": f"{root}/live/files/{BLAZEFACE.name}",
             "near_side": faces.NEAR_SIDE, "min_side": faces.MIN_SIDE, "side_slack": faces.SIDE_SLACK,
             "candidate_score": faces.CANDIDATE_SCORE, "merge_iou": faces.MERGE_IOU,
@@ -93,8 +89,10 @@ def detector_facts(root: str) -> dict:
             "operating_point": faces.OPERATING_POINT, "yunet_operating_point": faces.YUNET_OPERATING_POINT,
             "square_side": faces.SQUARE_SIDE, "square_down": faces.SQUARE_DOWN,
             "portrait_faces": faces.PORTRAIT_FACES, "portrait_fraction": faces.PORTRAIT_FRACTION,
-            "photo_side": PHOTO_SIDE, "full_search_seconds": FULL_SEARCH_SECONDS,
-            "min_score": faces.DEFAULT_MIN_SCORE, "max_faces": faces.DEFAULT_MAX_FACES}
+            "detect_side": faces.DETECT_SIDE, "max_detect_side": faces.MAX_DETECT_SIDE,
+            "min_input_face": faces.MIN_INPUT_FACE, "min_face": faces.MIN_FACE,
+            "full_search_seconds": FULL_SEARCH_SECONDS, "min_score": faces.DEFAULT_MIN_SCORE,
+            "max_faces": faces.DEFAULT_MAX_FACES}
 
 
 @functools.cache

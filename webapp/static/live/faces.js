@@ -3,8 +3,8 @@
 // which it fills `view_fill`) by BlazeFace short range, whose box, eyes and calibrated score are the face's: what
 // the models' crops were cut from and levelled by (where BlazeFace sees nothing, YuNet's view decides). A frame
 // that shows no portrait (one or two faces, each at least `portrait_fraction` of its long side) gets a second pass
-// for smaller faces, at `photo_side`: the page's own, smaller than the server's (the whole 640 px frame), since it
-// runs on every frame (docs/live.md). So the page's box for a face is the server's, and so is its crop.
+// on the whole frame for smaller faces (a webcam's 640 px as they are). So the page finds the server's faces, with
+// its boxes, and cuts its crops.
 // `facts` is config.json's detector (webapp/live.py reads them from emotion/faces.py); `run.yunet(image, minScore)`
 // gives YuNet's rows (yunet.js), `run.blazeface(views)` BlazeFace's detections in each view [{box: [x, y, w, h],
 // score, keypoints}] (blazeface.js). Pure but for those: tests/test_live.py runs it against the server.
@@ -16,7 +16,7 @@ export async function findFaces(image, facts, run) {
   const long = Math.max(image.width, image.height);
   let found = await confirmed(image, await searched(image, facts.near_side, facts, run), [], facts, run);
   if (!portrait(found, facts, long)) {
-    found = await confirmed(image, await searched(image, facts.photo_side, facts, run), found, facts, run);
+    found = await confirmed(image, await searched(image, detectSide(long, facts), facts, run), found, facts, run);
   }
   return kept(found, facts.min_score, facts.max_faces);
 }
@@ -29,6 +29,13 @@ export async function followFaces(image, boxes, facts, run) {
   const hints = boxes.map((box) => ({box, score: 1, keypoints: []}));
   return kept(await confirmed(image, {work: image, candidates: hints}, near, facts, run), facts.min_score,
               facts.max_faces);
+}
+
+// The long side the whole-frame pass runs at (FaceDetector.detect_side): enough for faces of min_face px, kept
+// within detect_side .. max_detect_side, never above the frame's own.
+function detectSide(long, facts) {
+  const wanted = pyRound(long * facts.min_input_face / facts.min_face);
+  return Math.max(facts.min_side, Math.min(long, Math.max(facts.detect_side, Math.min(facts.max_detect_side, wanted))));
 }
 
 // One pass: YuNet on the image resized to a long side of `side` (faces._pass): the image it ran on and its
