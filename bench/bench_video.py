@@ -74,7 +74,6 @@ def main() -> None:
     p.add_argument("--model", default=None)
     p.add_argument("--threads", type=int, default=1, help="classifier threads (serving runs 1 per worker)")
     args = p.parse_args()
-    from emotion import video
     from emotion.bench import cpu_name
     from emotion.threads import set_threads
 

@@ -129,3 +129,14 @@ def test_nms_keeps_the_best_of_overlapping_boxes():
     boxes = [((0, 0, 10, 10), 0.5), ((1, 1, 10, 10), 0.9), ((50, 50, 10, 10), 0.1)]
     kept = nms(boxes, lambda b: b[0], lambda b: b[1], 0.5)
     assert kept == [((1, 1, 10, 10), 0.9), ((50, 50, 10, 10), 0.1)]
+
+
+def test_all_faces_of_a_photo_are_classified_in_one_batch(tiny_model, head, monkeypatch):
+    """Twelve faces, one forward pass (the backend mirrors each crop inside that batch), and no landmarker run
+    for a model without a blendshape head."""
+    predictor = Predictor.from_pretrained(f"local-dir:{tiny_model}")
+    batches, logits = [], predictor._backend.logits
+    monkeypatch.setattr(predictor._backend, "logits", lambda crops: batches.append(len(crops)) or logits(crops))
+    monkeypatch.setattr(predictor, "read_action_units", lambda *a: pytest.fail("the landmarker ran"))
+    assert len(predictor.predict(grid(head, 4, 3, 80, (800, 600))).faces) == 12
+    assert batches == [12]
