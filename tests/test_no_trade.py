@@ -38,6 +38,20 @@ def test_the_bootstrap_by_group_is_wider_when_a_groups_rows_agree():
     assert by_person > 2.5 * by_row
 
 
+def test_one_held_out_person_is_bootstrapped_by_rows_not_called_a_trade_by_a_single_draw():
+    rng = np.random.default_rng(2)
+    labels = rng.integers(0, len(LABELS), 21)
+    base_pred = np.where(rng.random(21) < 0.5, labels, (labels + 1) % len(LABELS))
+    new_pred = base_pred.copy()
+    new_pred[np.flatnonzero(new_pred == labels)[:1]] = (labels[new_pred == labels][0] + 1) % len(LABELS)  # one lost
+    vals = {"jaffe": split_of(labels, np.array(["KA"] * 21))}
+    c = no_trade.compare({"jaffe": logits_calling(new_pred)}, {"jaffe": logits_calling(base_pred)}, vals)["jaffe"]
+    assert c["bootstrap"] == "rows" and c["interval"][0] < c["difference"] < 0 <= c["interval"][1]
+    assert not c["trade"] and "rows drawn" in no_trade.table({"jaffe": c})
+    floor = no_trade.floors({"jaffe": logits_calling(base_pred)}, vals)["jaffe"]
+    assert floor < float(np.mean(base_pred == labels)) - 0.1  # one person's accuracy is not its own floor
+
+
 def test_floors_are_the_baselines_accuracy_less_its_noise_and_keep_a_higher_given_floor():
     rng = np.random.default_rng(0)
     labels = rng.integers(0, len(LABELS), 400)

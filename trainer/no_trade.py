@@ -4,7 +4,8 @@ A recipe chosen on the sources it was measured on traded the ones it was not: on
 recipe gained CK+ and the contempt crops and lost about 3 points on film and web faces that no report showed. With
 `baseline:` set, a run scores that model as served (its biases, temperature, flip and blendshape head) on every
 validation report before training, and each report gets a floor: the baseline's accuracy less 1.96 standard errors
-of a bootstrap over the report's groups (people or films where the source names them, else rows). The floors join
+of a bootstrap over the report's groups (people or films where the source names them and there are at least
+MIN_GROUPS of them, else rows). The floors join
 `select_floor` (the higher of the two wins), so the best epoch, the weight average and the biases are all chosen
 among candidates that keep every source. After export, `compare` sets the exported model beside the baseline per
 report: accuracy with a paired group-bootstrap interval of the difference, recall per class, the share of neutral
@@ -25,6 +26,7 @@ log = logging.getLogger(__name__)
 
 BOOTSTRAPS = 1000
 Z = 1.96  # two-sided 95%
+MIN_GROUPS = 5  # fewer people or films than this: bootstrap the rows (and say so), an interval over 1 person is none
 NEUTRAL, HAPPY, CONTEMPT = LABELS.index("neutral"), LABELS.index("happy"), LABELS.index("contempt")
 
 
@@ -39,8 +41,11 @@ def report_rows(vals: dict[str, FaceSplit]) -> dict[str, tuple[str, np.ndarray]]
 
 
 def _group_draws(groups: np.ndarray | None, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(group index of each row, BOOTSTRAPS x G draws of groups with replacement)."""
+    """(group index of each row, BOOTSTRAPS x G draws of groups with replacement); rows stand for themselves where
+    the report has fewer than MIN_GROUPS groups (one held-out person has no spread to draw from)."""
     ids = np.unique(groups, return_inverse=True)[1] if groups is not None else np.arange(n)
+    if n and ids.max() + 1 < MIN_GROUPS:
+        ids = np.arange(n)
     g = int(ids.max()) + 1 if n else 0
     return ids, np.random.default_rng(seed).integers(0, g, size=(BOOTSTRAPS, g))
 
@@ -101,7 +106,9 @@ def compare(new_logits: dict[str, np.ndarray], base_logits: dict[str, np.ndarray
         diff, low, high = paired_difference(new.argmax(1) == labels, old.argmax(1) == labels, groups)
         out[report] = {"new": source_facts(new, labels), "baseline": source_facts(old, labels),
                        "difference": diff, "interval": [low, high], "trade": high < 0,
-                       "groups": int(len(np.unique(groups))) if groups is not None else int(len(labels))}
+                       "groups": int(len(np.unique(groups))) if groups is not None else int(len(labels)),
+                       "bootstrap": "groups" if groups is not None and len(np.unique(groups)) >= MIN_GROUPS
+                       else "rows"}
     return out
 
 
@@ -115,7 +122,9 @@ def table(comparison: dict[str, dict]) -> str:
               else f"{new['happy_as_contempt']:.3f} (was {old['happy_as_contempt']:.3f})")
         recall = ", ".join(f"{k} {v:.2f}" for k, v in new["recall"].items())
         flag = " **trade**" if c["trade"] else ""
-        lines.append(f"| {report} | {new['n']} ({c['groups']}) | {old['accuracy']:.3f} | {new['accuracy']:.3f} | "
+        groups = f"{c['groups']}" + ("" if c.get("bootstrap", "groups") == "groups" or c["groups"] == new["n"]
+                                     else ", rows drawn")
+        lines.append(f"| {report} | {new['n']} ({groups}) | {old['accuracy']:.3f} | {new['accuracy']:.3f} | "
                      f"{c['difference']:+.3f} ({c['interval'][0]:+.3f}, {c['interval'][1]:+.3f}){flag} | "
                      f"{new['neutral_answers']:.2f} (was {old['neutral_answers']:.2f}) / {new['neutral_true']:.2f} | "
                      f"{hc} | {recall} |")
