@@ -54,6 +54,7 @@ import numpy as np
 from PIL import Image
 
 from .blendshape_head import BLENDSHAPES  # noqa: F401  (the landmarker's 52 names; re-exported)
+from .checked import read_checked
 from .errors import EmotionError
 from .mediapipe_tasks import close_later, native_stderr_quiet
 
@@ -225,16 +226,8 @@ class ActionUnitReader:
 
 def check_model(path: Path = MODEL_PATH) -> bytes:
     """The model file's bytes after checking its sha256 against MODEL_SHA256 (see assets/README.md)."""
-    import hashlib
-
-    if not path.is_file():
-        raise EmotionError(f"{path} is missing: reinstall the package or copy face_landmarker.task there "
-                           "(see emotion/assets/README.md)")
-    data = path.read_bytes()
-    if hashlib.sha256(data).hexdigest() != MODEL_SHA256:
-        raise EmotionError(f"{path} is not the shipped face landmarker (sha256 differs): replace it with the "
-                           "file named in emotion/assets/README.md")
-    return data
+    return read_checked(path, MODEL_SHA256, "reinstall the package or copy the shipped face_landmarker.task there "
+                        "(emotion/assets/README.md names it)")
 
 
 def _load():

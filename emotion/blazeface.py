@@ -14,13 +14,12 @@ it with MediaPipe's FaceDetector on the same views.
 """
 from __future__ import annotations
 
-import hashlib
 import threading
 from pathlib import Path
 
 import numpy as np
 
-from .errors import EmotionError
+from .checked import read_checked
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 MODEL_PATH = ASSETS / "face_detection_short_range.tflite"  # as published (the /live page runs it in the browser)
@@ -88,16 +87,8 @@ class BlazeFace:
 
 def read_model(path: Path = ONNX_PATH) -> bytes:
     """The ONNX file's bytes, refused unless its sha256 is SHA256."""
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise EmotionError(f"cannot read the face model {path} ({e.strerror or e}): reinstall the package, or "
-                           "rebuild it with emotion/assets/make_blazeface_onnx.py") from None
-    digest = hashlib.sha256(data).hexdigest()
-    if digest != SHA256:
-        raise EmotionError(f"{path} has sha256 {digest}, not {SHA256}: restore the file or rebuild it with "
-                           "emotion/assets/make_blazeface_onnx.py (emotion/assets/README.md)")
-    return data
+    return read_checked(path, SHA256, "reinstall the package, or rebuild it with emotion/assets/make_blazeface_onnx.py "
+                        "(emotion/assets/README.md)")
 
 
 def _decoded(raw: np.ndarray, score: np.ndarray, floor: float) -> list:

@@ -2,7 +2,7 @@
 
 The shipped model (`assets/face_detection_yunet_2023mar.onnx`, its digest checked on load) declares a 640x640
 input, but its reshapes are all `-1`: any height and width divisible by 32 run. ONNX Runtime checks the declared
-size, so the two 640s of the input are renamed to free dimensions in memory (the same bytes, see `_free_input`); the
+size, so the two 640s of the input are renamed to free dimensions in memory (the same bytes, see `free_input`); the
 file stays as published. Decoding follows OpenCV's `FaceDetectorYN` (objdetect/src/face_detect.cpp): per stride
 8, 16 and 32 one prior per cell, score sqrt(cls * obj), box centre (cell + offset) * stride, size exp(.) * stride,
 five landmarks (cell + offset) * stride, then non-maximum suppression at IoU 0.3. tests/test_yunet.py compares the
@@ -10,12 +10,12 @@ boxes with `cv2.FaceDetectorYN` where OpenCV is installed.
 """
 from __future__ import annotations
 
-import hashlib
 import threading
 from pathlib import Path
 
 import numpy as np
 
+from .checked import read_checked
 from .errors import EmotionError
 
 MODEL_PATH = Path(__file__).resolve().parent / "assets" / "face_detection_yunet_2023mar.onnx"
@@ -69,7 +69,7 @@ class YuNet:
                 options = ort.SessionOptions()
                 options.intra_op_num_threads, options.inter_op_num_threads = self.threads, 1
                 options.log_severity_level = 3  # the outputs' declared 640x640 sizes differ at other sizes: no warning
-                self._session = ort.InferenceSession(_free_input(read_model(self.path)), options,
+                self._session = ort.InferenceSession(free_input(read_model(self.path)), options,
                                                      providers=["CPUExecutionProvider"])
         return self._session
 
@@ -78,20 +78,12 @@ OUTPUTS = tuple(f"{kind}_{s}" for kind in ("cls", "obj", "bbox", "kps") for s in
 
 
 def read_model(path: Path = MODEL_PATH) -> bytes:
-    """The model file's bytes, refused unless its sha256 is SHA256."""
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise EmotionError(f"cannot read the face detector {path} ({e.strerror or e}): reinstall the package, or "
-                           "copy face_detection_yunet_2023mar.onnx back (emotion/assets/README.md)") from None
-    digest = hashlib.sha256(data).hexdigest()
-    if digest != SHA256:
-        raise EmotionError(f"{path} has sha256 {digest}, not the published {SHA256}: restore the file "
-                           "(emotion/assets/README.md says where it comes from)")
-    return data
+    """The model file's bytes, refused unless its sha256 is the published SHA256."""
+    return read_checked(path, SHA256, "reinstall the package, or copy face_detection_yunet_2023mar.onnx back "
+                        "(emotion/assets/README.md says where it comes from)")
 
 
-def _free_input(model: bytes) -> bytes:
+def free_input(model: bytes) -> bytes:
     """The model with its input's 640x640 renamed to free dimensions h and w (same length: nothing else moves)."""
     at = model.find(b"\x0a\x05input\x12")  # ValueInfoProto{name: "input", type: ...}
     start = model.find(_INPUT_SHAPE, at)

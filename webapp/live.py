@@ -28,7 +28,7 @@ from emotion.info import CONFIG_NAME, ModelInfo
 from emotion.onnx_export import INPUT_NAME, ONNX_NAME, OUTPUT_NAME
 from emotion.sources import LOCAL
 from emotion.video import FULL_SEARCH_SECONDS
-from emotion.yunet import MODEL_PATH as YUNET, _free_input, read_model
+from emotion.yunet import MODEL_PATH as YUNET, free_input, read_model
 
 from .models import ModelRegistry
 from .render import COLOURS
@@ -99,7 +99,7 @@ def detector_facts(root: str) -> dict:
 def detector_model() -> bytes:
     """The shipped YuNet (its digest checked) with its input's declared 640x640 made free, as the server runs it:
     onnxruntime-web, like ONNX Runtime, refuses another size than a model declares."""
-    return _free_input(read_model(YUNET))  # the server's own way to free it (emotion/yunet.py)
+    return free_input(read_model(YUNET))  # the server's own way to free it (emotion/yunet.py)
 
 
 def install_live(app: FastAPI, registry: ModelRegistry) -> None:
