@@ -116,6 +116,15 @@ def answers_so_far(socks: list[socket.socket]) -> list[bytes]:
     return [answer(sock, 0.01) for sock in socks]
 
 
+def settled_answers(socks: list[socket.socket]) -> list[bytes]:
+    """What each connection has been sent once the server has had SETTLED_S to act; then they are closed."""
+    try:
+        time.sleep(SETTLED_S)
+        return answers_so_far(socks)
+    finally:
+        close_all(socks)
+
+
 def status(response: bytes) -> int | None:
     return int(response.split(b" ", 2)[1]) if response.startswith(b"HTTP/1.1 ") else None
 
@@ -196,12 +205,8 @@ def test_a_complete_request_is_served_at_once_while_sixty_connections_stall_mid_
 
 def test_a_spoofed_forwarded_for_from_an_untrusted_address_changes_nothing(app_process):
     url, _ = app_process
-    stallers = [stall(url, UNTRUSTED, "predict", forwarded_for=f"198.51.100.{i}") for i in range(3 * PER_CLIENT)]
-    try:
-        time.sleep(SETTLED_S)
-        answers = answers_so_far(stallers)
-    finally:
-        close_all(stallers)
+    answers = settled_answers([stall(url, UNTRUSTED, "predict", forwarded_for=f"198.51.100.{i}")
+                               for i in range(3 * PER_CLIENT)])
     # One client whatever the header says: its share held, as many on a trial at most, the rest answered.
     assert_bounded(answers, PER_CLIENT)
 
@@ -211,19 +216,10 @@ def test_a_trusted_proxy_names_its_clients(app_process):
     # Twelve clients behind the proxy (the address left of them is the client's own claim, not believed), one body
     # each: none is past its share and the readers are not full, so none is answered before its body arrives.
     apart = [stall(url, PROXY, "predict", forwarded_for=f"203.0.113.7, 198.51.100.{i}") for i in range(12)]
-    try:
-        time.sleep(SETTLED_S)
-        assert answers_so_far(apart) == [b""] * 12
-    finally:
-        close_all(apart)
+    assert settled_answers(apart) == [b""] * 12
     # The same twelve bodies from one client behind the proxy: its share applies.
     one = [stall(url, PROXY, "predict", forwarded_for="203.0.113.7, 198.51.100.1") for _ in range(12)]
-    try:
-        time.sleep(SETTLED_S)
-        answers = answers_so_far(one)
-    finally:
-        close_all(one)
-    assert_bounded(answers, PER_CLIENT)
+    assert_bounded(settled_answers(one), PER_CLIENT)
 
 
 # ------------------------------------------------------------------------------ the policy, in-process and quick
