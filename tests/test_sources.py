@@ -290,6 +290,18 @@ def test_a_floor_ranks_every_candidate_that_keeps_it_above_those_that_do_not():
     assert select_score(keeps, cfg) > select_score(breaks, cfg)
 
 
+def test_a_floor_no_candidate_reaches_still_ranks_the_nearer_one_first():
+    from trainer.config import TrainConfig
+    from trainer.train import select_score
+
+    cfg = TrainConfig(select_on={"validation": 0.5, "posed": 0.5}, select_metric="accuracy",
+                      select_floor={"validation": 0.86})
+    near = {"validation": {"accuracy": 0.855}, "posed": {"accuracy": 0.70}}
+    far = {"validation": {"accuracy": 0.844}, "posed": {"accuracy": 0.73}}  # a better mix, bought with FER+
+    assert select_score(near, cfg) > select_score(far, cfg)
+    assert select_score(near, cfg) < 0  # and both below any candidate that keeps the floor
+
+
 def test_select_on_a_report_that_does_not_exist_is_refused_before_training(two_sources, tmp_path, capsys):
     a, _ = two_sources
     path = tmp_path / "bad.yaml"
