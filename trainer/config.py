@@ -42,6 +42,7 @@ class TrainConfig:
     select_metric: str = "macro_f1"  # the metric select_on mixes: 'macro_f1' or 'accuracy'
     select_floor: dict[str, float] | None = None  # reports whose select_metric must stay at or above a floor
     baseline: str | None = None  # a model (local-dir:/hf-hub:) held to on every report: floors at its accuracy less its noise, and a comparison after export (trainer/no_trade.py)
+    teacher: str | None = None  # a model (local-dir:/hf-hub:) whose answers blend into the targets of the sources with a teacher_weight (trainer/teacher.py)
     train_split: str = "train"  # the split trained on
     val_split: str = "validation"  # the split scored after each epoch (best epoch, temperature, bias)
     val_fraction: float = 0.1  # cut from train (seeded, stratified) when the data set has no validation split
@@ -150,6 +151,8 @@ class TrainConfig:
             ("select_floor", self.select_floor is None or (isinstance(self.select_floor, dict) and all(
                 isinstance(v, (int, float)) and 0 <= v <= 1 for v in self.select_floor.values())),
              "a mapping of report name -> floor in [0, 1]"),
+            ("teacher", _is_source(self.teacher) if self.teacher else not _distils(self.sources),
+             "local-dir:/path, hf-hub:org/name[@revision] or a shipped model's name (a teacher_weight needs one)"),
             ("init", self.init is None or _is_source(self.init),
              "local-dir:/path, hf-hub:org/name[@revision] or a shipped model's name"),
         ]
@@ -161,6 +164,11 @@ class TrainConfig:
 
     def save(self, path: Path) -> None:
         path.write_text(yaml.safe_dump(dataclasses.asdict(self), sort_keys=False))
+
+
+def _distils(sources) -> bool:
+    """Whether any source asks for a share of the teacher's answers (trainer/teacher.py)."""
+    return any(isinstance(s, dict) and (s.get("teacher_weight") or 0) > 0 for s in sources or [])
 
 
 def _is_source(text: str) -> bool:

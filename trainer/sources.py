@@ -48,6 +48,8 @@ class SourceConfig:
     group_column: str | None = None  # cut that validation by this column (a person: `subject`), never across it;
     # reports are bootstrapped by it too (trainer/no_trade.py)
     report: str | None = None  # the report name; default `validation` for the first source, else `name`
+    teacher_weight: float = 0.0  # share of each row's target given by the run's `teacher:` model (its own answer
+    # on the row, trainer/teacher.py): what the model already does on this source is kept while others are learned
 
     def __post_init__(self):
         import dataclasses
@@ -70,6 +72,8 @@ class SourceConfig:
         for n, w in (self.vote_weights or {}).items():
             if isinstance(w, bool) or not isinstance(w, (int, float)) or not 0 <= w < float("inf"):
                 raise ConfigError(f"source {self.name}: vote_weights.{n}={w!r}, expected a number >= 0")
+        if not 0 <= self.teacher_weight <= 1:
+            raise ConfigError(f"source {self.name}: teacher_weight={self.teacher_weight!r}, expected a number in [0, 1]")
         if self.vote_positive is not None and not 0 < self.vote_positive <= 1:
             raise ConfigError(f"source {self.name}: vote_positive={self.vote_positive!r}, expected a number in (0, 1]")
 
