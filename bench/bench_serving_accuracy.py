@@ -1,7 +1,7 @@
 """Accuracy through serving on photo data sets: each photo's file bytes through `Predictor.predict` (decode, detect,
 crop, classify), the largest face's emotion against the label; a photo without a face counts as wrong.
 
-    python bench/bench_serving_accuracy.py [--model SOURCE] [--boxes out.json] [--data ../shared/data]
+    python bench/bench_serving_accuracy.py [--model SOURCE] [--backend NAME] [--boxes out.json] [--data ../shared/data]
 
 Prints accuracy on taiwanese_performers validation (all rows, and the rows whose raters agree with the posed label)
 and on jaffe_dev (all 85 rows), with the photos where no face was found. `--boxes` writes each photo's largest face
@@ -51,15 +51,15 @@ def main() -> None:
     p.add_argument("--model", default=None, help="model source (default: the shipped default)")
     p.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
     p.add_argument("--boxes", default=None, help="write each photo's largest face box and eyes here (JSON)")
+    p.add_argument("--backend", default="auto", help="auto, int8, onnxruntime or torch (emotion.backends)")
     args = p.parse_args()
-    import torch
-
     from emotion.bench import cpu_name
     from emotion.predict import Predictor
+    from emotion.threads import set_threads
 
-    torch.set_num_threads(1)
-    predictor = Predictor.from_pretrained(args.model)
-    print(f"machine: {cpu_name()}; model {predictor.source}; checkout {ROOT}\n")
+    set_threads(1)
+    predictor = Predictor.from_pretrained(args.model, backend=args.backend)
+    print(f"machine: {cpu_name()}; model {predictor.source}, backend {predictor.backend}; checkout {ROOT}\n")
     print("| set | rows | accuracy | no face found | seconds |")
     print("|---|---|---|---|---|")
     boxes = {}

@@ -22,13 +22,13 @@ from PIL import Image
 
 from .calibration import merge_flipped
 from .errors import EmotionError
-from .info import ONNX_NAME, ModelInfo
+from .info import INT8_NAME, ONNX_NAME, ModelInfo
 from .preprocess import normalise, to_model_pixels
 from .threads import get_threads
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("auto", "torch", "onnxruntime")
+BACKENDS = ("auto", "torch", "onnxruntime", "int8")
 # ONNX Runtime's input buffer is kept for batches up to this many rows (faces and mirrors: 8 video frames of 4
 # faces; 4.9 MB at 3x80x80); a larger batch gets a buffer of its own, so one group photo does not hold memory.
 REUSED_ROWS = 64
@@ -43,6 +43,9 @@ class OnnxBackend:
 
     def __init__(self, path: str | Path, info: ModelInfo, threads: int | None = None):
         import onnxruntime as ort
+
+        if Path(path).name == INT8_NAME:
+            self.name = "onnxruntime-int8"
 
         from .onnx_export import DIGEST_KEY, INPUT_NAME, OUTPUT_NAME
 
@@ -87,11 +90,18 @@ def torch_installed() -> bool:
 def make_backend(model, info: ModelInfo, folder: str | Path | None, choice: str = "auto", threads: int | None = None):
     """The backend `choice` names, for a torch `model` (or None) and the model's `folder` (or None).
 
-    "onnxruntime": the folder's current model.onnx, or an EmotionError naming the fix. "torch": `model`, or the
-    folder's model.safetensors loaded in torch. "auto": ONNX Runtime where it can run, else torch where torch is
+    "onnxruntime": the folder's current model.onnx, or an EmotionError naming the fix. "int8": its current
+    model.int8.onnx (`emotion.quantize`), likewise. "torch": `model`, or the folder's model.safetensors loaded in
+    torch. "auto": the int8 file where the folder has a current one, else model.onnx, else torch where torch is
     installed, else an EmotionError saying why and how to write a model.onnx."""
     if choice not in BACKENDS:
         raise EmotionError(f"unknown backend {choice!r}: choose one of {', '.join(BACKENDS)}")
+    if choice in ("auto", "int8"):
+        backend, why = _open_onnx(folder, info, threads, INT8_NAME)
+        if backend is not None:
+            return backend
+        if choice == "int8":
+            raise EmotionError(f"the int8 backend cannot run this model: {why}")
     if choice != "torch":
         backend, why = _open_onnx(folder, info, threads)
         if backend is not None:
@@ -112,17 +122,19 @@ def make_backend(model, info: ModelInfo, folder: str | Path | None, choice: str 
     return TorchBackend(model, info) if model is not None else TorchBackend.from_folder(folder, info)
 
 
-def _open_onnx(folder: str | Path | None, info: ModelInfo, threads: int | None) -> tuple[OnnxBackend | None, str]:
-    """The folder's model.onnx in ONNX Runtime, or None and why it cannot serve (a sentence naming the fix)."""
+def _open_onnx(folder: str | Path | None, info: ModelInfo, threads: int | None,
+               name: str = ONNX_NAME) -> tuple[OnnxBackend | None, str]:
+    """The folder's model.onnx (or `name`: model.int8.onnx) in ONNX Runtime, or None and why it cannot serve (a
+    sentence naming the fix)."""
     if folder is None:
         return None, "no model folder given (a model built in memory has no model.onnx)"
     if importlib.util.find_spec("onnxruntime") is None:
         return None, "onnxruntime is not installed (pip install -r requirements.txt)"
     from .onnx_export import weights_digest
 
-    path = Path(folder) / ONNX_NAME
-    missing = (f"{folder} has no model.onnx made from its present model.safetensors (write one with "
-               f"python -m trainer export-onnx {folder})")
+    path = Path(folder) / name
+    missing = (f"{folder} has no {name} made from its present model.safetensors (write one with "
+               f"python -m trainer export-onnx {'--int8 DATA ' if name == INT8_NAME else ''}{folder})")
     if not path.is_file():
         return None, missing
     try:
@@ -131,5 +143,5 @@ def _open_onnx(folder: str | Path | None, info: ModelInfo, threads: int | None) 
     except EmotionError as e:
         return None, str(e)
     except Exception as e:  # noqa: BLE001  onnxruntime's load errors (a truncated or foreign file) derive from it
-        return None, f"its model.onnx cannot be read ({e})"
+        return None, f"its {name} cannot be read ({e})"
     return (backend, "") if backend.digest == digest else (None, missing)

@@ -16,6 +16,7 @@ from .labels import LABELS
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 ONNX_NAME = "model.onnx"  # the ONNX export beside the weights (emotion.onnx_export)
+INT8_NAME = "model.int8.onnx"  # the same graph quantized to int8 from calibration faces (emotion.quantize)
 
 
 @dataclass

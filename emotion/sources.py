@@ -15,7 +15,7 @@ from importlib import resources
 from pathlib import Path, PurePath
 
 from .errors import EmotionError
-from .info import CONFIG_NAME, ONNX_NAME, WEIGHTS_NAME
+from .info import CONFIG_NAME, INT8_NAME, ONNX_NAME, WEIGHTS_NAME
 
 HUB, LOCAL = "hf-hub:", "local-dir:"
 PREFIXES = (HUB, LOCAL)
@@ -24,8 +24,8 @@ PACKAGED_MODELS = Path(str(resources.files(__package__) / "models_data"))  # the
 # A checkout's models/ (marked by its DEFAULT file: site-packages may hold some other "models" folder) wins.
 MODELS_DIR = REPO_MODELS if (REPO_MODELS / "DEFAULT").is_file() else PACKAGED_MODELS
 DEFAULT_FILE = MODELS_DIR / "DEFAULT"  # names the shipped model used when none is asked for
-# What a Hub model's folder needs: model.onnx too, so a Hub model is served in ONNX Runtime like a shipped one.
-HUB_FILES = [CONFIG_NAME, WEIGHTS_NAME, ONNX_NAME, "*.json", "*.md", "*.png"]
+# What a Hub model's folder needs: model.onnx and model.int8.onnx too, so a Hub model is served as a shipped one is.
+HUB_FILES = [CONFIG_NAME, WEIGHTS_NAME, ONNX_NAME, INT8_NAME, "*.json", "*.md", "*.png"]
 _REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
 
 

@@ -10,6 +10,7 @@ from PIL import Image
 
 from conftest import needs_torch
 from emotion import EmotionError, shipped_models
+from emotion.info import INT8_NAME
 from emotion.onnx_export import ONNX_NAME
 from emotion.predict import Predictor
 
@@ -40,9 +41,9 @@ def faces(astronaut, detector, ferplus_dir):
 
 
 @needs_torch
-def test_auto_serves_the_default_model_in_onnxruntime_with_torchs_probabilities(default_folder, faces):
+def test_onnxruntime_serves_the_default_model_with_torchs_probabilities(default_folder, faces):
     photo, found, rows = faces
-    fast = Predictor.from_pretrained(f"local-dir:{default_folder}")
+    fast = Predictor.from_pretrained(f"local-dir:{default_folder}", backend="onnxruntime")
     slow = Predictor.from_pretrained(f"local-dir:{default_folder}", backend="torch")
     assert (fast.backend, slow.backend) == ("onnxruntime", "torch")
     crops = fast.crops(photo, found.faces) + rows
@@ -53,16 +54,21 @@ def test_auto_serves_the_default_model_in_onnxruntime_with_torchs_probabilities(
 
 
 @needs_torch
-def test_a_missing_or_stale_onnx_falls_back_to_torch(default_folder, tmp_path, faces):
+def test_a_missing_or_stale_onnx_falls_back_to_the_float_graph_then_torch(default_folder, tmp_path, faces):
     folder = tmp_path / "model"
     shutil.copytree(default_folder, folder)
+    assert Predictor.from_pretrained(f"local-dir:{folder}").backend == "onnxruntime-int8"
+    (folder / INT8_NAME).unlink()
     assert Predictor.from_pretrained(f"local-dir:{folder}").backend == "onnxruntime"
+    with pytest.raises(EmotionError, match="export-onnx --int8"):
+        Predictor.from_pretrained(f"local-dir:{folder}", backend="int8")
     (folder / ONNX_NAME).unlink()
     assert Predictor.from_pretrained(f"local-dir:{folder}").backend == "torch"
     with pytest.raises(EmotionError, match="export-onnx"):
         Predictor.from_pretrained(f"local-dir:{folder}", backend="onnxruntime")
     shutil.copy(default_folder / ONNX_NAME, folder / ONNX_NAME)
-    weights = folder / "model.safetensors"  # new weights, the old model.onnx: stale
+    shutil.copy(default_folder / INT8_NAME, folder / INT8_NAME)
+    weights = folder / "model.safetensors"  # new weights, the old model.onnx and model.int8.onnx: stale
     data = bytearray(weights.read_bytes())
     data[-1] ^= 1
     weights.write_bytes(bytes(data))
@@ -80,12 +86,13 @@ def test_the_servers_emotion_backend_setting_reaches_its_predictors(default_fold
     from webapp.settings import Settings
 
     source = f"local-dir:{default_folder}"
-    for env, expected in (({}, "onnxruntime"), ({"EMOTION_BACKEND": "torch"}, "torch")):
+    for env, expected in (({}, "onnxruntime-int8"), ({"EMOTION_BACKEND": "onnxruntime"}, "onnxruntime"),
+                          ({"EMOTION_BACKEND": "torch"}, "torch")):
         registry = ModelRegistry.from_settings(Settings.from_env({"EMOTION_MODEL": source, **env}))
         assert registry.get()[1].backend == expected
 
 
-def test_a_hub_model_downloads_its_model_onnx_and_is_served_in_onnxruntime(default_folder, tmp_path, monkeypatch):
+def test_a_hub_model_downloads_its_onnx_files_and_is_served_in_onnxruntime(default_folder, tmp_path, monkeypatch):
     """snapshot_download stands in for the Hub (unreachable from tests): it copies the files of the shipped default
     that the download's allow_patterns take, as the Hub would."""
     import fnmatch
@@ -102,4 +109,4 @@ def test_a_hub_model_downloads_its_model_onnx_and_is_served_in_onnxruntime(defau
 
     monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
     predictor = Predictor.from_pretrained("hf-hub:org/name")
-    assert (tmp_path / "snapshot" / ONNX_NAME).is_file() and predictor.backend == "onnxruntime"
+    assert (tmp_path / "snapshot" / ONNX_NAME).is_file() and predictor.backend == "onnxruntime-int8"

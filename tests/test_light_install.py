@@ -34,7 +34,7 @@ sys.modules["torch"] = None
 from emotion import Predictor, shipped_models
 out = {}
 for name, source in sorted(shipped_models().items()):
-    predictor = Predictor.from_pretrained(source)
+    predictor = Predictor.from_pretrained(source, backend="onnxruntime")  # the float graph (int8: test_quantize.py)
     assert predictor.backend == "onnxruntime", predictor.backend
     out[name] = [[f.to_dict() for f in predictor.predict(p, action_units=True).faces] for p in sys.argv[1:]]
 print(json.dumps(out))

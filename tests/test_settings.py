@@ -40,7 +40,7 @@ def test_defaults_are_the_documented_ones_and_the_queue_scales_with_the_workers(
     ("EMOTION_BODY_READERS", "1.5", "a whole number >= 1"),
     ("EMOTION_BODY_READERS_PER_CLIENT", "0", "a whole number >= 1"),
     ("PORT", "70000", "a TCP port number"),
-    ("EMOTION_BACKEND", "cuda", "auto, torch or onnxruntime"),
+    ("EMOTION_BACKEND", "cuda", "auto, int8, onnxruntime or torch"),
     ("EMOTION_MODEL", "org/name", "hf-hub:org/name"),
     ("EMOTION_MODELS", "local-dir:", "local-dir:/path/to/folder"),
 ])

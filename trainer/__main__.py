@@ -81,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "(input 'pixels' (batch, C, H, W), output 'logits'; see emotion/onnx_export.py).",
                        allow_abbrev=False)
     o.add_argument("model_dirs", nargs="+", metavar="FOLDER", help="exported model folders, e.g. models/small_cnn")
+    o.add_argument("--int8", metavar="DATA", help="also write model.int8.onnx, calibrated on face crops of this data "
+                   "set (a folder of parquet shards, an image folder or a Hub id; emotion/quantize.py)")
+    o.add_argument("--int8-faces", type=int, default=512, metavar="N", help="calibration faces drawn [default: 512]")
     return p
 
 
@@ -132,9 +135,15 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "export-onnx":
         from emotion.onnx_export import export_onnx
 
+        faces = calibration_faces(args.int8, args.int8_faces) if args.int8 else None
         for folder in args.model_dirs:
             path = export_onnx(folder)
             print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MB)")
+            if faces is not None:
+                from emotion.quantize import quantize_onnx
+
+                path = quantize_onnx(folder, faces, f"{len(faces)} of {args.int8}'s train split, drawn with seed 0")
+                print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MB)")
         return 0
     from .compare import compare, evaluate_model
 
@@ -143,6 +152,20 @@ def _dispatch(args: argparse.Namespace) -> int:
     else:
         print(compare(args.models, args.data, args.split, args.max_samples, args.out, args.photos))
     return 0
+
+
+def calibration_faces(data: str, n: int) -> list:
+    """`n` face crops drawn (seed 0) from the train split (else the first split) of a data set of aligned faces."""
+    import numpy as np
+
+    from .rows import load_raw
+
+    raw = load_raw(data)
+    split = raw["train"] if "train" in raw else raw[next(iter(raw))]
+    if "image" not in split.column_names:
+        raise SystemExit(f"error: {data} has no 'image' column: give a data set of face crops")
+    rows = np.random.default_rng(0).permutation(len(split))[:max(1, n)]
+    return list(split.select(np.sort(rows))["image"])
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from .data import FaceSplit, load_splits
 from .evaluation import compute_metrics, expected_calibration_error, fit_temperature, predict_logits, softmax
 from .export import export_model
 from .posthoc import fit_biases, fit_interpolation, recalibrate_bn
+from .teacher import blend_targets
 from .train import Trainer
 
 log = logging.getLogger(__name__)
@@ -88,6 +89,7 @@ def train_and_export(cfg: TrainConfig) -> Path:
     log.info("data: %d train / %d validation faces", len(train), sum(len(v) for v in val.values()))
     if cfg.aux_targets:
         train.aux = read_targets(train.images, cfg.aux_targets, cfg.aux_cache or str(out / "faces.npz"))
+    distilled = blend_targets(train, cfg.sources or [], cfg.teacher)
     base_logits = baseline_logits(cfg, val)
     trainer = Trainer(cfg, train, val)
     trainer.maybe_resume()  # an incompatible checkpoint is refused here, before config.yaml is overwritten
@@ -115,6 +117,7 @@ def train_and_export(cfg: TrainConfig) -> Path:
         "model_name": Path(cfg.output_dir).name, "architecture": cfg.model, "dataset": describe_data(cfg, source),
         "splits": splits, "temperature": info.temperature, "logit_bias": info.logit_bias, "best_epoch": best["epoch"],
         **({"neutral_bias_sweep": sweep} if sweep else {}), **({"interpolation": interpolation} if interpolation else {}),
+        **({"teacher": {"model": cfg.teacher, "weights": distilled}} if distilled else {}),
         **({"baseline_comparison": {"baseline": cfg.baseline, "reports": comparison}} if comparison else {}),
         "params": sum(p.numel() for p in model.parameters()), "ms_per_face_cpu": ms_per_face(model, info),
         "train_time_s": round(trainer.elapsed), "machine": machine(),
@@ -124,7 +127,23 @@ def train_and_export(cfg: TrainConfig) -> Path:
     }
     export_dir = export_model(model, info, out / "export", results, cfg.export_dtype)
     _check_export(export_dir, model, info)
+    quantize_export(export_dir, train, cfg.seed)
     return export_dir
+
+
+def quantize_export(export_dir: Path, train: FaceSplit, seed: int, n: int = 512) -> None:
+    """model.int8.onnx beside the export (emotion/quantize.py), calibrated on `n` training faces that are crops as
+    served (no re-framing context); where int8 changes too many answers it is left out, and serving runs the float
+    model.onnx."""
+    from emotion.errors import EmotionError
+    from emotion.quantize import quantize_onnx
+
+    served = np.flatnonzero(train.context == 0) if train.context is not None else np.arange(len(train))
+    rows = np.sort(np.random.default_rng(seed).permutation(served)[:n])
+    try:
+        quantize_onnx(export_dir, [train.images[i] for i in rows], f"training faces drawn with seed {seed}")
+    except EmotionError as e:
+        log.warning("no model.int8.onnx: %s", e)
 
 
 def baseline_logits(cfg: TrainConfig, val: dict[str, FaceSplit]) -> dict[str, np.ndarray] | None:

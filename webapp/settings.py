@@ -45,8 +45,8 @@ class Settings:
     model: str = _setting("EMOTION_MODEL", "a model source: a shipped model's name, hf-hub:org/name[@revision] "
                                            "or local-dir:/path", "")  # the default model; else models/DEFAULT
     models: tuple[str, ...] = _setting("EMOTION_MODELS", "comma-separated model sources, each as EMOTION_MODEL", ())
-    backend: str = _setting("EMOTION_BACKEND", "auto, torch or onnxruntime (auto: ONNX Runtime where a model has "
-                            "a current model.onnx)", "auto")  # what runs the classifiers (emotion.backends)
+    backend: str = _setting("EMOTION_BACKEND", "auto, int8, onnxruntime or torch (auto: ONNX Runtime on a model's "
+                            "current model.int8.onnx, else its model.onnx, else torch)", "auto")  # what runs the classifiers (emotion.backends)
     workers: int = _setting("EMOTION_WORKERS", "a whole number >= 1", low=1, factory=lambda: min(_cores(), 2))
     queue: int = _setting("EMOTION_QUEUE", "a whole number >= 0 (default: 4 x EMOTION_WORKERS)", -1, low=0)
     max_upload_bytes: int = _setting("EMOTION_MAX_UPLOAD_BYTES", "a whole number of bytes >= 1 (20971520 is 20 "
