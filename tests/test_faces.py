@@ -142,6 +142,33 @@ def test_crop_face_at_the_border_repeats_edge_pixels_instead_of_black():
     assert np.all(np.asarray(crop) == (200, 10, 10))
 
 
+@pytest.mark.parametrize("mode", ["RGB", "L", "RGBA"])
+def test_crop_face_resamples_as_pils_affine_transform(astronaut, mode):
+    """OpenCV cuts the crops (several times faster); the pixels must stay the ones the models were trained on, which
+    PIL's Image.transform cut: the same crop within one grey level, almost every pixel exact."""
+    image = astronaut.convert(mode)
+    for box, eyes in (((178, 80, 94, 100), ((200.0, 118.0), (251.0, 126.0))),  # tilted, inside the photo
+                      ((-10, 430, 90, 100), ((10.0, 460.0), (60.0, 440.0)))):  # over the edge: edges repeat
+        face = Face(box=box, score=0.9, keypoints=eyes)
+        x, y, w, h = box
+        side = round(max(w, h) * 1.2)
+        angle = math.atan2(eyes[1][1] - eyes[0][1], eyes[1][0] - eyes[0][0])
+        cx, cy = x + w / 2 + 0.1 * max(w, h) * math.sin(angle), y + h / 2 - 0.1 * max(w, h) * math.cos(angle)
+        reach = side / 2 * (abs(math.cos(angle)) + abs(math.sin(angle))) + 2
+        x0, y0 = math.floor(cx - reach), math.floor(cy - reach)
+        padded = Image.fromarray(np.pad(np.asarray(image), [(50, 50), (50, 50)] + [(0, 0)] * (mode != "L"),
+                                        mode="edge"), mode)
+        patch = padded.crop((x0 + 50, y0 + 50, math.ceil(cx + reach) + 50, math.ceil(cy + reach) + 50))
+        c, s = math.cos(angle), math.sin(angle)
+        px, py = cx - x0, cy - y0
+        want = np.asarray(patch.transform((side, side), Image.AFFINE, (c, -s, px - side / 2 * (c - s), s, c,
+                                                                       py - side / 2 * (s + c)), Image.BILINEAR))
+        got = np.asarray(crop_face(image, face, margin=0.1, offset_y=-0.1))
+        assert got.shape == want.shape and crop_face(image, face).mode == mode
+        diff = np.abs(got.astype(int) - want.astype(int))
+        assert diff.max() <= 1 and (diff == 0).mean() > 0.99, (box, mode, diff.max(), (diff == 0).mean())
+
+
 def test_crop_box_cuts_valid_boxes_and_refuses_bad_ones(astronaut):
     assert crop_box(astronaut, (10, 20, 30, 40)).size == (30, 40)
     for bad, words in [((500, 0, 20, 20), "goes outside the 512x512 image"), ((-1, 0, 20, 20), "goes outside"),
