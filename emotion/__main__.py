@@ -44,8 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--model", help="a shipped model's name (small_cnn, resnet50, ...), local-dir:/path or "
                     "hf-hub:org/name[@rev] (default: EMOTION_MODEL or the shipped default)")
     pr.add_argument("--backend", choices=("auto", "int8", "onnxruntime", "torch"), default="auto",
-                    help="what runs the classifier (auto: its current model.int8.onnx, else model.onnx, in ONNX Runtime; "
-                         "else torch)")
+                    help="what runs the classifier (auto: its current model.int8.onnx, else model.onnx, in ONNX "
+                         "Runtime; else torch)")
     pr.add_argument("--no-blendshape-head", action="store_true",
                     help="skip the model's blendshape head (small_cnn's second look at contempt, docs/models.md): "
                          "faster on faces near contempt, which it then reads as the model alone does")

@@ -134,3 +134,22 @@ def test_a_run_whose_every_epoch_misses_several_floors_still_keeps_its_best_epoc
     assert main(["train", "--config", str(path), "--workers", "0"]) == 0
     results = json.loads((tmp_path / "run" / "export" / "eval_results.json").read_text())
     assert results["best_epoch"] in (1, 2) and max(h["select"] for h in results["history"]) < -1
+
+
+def test_the_baseline_is_scored_as_the_candidates_are_without_its_blendshape_head(monkeypatch):
+    # the trainer's candidates have no head (it is fitted after export): a baseline's head would set floors (contempt)
+    # that a candidate meets only by a contempt bias, which turned smiles into contempt and cost FER+ (issue #35)
+    import trainer.run as run
+    from emotion.info import ModelInfo
+
+    head = {"label": "contempt", "weights": {"mouthSmile_asym": 1.0}, "gate": 1.0, "logit_bias": {"contempt": -1.0},
+            "centre": {"mouthSmile_asym": 0.0}}
+    served = ModelInfo(architecture="small_cnn", logit_bias={"neutral": 0.5}, blendshape_head=head)
+    assert served.head() is not None
+    seen = []
+    monkeypatch.setattr(run, "load_model", lambda source: (object(), served, {}))
+    monkeypatch.setattr(run, "predict_logits", lambda model, split, info: seen.append(info) or
+                        logits_calling(split.labels))
+    cfg = TrainConfig(baseline="local-dir:x", select_metric="accuracy")
+    run.baseline_logits(cfg, {"validation": split_of(np.arange(40) % len(LABELS))})
+    assert seen and all(info.head() is None and info.logit_bias == {"neutral": 0.5} for info in seen)

@@ -1,6 +1,7 @@
 """Orchestration: train -> pick the best epoch -> fit the temperature -> evaluate -> export (-> push)."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -147,11 +148,15 @@ def quantize_export(export_dir: Path, train: FaceSplit, seed: int, n: int = 512)
 
 
 def baseline_logits(cfg: TrainConfig, val: dict[str, FaceSplit]) -> dict[str, np.ndarray] | None:
-    """The baseline's served logits on every report (None without `baseline:`); its no-trade floors join
-    `cfg.select_floor` here, before training, so every choice of the run is held to them."""
+    """The baseline's logits on every report, as the run's candidates are scored (None without `baseline:`); its
+    no-trade floors join `cfg.select_floor` here, before training, so every choice of the run is held to them."""
     if not cfg.baseline:
         return None
     model, info, _ = load_model(cfg.baseline)
+    # Scored as the candidates are: with its logit bias, without a blendshape head (the trainer fits none; the head
+    # is fitted after export, then `trainer held-to` compares both as served). Its head's contempt set a floor the
+    # candidates could meet only with a contempt bias, which turned smiles into contempt and cost FER+.
+    info = dataclasses.replace(info, blendshape_head={})
     logits = {name: predict_logits(model, split, info) for name, split in val.items()}
     cfg.select_floor = no_trade.floors(logits, val, cfg.select_floor)
     log.info("floors held against %s: %s", cfg.baseline,
