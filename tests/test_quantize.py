@@ -99,3 +99,20 @@ def test_the_shipped_default_serves_int8_with_its_float_graphs_answers(astronaut
     crops = [Image.open(io.BytesIO(r["image"]["bytes"])) for r in rows]
     agree = (int8.probabilities(crops).argmax(1) == float32.probabilities(crops).argmax(1)).mean()
     assert agree >= SHIPPED_AGREEMENT, agree
+
+
+@needs_torch
+def test_a_quantizer_failure_leaves_the_export_and_fails_no_run(tmp_path, monkeypatch, caplog):
+    import emotion.quantize
+    import trainer.run as run
+    from trainer.rows import FaceSplit
+
+    folder = write_export(tmp_path / "model", seed=2)
+
+    def broken(*args, **kwargs):  # as ONNX Runtime 1.32's calibrator raised with CalibMaxIntermediateOutputs
+        raise ValueError("No data is collected.")
+
+    monkeypatch.setattr(emotion.quantize, "quantize_onnx", broken)
+    split = FaceSplit(faces(40), np.eye(8, dtype=np.float32)[np.zeros(40, int)], np.zeros(40, int))
+    run.quantize_export(folder, split, seed=0)
+    assert not (folder / INT8_NAME).exists() and "quantizing failed (ValueError" in caplog.text

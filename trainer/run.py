@@ -145,6 +145,9 @@ def quantize_export(export_dir: Path, train: FaceSplit, seed: int, n: int = 512)
         quantize_onnx(export_dir, [train.images[i] for i in rows], f"training faces drawn with seed {seed}")
     except EmotionError as e:
         log.warning("no model.int8.onnx: %s", e)
+    except Exception as e:  # noqa: BLE001  ONNX Runtime's quantizer: an optional file never fails a finished run
+        log.warning("no model.int8.onnx: quantizing failed (%s: %s); serving runs model.onnx. Retry with python -m "
+                    "trainer export-onnx %s --int8 DATA", type(e).__name__, e, export_dir)
 
 
 def baseline_logits(cfg: TrainConfig, val: dict[str, FaceSplit]) -> dict[str, np.ndarray] | None:
