@@ -25,7 +25,7 @@ from PIL import Image
 from .atomic import atomic_write
 from .errors import EmotionError
 from .info import INT8_NAME, ONNX_NAME, ModelInfo
-from .preprocess import normalise, to_model_pixels
+from .preprocess import batch
 
 MAX_DISAGREE = 0.03  # share of calibration faces whose top class may differ from the float model's
 MIN_FACES = 32  # fewer calibration faces measure no useful ranges
@@ -34,7 +34,7 @@ SOURCE_KEY, CALIBRATION_KEY = "float_onnx_sha256", "calibration"
 
 def calibration_inputs(faces: Sequence[Image.Image], info: ModelInfo) -> np.ndarray:
     """Face crops -> float32 (2N, C, H, W): each face as the classifier sees it, then all the mirrors (as served)."""
-    x = np.stack([normalise(to_model_pixels(f, info), info) for f in faces])
+    x = batch(faces, info)
     return np.concatenate([x, x[..., ::-1]]) if info.tta_flip else x
 
 
@@ -47,13 +47,12 @@ def quantize_onnx(model_dir: str | os.PathLike, faces: Sequence[Image.Image], de
                                           quantize_static)
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from .onnx_export import DIGEST_KEY, INPUT_NAME, weights_digest
+    from .onnx_export import INPUT_NAME, is_current
 
     folder = Path(model_dir)
     info = ModelInfo.from_folder(folder)
     source = folder / ONNX_NAME
-    digest = weights_digest(folder)
-    if not source.is_file() or _meta(onnx.load(str(source))).get(DIGEST_KEY) != digest:
+    if not is_current(folder):
         raise EmotionError(f"{folder} has no model.onnx made from its present model.safetensors: write one first "
                            f"(python -m trainer export-onnx {folder})")
     if len(faces) < MIN_FACES:
@@ -75,7 +74,9 @@ def quantize_onnx(model_dir: str | os.PathLike, faces: Sequence[Image.Image], de
                         calibrate_method=CalibrationMethod.MinMax)
         proto = onnx.load(str(quantized))
     del proto.metadata_props[:]
-    facts = {**_meta(onnx.load(str(source))), SOURCE_KEY: hashlib.sha256(source.read_bytes()).hexdigest(),
+    float_bytes = source.read_bytes()  # once: its metadata and its digest
+    facts = {**{p.key: p.value for p in onnx.load_from_string(float_bytes).metadata_props},
+             SOURCE_KEY: hashlib.sha256(float_bytes).hexdigest(),
              CALIBRATION_KEY: f"{len(faces)} faces and their mirrors: {described}"}
     for key, value in facts.items():
         entry = proto.metadata_props.add()
@@ -91,10 +92,6 @@ def quantize_onnx(model_dir: str | os.PathLike, faces: Sequence[Image.Image], de
     path = folder / INT8_NAME
     atomic_write(path, write)
     return path
-
-
-def _meta(proto) -> dict[str, str]:
-    return {p.key: p.value for p in proto.metadata_props}
 
 
 def _top(path: Path, x: np.ndarray) -> np.ndarray:

@@ -24,9 +24,10 @@ from .sources import SourceConfig
 log = logging.getLogger(__name__)
 
 
-def teacher_probs(source: str, split: FaceSplit) -> np.ndarray:
-    """The teacher's probabilities (N, 8) on `split`'s rows: raw logits (mirror-averaged as served), softmax at 1."""
-    model, info, _ = load_model(source)
+def teacher_probs(source: str, split: FaceSplit, loaded: tuple | None = None) -> np.ndarray:
+    """The teacher's probabilities (N, 8) on `split`'s rows: raw logits (mirror-averaged as served), softmax at 1.
+    `loaded`: the teacher's (model, info) when the caller has loaded it already."""
+    model, info = loaded or load_model(source)[:2]
     raw = dataclasses.replace(info, logit_bias={}, blendshape_head={})
     return softmax(predict_logits(model, split, raw)).astype(np.float32)
 
@@ -34,7 +35,7 @@ def teacher_probs(source: str, split: FaceSplit) -> np.ndarray:
 def blend_targets(train: FaceSplit, sources: list[dict], teacher: str | None) -> dict[str, float]:
     """Blends the teacher into `train.targets` in place on every source with a teacher_weight; returns what it did
     (source name -> weight) for eval_results.json. Nothing happens without a teacher."""
-    done = {}
+    done, loaded = {}, None
     if teacher is None or train.source is None:
         return done
     for i, src in enumerate(SourceConfig.parse(s) for s in sources):
@@ -42,7 +43,8 @@ def blend_targets(train: FaceSplit, sources: list[dict], teacher: str | None) ->
         rows = np.flatnonzero(train.source == i)
         if w <= 0 or not len(rows):
             continue
-        probs = teacher_probs(teacher, train.subset(rows))
+        loaded = loaded or load_model(teacher)[:2]  # once for every source it teaches
+        probs = teacher_probs(teacher, train.subset(rows), loaded)
         if train.masks is not None:  # the teacher speaks only for the classes the source speaks for
             probs = probs * train.masks[rows]
             probs /= np.maximum(probs.sum(1, keepdims=True), 1e-12)
