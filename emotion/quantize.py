@@ -1,6 +1,7 @@
 """An int8 copy of a folder's model.onnx (`model.int8.onnx`): the classifier is most of a photo's time on a CPU, and
-int8 runs it 3.6x faster (small_cnn on 2-core AMD EPYC, 1 thread: 2 faces and their mirrors 4.5 -> 1.25 ms; 6 faces
-25.6 -> 7.7 ms) with the same answers (FER+ validation 0.856 -> 0.857, 99.7% of top classes equal).
+int8 runs it 3.3-3.7x faster (the shipped small_cnn's, idle 2-core AMD EPYC, 1 thread: 2 faces and their mirrors
+4.8 -> 1.3 ms; 6 faces 26.3 -> 7.9 ms) with the same answers (FER+ validation as served 0.8551 -> 0.8548, 99.5% of top
+classes equal).
 
 Static quantization in ONNX Runtime's QDQ format: weights int8 per output channel, activations uint8 with ranges
 measured (min/max) on calibration faces passed through serving's own preprocessing, each with its mirror as served.
