@@ -41,6 +41,9 @@ class ModelInfo:
     temperature: float = 1.0  # softmax(logits / T), fitted on validation
     uncertain_threshold: float = 0.5  # a top probability below this is flagged `uncertain`
     tta_flip: bool = True  # average with the horizontally flipped face (better on validation for every shipped model)
+    # With tta_flip: average in the mirror only for faces whose two highest logits (after logit_bias) are closer than
+    # this; a clear answer is served from the face alone (emotion.calibration.served_logits). None: every face.
+    flip_margin: float | None = None
     # Added to the logits before the temperature, by label (e.g. {"neutral": -0.6}): a prior fitted after training
     # on the validation mix, so that subtle expressions are not all read as neutral (see the model card).
     logit_bias: dict[str, float] = field(default_factory=dict)
@@ -59,6 +62,11 @@ class ModelInfo:
             raise EmotionError(f"temperature must be > 0, got {self.temperature}")
         if not 0 <= self.uncertain_threshold <= 1:
             raise EmotionError(f"uncertain_threshold must be in [0, 1], got {self.uncertain_threshold}")
+        if self.flip_margin is not None:
+            if isinstance(self.flip_margin, bool) or not isinstance(self.flip_margin, (int, float)) \
+                    or not self.flip_margin >= 0:
+                raise EmotionError(f"flip_margin must be a number >= 0 or null, got {self.flip_margin!r}")
+            self.flip_margin = float(self.flip_margin)
         if self.crop_margin < 0:
             raise EmotionError(f"crop_margin must be >= 0, got {self.crop_margin}")
         unknown = sorted(set(self.logit_bias) - set(self.labels))

@@ -55,7 +55,7 @@ def _input_size(config: dict) -> list | None:
 
 
 KNOWN_FACTS = ("native_size", "crop_margin", "crop_offset_y", "align_eyes", "temperature", "uncertain_threshold",
-               "tta_flip", "logit_bias", "blendshape_head")
+               "tta_flip", "flip_margin", "logit_bias", "blendshape_head")
 
 
 def _numbers(values: Any) -> str | None:
@@ -110,8 +110,15 @@ def _preprocessing(config: dict) -> list[tuple[str, str]]:
         ("blendshape head (added to a logit before T)", _head(facts.get("blendshape_head"))),
         ("calibration temperature T", fmt_num(facts.get("temperature"))),
         ("'uncertain' below top probability", fmt_num(facts.get("uncertain_threshold"))),
-        ("averaged with the mirrored face", flags.get("tta_flip")),
+        ("averaged with the mirrored face", _mirror(flags.get("tta_flip"), facts.get("flip_margin"))),
     ] + [(f"`{k}`", fmt_value(v)) for k, v in facts.items() if k not in KNOWN_FACTS])  # facts added later
+
+
+def _mirror(flip: str | None, margin) -> str | None:
+    """The mirror row: yes / no, or yes only for close calls where the model has a flip_margin."""
+    if flip == "yes" and _is_number(margin):
+        return f"where its two highest logits are within {fmt_num(margin)} (a close call); a clear answer from the face alone"
+    return flip
 
 
 def _run_facts(config: dict, results: dict) -> list[tuple[str, str]]:

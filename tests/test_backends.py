@@ -110,3 +110,69 @@ def test_a_hub_model_downloads_its_onnx_files_and_is_served_in_onnxruntime(defau
     monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
     predictor = Predictor.from_pretrained("hf-hub:org/name")
     assert (tmp_path / "snapshot" / ONNX_NAME).is_file() and predictor.backend == "onnxruntime-int8"
+
+
+# ------------------------------------------------------------------------------------------------ flip margin
+def test_a_flip_margin_mirrors_only_the_close_calls_and_keeps_the_rest_as_the_face_alone():
+    """calibration.served_logits: without a flip_margin every face and its mirror run in one batch (as before);
+    with one, the faces run alone and only those whose two highest biased logits are closer than the margin run
+    again mirrored, in a second batch of just those, and are averaged with it."""
+    from dataclasses import replace
+
+    from emotion.calibration import merge_flipped, served_logits
+    from emotion.info import ModelInfo
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(6, 1, 4, 4)).astype(np.float32)
+    weights = rng.normal(size=(16, 8)).astype(np.float32)
+    batches = []
+
+    def run(batch):
+        batches.append(len(batch))
+        return batch.reshape(len(batch), -1) @ weights
+
+    info = ModelInfo(architecture="small_cnn", input_size=(1, 4, 4), logit_bias={"neutral": 0.5})
+    both = np.concatenate([x, x[..., ::-1]])
+    np.testing.assert_array_equal(served_logits(run, x, info), merge_flipped(run(both), True, info))
+    assert batches[0] == 12  # one batch: the faces and their mirrors
+    alone, mirrored = merge_flipped(run(x), False, info), merge_flipped(run(x[..., ::-1]), False, info)
+    top = np.sort(alone, axis=1)
+    margin = float(np.median(top[:, -1] - top[:, -2]))  # half the faces are close calls
+    close = (top[:, -1] - top[:, -2]) < margin
+    assert 0 < close.sum() < len(x)
+    batches.clear()
+    got = served_logits(run, x, replace(info, flip_margin=margin))
+    assert batches == [6, int(close.sum())]
+    np.testing.assert_allclose(got[~close], alone[~close], rtol=0, atol=1e-5)
+    np.testing.assert_allclose(got[close], (alone[close] + mirrored[close]) / 2, rtol=0, atol=1e-5)
+    batches.clear()
+    np.testing.assert_array_equal(served_logits(run, x, replace(info, flip_margin=margin, tta_flip=False)), alone)
+    assert batches == [6]
+
+
+@pytest.mark.parametrize("bad", [-0.5, "1", True, float("nan")])
+def test_a_bad_flip_margin_in_a_config_is_refused(bad):
+    from emotion.info import ModelInfo
+
+    with pytest.raises(EmotionError, match="flip_margin"):
+        ModelInfo(architecture="small_cnn", flip_margin=bad)
+
+
+def test_onnxruntime_and_torch_serve_a_flip_margin_alike(default_folder, tmp_path, faces):
+    """The shipped default with a flip_margin: the close calls are the same faces in both backends, and their
+    probabilities agree as without one."""
+    pytest.importorskip("torch", reason="torch serves the comparison")
+    import json
+
+    folder = tmp_path / "margin"
+    shutil.copytree(default_folder, folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["emotion"]["flip_margin"] = 1.0
+    (folder / "config.json").write_text(json.dumps(config))
+    _, _, crops = faces
+    onnx = Predictor.from_pretrained(f"local-dir:{folder}", backend="onnxruntime")
+    torch = Predictor.from_pretrained(f"local-dir:{folder}", backend="torch")
+    assert onnx.info.flip_margin == 1.0
+    np.testing.assert_allclose(onnx.probabilities(crops), torch.probabilities(crops), rtol=0, atol=TOLERANCE)
+    plain = Predictor.from_pretrained(f"local-dir:{default_folder}", backend="onnxruntime")
+    assert not np.array_equal(onnx.probabilities(crops), plain.probabilities(crops))  # some face was clear

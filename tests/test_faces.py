@@ -78,6 +78,40 @@ def test_large_photo_is_detected_downscaled_and_mapped_back_to_original_pixels(d
     assert 300 + 3 * 95 < ry < 300 + 3 * 120
 
 
+@pytest.mark.parametrize("size", [(1200, 800), (800, 1201), (2000, 1500), (700, 500), (660, 440), (64, 48)])
+def test_the_whole_photo_pass_shrinks_fast_to_the_size_pillow_would(size):
+    """The whole-photo pass's YuNet input (faces._shrunk_fast: Image.reduce, then OpenCV's bilinear resize) has the
+    size faces._resized gives, and on a smooth photo pixels within a few grey levels of Pillow's BOX."""
+    y, x = np.mgrid[0:size[1], 0:size[0]]
+    smooth = np.stack([(x * 255 // size[0]), (y * 255 // size[1]), ((x + y) * 127 // sum(size))], -1)
+    rgb = Image.fromarray(smooth.astype(np.uint8))
+    for side in (faces.DETECT_SIDE, faces.MAX_DETECT_SIDE, faces.MIN_SIDE):
+        fast, slow = faces._shrunk_fast(rgb, side), np.asarray(faces._resized(rgb, side))
+        assert fast.shape == slow.shape and fast.dtype == np.uint8
+        assert np.abs(fast.astype(int) - slow).mean() < 2
+
+
+def test_views_of_the_whole_photo_pass_are_cut_from_the_photo_not_from_its_fast_shrink(detector, astronaut,
+                                                                                        monkeypatch):
+    """Only YuNet sees the fast-shrunk image: a face found by the whole-photo pass gets its view (box, eyes, and so
+    its crop) from the photo's own pixels, reduced by a whole factor where it is large."""
+    canvas = Image.new("RGB", (1500, 1000), (90, 110, 100))
+    canvas.paste(astronaut.resize((400, 400)), (900, 300))  # her face ~75 px: a small face, not a portrait
+    sources = []
+    real = faces.view_source
+
+    def recording(rgb, work, candidates):
+        source = real(rgb, work, candidates)
+        sources.append((work is rgb, source.size))
+        return source
+
+    monkeypatch.setattr(faces, "view_source", recording)
+    found = detector.detect(canvas, range="full")
+    assert len(found) == 1 and iou(found[0].box, (900 + 178 * 400 // 512, 300 + 80 * 400 // 512, 74, 78)) > 0.5
+    assert sources and all(whole for whole, _ in sources)  # the pass handed over the photo itself ...
+    assert all(size[0] in (1500, 1500 // 2) for _, size in sources)  # ... cut at full or a whole-factor scale
+
+
 def test_each_range_finds_the_face_too(astronaut):
     for name in faces.RANGES:
         found = FaceDetector(range=name).detect(astronaut)

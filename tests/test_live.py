@@ -317,6 +317,42 @@ def test_the_page_shrinks_frames_and_cuts_views_as_pillow_does():
         close(got, image.crop(box).resize((48, 48), Image.BILINEAR))
 
 
+def test_the_page_mirrors_only_the_close_calls_as_served_logits_does():
+    """With a flip_margin (calibration.served_logits): the faces run alone, the mirrors of the close calls (two
+    highest biased logits nearer than the margin) run in a second batch, and are averaged in: the page picks the
+    same faces and reads the same logits (a linear stand-in for the network, run on both sides)."""
+    from dataclasses import replace
+
+    from emotion.calibration import served_logits
+
+    rng = np.random.default_rng(4)
+    facts, info = facts_of("small_cnn")
+    x = rng.normal(size=(6, *info.input_size)).astype(np.float32)
+    weights = rng.normal(0, 0.05, (x[0].size, info.num_classes)).astype(np.float32)
+    alone = x.reshape(len(x), -1) @ weights + (info.bias_vector() if info.bias_vector() is not None else 0)
+    top = np.sort(alone, axis=1)
+    margin = float(np.median(top[:, -1] - top[:, -2]))
+    close = np.flatnonzero(top[:, -1] - top[:, -2] < margin)
+    assert 0 < len(close) < len(x)
+    out = run_js("pixels.js", """
+        const W = input.weights, k = W[0].length;
+        const run = (b) => {
+          const n = b.dims[0], size = b.data.length / n, out = new Float32Array(n * k);
+          for (let f = 0; f < n; f++) for (let i = 0; i < size; i++) for (let j = 0; j < k; j++)
+            out[f * k + j] += b.data[f * size + i] * W[i][j];
+          return out;
+        };
+        const batch = {data: Float32Array.from(input.x), dims: input.dims};
+        const logits = run(batch), rows = m.closeRows(logits, input.dims[0], input.facts);
+        return {rows, logits: Array.from(m.withMirrors(logits, run(m.mirrorRows(batch, rows)), rows, k))};""",
+                 {"x": x.ravel().tolist(), "dims": list(x.shape), "weights": weights.tolist(),
+                  "facts": {**facts, "flip_margin": margin}})
+    assert out["rows"] == close.tolist()
+    expected = served_logits(lambda b: b.reshape(len(b), -1) @ weights, x, replace(info, flip_margin=margin))
+    bias = info.bias_vector() if info.bias_vector() is not None else 0
+    np.testing.assert_allclose(np.array(out["logits"]).reshape(expected.shape) + bias, expected, rtol=0, atol=1e-4)
+
+
 def test_the_page_reads_blazeface_as_the_server_does():
     """blazeface.js: its input from RGBA views is the server's, and from the same network outputs it decodes the
     boxes, keypoints and scores (weighted NMS) that emotion/blazeface.py gives, on the astronaut's views at three

@@ -84,6 +84,7 @@ class TrainConfig:
     balance: str = "none"  # 'sampler' (class-balanced sampling), 'weights' (loss weights), or 'none'
     drop_rate: float = 0.3  # dropout before the classifier
     tta_flip: bool = info_default("tta_flip")  # serving averages each face with its mirror image
+    flip_margin: float | None = info_default("flip_margin")  # ... only where its two top logits are this close (None: every face)
     uncertain_threshold: float = info_default("uncertain_threshold")  # serving flags a face whose top probability is below this
     recalibrate_bn: bool = False  # after training: BatchNorm statistics from un-augmented training faces
     interpolate: str = "none"  # 'fit': average the tuned weights with init's (WiSE-FT), weight chosen on select_on
@@ -105,7 +106,15 @@ class TrainConfig:
         hints = typing.get_type_hints(type(self))
         for f in dataclasses.fields(self):  # YAML and the CLI give strings, ints for floats, 'no' for False: one rule
             setattr(self, f.name, coerce(f.name, getattr(self, f.name), hints[f.name]))
-        checks = [
+        for name, ok, valid in self._checks():
+            if not ok:
+                raise ConfigError(f"invalid {name}={getattr(self, name)!r}: expected {valid}")
+        if self.sources:
+            self.sources = [vars(SourceConfig.parse(s)) for s in self.sources]  # validated, defaults filled in
+
+    def _checks(self) -> list[tuple[str, bool, str]]:
+        """(field, whether its value is valid, what a valid one is) for every field with a rule."""
+        return [
             ("balance", self.balance in BALANCE_CHOICES, f"one of {', '.join(BALANCE_CHOICES)}"),
             ("device", self.device in DEVICE_CHOICES, f"one of {', '.join(DEVICE_CHOICES)}"),
             ("channels", self.channels in (1, 3), "1 or 3"),
@@ -126,6 +135,7 @@ class TrainConfig:
              f"a mapping of class ({', '.join(LABELS)}) -> weight >= 0"),
             ("aux_targets", self.aux_targets in (None, "action_units"), "action_units, or unset for none"),
             ("aux_weight", self.aux_weight >= 0, "a number >= 0"),
+            ("flip_margin", self.flip_margin is None or self.flip_margin >= 0, "a number >= 0, or unset for every face"),
             ("ema_decay", self.ema_decay == 0 or 0.5 <= self.ema_decay < 1, "0 (off) or a number in [0.5, 1)"),
             ("grad_accum", self.grad_accum >= 1, "an integer >= 1 that divides batch_size per process"),
             ("std", self.std > 0, "a number > 0"),
@@ -156,11 +166,6 @@ class TrainConfig:
             ("init", self.init is None or _is_source(self.init),
              "local-dir:/path, hf-hub:org/name[@revision] or a shipped model's name"),
         ]
-        for name, ok, valid in checks:
-            if not ok:
-                raise ConfigError(f"invalid {name}={getattr(self, name)!r}: expected {valid}")
-        if self.sources:
-            self.sources = [vars(SourceConfig.parse(s)) for s in self.sources]  # validated, defaults filled in
 
     def save(self, path: Path) -> None:
         path.write_text(yaml.safe_dump(dataclasses.asdict(self), sort_keys=False))

@@ -25,7 +25,8 @@ def model_info(cfg: TrainConfig) -> ModelInfo:
     c = cfg.channels
     return ModelInfo(architecture=cfg.model, input_size=(c, cfg.img_size, cfg.img_size), mean=(cfg.mean,) * c,
                      std=(cfg.std,) * c, crop_margin=cfg.crop_margin, crop_offset_y=cfg.crop_offset_y,
-                     tta_flip=cfg.tta_flip, uncertain_threshold=cfg.uncertain_threshold)
+                     tta_flip=cfg.tta_flip, flip_margin=cfg.flip_margin,
+                     uncertain_threshold=cfg.uncertain_threshold)
 
 
 def build_model(cfg: TrainConfig) -> tuple[torch.nn.Module, ModelInfo]:

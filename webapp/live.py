@@ -74,7 +74,7 @@ def model_facts(key: str, folder: Path, root: str) -> dict:
             "mean": list(info.mean), "std": list(info.std), "interpolation": info.interpolation,
             "native_size": info.native_size, "crop_margin": info.crop_margin, "crop_offset_y": info.crop_offset_y,
             "align_eyes": info.align_eyes, "temperature": info.temperature, "tta_flip": info.tta_flip,
-            "logit_bias": dict(info.logit_bias), "uncertain_threshold": info.uncertain_threshold}
+            "flip_margin": info.flip_margin, "logit_bias": dict(info.logit_bias), "uncertain_threshold": info.uncertain_threshold}
 
 
 def detector_facts(root: str) -> dict:

@@ -4,7 +4,8 @@
 // nothing is sent anywhere.
 import {fetchBytes, loadDetector} from "./detector.js";
 import {findFaces, followFaces} from "./faces.js";
-import {cropGeometry, cropGray, modelPixels, probabilities, toBatch} from "./pixels.js";
+import {closeRows, cropGeometry, cropGray, mirrorRows, modelPixels, probabilities, toBatch, withMirrors}
+  from "./pixels.js";
 import {FaceTracker} from "./tracker.js";
 
 const ROOT = document.body.dataset.root || "";
@@ -162,7 +163,7 @@ async function detectAndCrop(now) {
   const t1 = performance.now();
   const job = {now, faces, facts: state.facts, session: state.session, batch: null};
   if (faces.length) {
-    job.batch = toBatch(faces.map((f) => facePixels(image, f, job.facts)), job.facts, job.facts.tta_flip);
+    job.batch = toBatch(faces.map((f) => facePixels(image, f, job.facts)), job.facts, inOneBatch(job.facts));
   }
   state.spent.detect += t1 - now;
   state.spent.crop += performance.now() - t1;
@@ -176,14 +177,30 @@ async function classify({now, faces, facts, session, batch}) {
   const t0 = performance.now();
   let probs = [];
   if (batch) {
-    state.running = session.run({[facts.input]: new state.ort.Tensor("float32", batch.data, batch.dims)});
-    const output = await state.running;
-    probs = probabilities(output[facts.output].data, faces.length, facts, facts.tta_flip);
+    let logits = await runModel(session, facts, batch);
+    if (facts.tta_flip && !inOneBatch(facts)) {  // a flip_margin: only the close calls' mirrors, in a second run
+      const rows = closeRows(logits, faces.length, facts);
+      if (rows.length && session === state.session) {
+        const mirrored = await runModel(session, facts, mirrorRows(batch, rows));
+        logits = withMirrors(logits, mirrored, rows, facts.labels.length);
+      }
+    }
+    probs = probabilities(logits, faces.length, facts, inOneBatch(facts));
   }
   state.spent.classify += performance.now() - t0;
   if (facts !== state.facts) return [];  // another model was chosen meanwhile: its tracker starts afresh
   const tracks = state.tracker.update(now / 1000, faces.map((f) => f.box), probs);
   return faces.map((f, i) => reading(f, tracks[i], facts));
+}
+
+// Every face with its mirror in one batch (tta_flip without a flip_margin), as emotion.calibration.served_logits.
+function inOneBatch(facts) {
+  return facts.tta_flip && facts.flip_margin == null;
+}
+
+async function runModel(session, facts, batch) {
+  state.running = session.run({[facts.input]: new state.ort.Tensor("float32", batch.data, batch.dims)});
+  return (await state.running)[facts.output].data;
 }
 
 // The server's search on the first frame and then once per full_search_seconds; the frames between follow the

@@ -133,6 +133,38 @@ export function toBatch(faces, facts, flip) {
   return {data, dims: [n, c, h, w]};
 }
 
+// calibration.served_logits with a flip_margin: the faces (rows of `logits`, `count` x labels) whose two highest
+// logits, plus the logit bias, are closer than the margin; only their mirrors are run.
+export function closeRows(logits, count, facts) {
+  const k = facts.labels.length, rows = [];
+  const bias = facts.labels.map((label) => facts.logit_bias[label] || 0);
+  for (let f = 0; f < count; f++) {
+    const z = Array.from({length: k}, (_, j) => logits[f * k + j] + bias[j]).sort((a, b) => b - a);
+    if (k > 1 && z[0] - z[1] < facts.flip_margin) rows.push(f);
+  }
+  return rows;
+}
+
+// The mirror images of `rows` of a batch of faces (toBatch's, without mirrors): a batch of rows.length.
+export function mirrorRows(batch, rows) {
+  const [, c, h, w] = batch.dims, size = c * h * w, data = new Float32Array(rows.length * size);
+  rows.forEach((f, r) => {
+    for (let i = 0; i < c * h; i++) {
+      for (let x = 0; x < w; x++) data[r * size + i * w + (w - 1 - x)] = batch.data[f * size + i * w + x];
+    }
+  });
+  return {data, dims: [rows.length, c, h, w]};
+}
+
+// The faces' logits with each of `rows` averaged with its mirror's (`mirrored`, in the order of `rows`), in float32.
+export function withMirrors(logits, mirrored, rows, k) {
+  const out = Float32Array.from(logits);
+  rows.forEach((f, r) => {
+    for (let j = 0; j < k; j++) out[f * k + j] = (logits[f * k + j] + mirrored[r * k + j]) / 2;
+  });
+  return out;
+}
+
 // face_logits + Predictor.probabilities: mirror-averaged logits, plus the logit bias, over the temperature, softmax.
 export function probabilities(logits, count, facts, flip) {
   const k = facts.labels.length, out = [];
