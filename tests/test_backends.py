@@ -164,15 +164,19 @@ def test_onnxruntime_and_torch_serve_a_flip_margin_alike(default_folder, tmp_pat
     pytest.importorskip("torch", reason="torch serves the comparison")
     import json
 
-    folder = tmp_path / "margin"
-    shutil.copytree(default_folder, folder)
-    config = json.loads((folder / "config.json").read_text())
-    config["emotion"]["flip_margin"] = 1.0
-    (folder / "config.json").write_text(json.dumps(config))
+    def with_margin(name, margin):
+        folder = tmp_path / name
+        shutil.copytree(default_folder, folder)
+        config = json.loads((folder / "config.json").read_text())
+        config["emotion"]["flip_margin"] = margin
+        (folder / "config.json").write_text(json.dumps(config))
+        return f"local-dir:{folder}"
+
     _, _, crops = faces
-    onnx = Predictor.from_pretrained(f"local-dir:{folder}", backend="onnxruntime")
-    torch = Predictor.from_pretrained(f"local-dir:{folder}", backend="torch")
+    onnx = Predictor.from_pretrained(with_margin("margin", 1.0), backend="onnxruntime")
+    torch = Predictor.from_pretrained(onnx.source, backend="torch")
     assert onnx.info.flip_margin == 1.0
     np.testing.assert_allclose(onnx.probabilities(crops), torch.probabilities(crops), rtol=0, atol=TOLERANCE)
-    plain = Predictor.from_pretrained(f"local-dir:{default_folder}", backend="onnxruntime")
+    plain = Predictor.from_pretrained(with_margin("every", None), backend="onnxruntime")
+    assert plain.info.flip_margin is None
     assert not np.array_equal(onnx.probabilities(crops), plain.probabilities(crops))  # some face was clear
