@@ -203,11 +203,35 @@ def test_get_on_predict_says_to_post(client):
     assert r.status_code == 405 and "use POST" in r.json()["error"]
 
 
+def test_a_large_jpeg_is_decoded_at_the_size_the_search_needs_and_answered_in_its_own_pixels(monkeypatch, tiny_model,
+                                                                                              astronaut):
+    """REST and the UI hand the file's bytes to the search (emotion.faces.decode_and_find): a 12 MP JPEG is decoded
+    at 1/4 scale for it, not whole, and the answer's size and boxes are the file's; `timings_ms.decode` is the
+    decoding inside the search."""
+    from webapp.service import parse_options, predict_with_image
+
+    monkeypatch.setattr("webapp.models.shipped_models", lambda: {})
+    monkeypatch.setenv("EMOTION_MODEL", f"local-dir:{tiny_model}")
+    monkeypatch.delenv("EMOTION_MODELS", raising=False)
+    canvas = Image.new("RGB", (4032, 3024), (128, 128, 128))
+    canvas.paste(Image.fromarray(astronaut).resize((1400, 1400)), (1500, 900))
+    buf = io.BytesIO()
+    canvas.save(buf, "JPEG", quality=90)
+    answer, img = predict_with_image(ModelRegistry.from_env(), buf.getvalue(), parse_options())
+    assert img.size == (1008, 756)  # what the search needed, not the 12 MP
+    assert answer["image_size"] == {"width": 4032, "height": 3024}
+    (face,) = answer["faces"]
+    box = face["box"]
+    assert abs(box["x"] - (1500 + 178 * 1400 / 512)) < 80 and abs(box["y"] - (900 + 80 * 1400 / 512)) < 120
+    assert set(answer["timings_ms"]) >= {"decode", "detect", "classify", "total"}
+    assert 0 < answer["timings_ms"]["decode"] < answer["timings_ms"]["total"]
+
+
 def test_unexpected_errors_are_json_500_without_a_trace(client, astronaut_png, monkeypatch):
     def boom(self, *a, **k):
         raise RuntimeError("secret internal detail")
 
-    monkeypatch.setattr(Predictor, "predict", boom)
+    monkeypatch.setattr(Predictor, "detect", boom)  # the search REST runs (then classify_detected)
     r = client.post("/api/predict", **upload(astronaut_png))
     assert r.status_code == 500
     assert "internal error" in r.json()["error"] and "secret" not in r.text and "Traceback" not in r.text

@@ -43,3 +43,21 @@ def test_a_crowd_of_small_faces_gets_numbers_not_captions_over_the_photo():
             right += 1
         assert right - x <= 2 * face["box"]["w"] + 10, "a caption chip covers the neighbouring faces"
         assert out.getpixel((x + 1, row)) == fill
+
+
+def test_a_photo_decoded_at_reduced_scale_gets_its_boxes_where_the_faces_are():
+    """REST and the UI decode a large JPEG at the size the search needs (1/4 of a 12 MP photo): the boxes stay in the
+    file's pixels and the preview maps them onto the smaller image, without enlarging it."""
+    import io
+
+    from emotion.images import file_pixels, load_image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (4000, 3000), (128, 128, 128)).save(buf, "JPEG")
+    img = load_image(buf.getvalue(), min_side=lambda side: 960)
+    assert img.size == (1000, 750) and file_pixels(img)[0] == (4000, 3000)
+    out = render.preview(img, [sad_face(2000, 1500, 400, 400)])
+    assert out.size == (1000, 750)
+    fill = Image.new("RGB", (1, 1), render.COLOURS["sad"]).getpixel((0, 0))
+    assert out.getpixel((500, 375 + 50)) == fill and out.getpixel((600 - 1, 375 + 50)) == fill  # its two sides
+    assert out.getpixel((550, 425)) != fill  # and not inside

@@ -5,6 +5,8 @@ from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
 
+from emotion.images import file_pixels
+
 # One colour per emotion, the same in the annotated image and the charts.
 COLOURS = {"anger": "#e53935", "contempt": "#8e24aa", "disgust": "#43a047", "fear": "#5e35b1",
            "happy": "#fbc02d", "neutral": "#78909c", "sad": "#1e88e5", "surprise": "#fb8c00"}
@@ -64,11 +66,16 @@ def annotate(image: Image.Image, faces: list[dict[str, Any]]) -> Image.Image:
 
 
 def preview(image: Image.Image, faces: list[dict[str, Any]], max_side: int = PREVIEW_MAX_SIDE) -> Image.Image:
-    """`annotate` on a copy at most `max_side` px a side: what a browser shows, without a full-size copy + PNG."""
-    scale = min(1.0, max_side / max(image.size))
+    """`annotate` on a copy at most `max_side` px a side: what a browser shows, without a full-size copy + PNG.
+
+    The faces' boxes are in the file's pixels; `image` may have been decoded smaller (a large JPEG at 1/2, 1/4 or
+    1/8 scale: `emotion.images.file_pixels`), and is never enlarged for the preview."""
+    (width, height), _ = file_pixels(image)
+    scale = min(1.0, max_side / max(width, height), max(image.size) / max(width, height))
     if scale == 1.0:
         return annotate(image, faces)
-    small = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.BOX)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    small = image if image.size == size else image.resize(size, Image.BOX)
     scaled = [{**face, "box": {k: round(v * scale) for k, v in face["box"].items()}} for face in faces]
     return annotate(small, scaled)
 
