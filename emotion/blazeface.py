@@ -109,14 +109,17 @@ def _weighted_nms(boxes: np.ndarray, points: np.ndarray, scores: np.ndarray) -> 
     detection, their corners and keypoints averaged with the scores as weights, the best one's score kept."""
     order = np.argsort(-scores, kind="stable")
     area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    # Every pair's IoU at once (a view has a few dozen boxes above the floor): the loop below only indexes it.
+    lo = np.maximum(boxes[:, None, :2], boxes[None, :, :2])
+    hi = np.minimum(boxes[:, None, 2:], boxes[None, :, 2:])
+    inter = np.prod(np.clip(hi - lo, 0, None), axis=2)
+    overlaps = inter / np.maximum(area[:, None] + area[None, :] - inter, 1e-9) > NMS_IOU
     out = []
     while order.size:
         top = order[0]
-        lo, hi = np.maximum(boxes[top, :2], boxes[order, :2]), np.minimum(boxes[top, 2:], boxes[order, 2:])
-        inter = np.prod(np.clip(hi - lo, 0, None), axis=1)
-        iou = inter / np.maximum(area[top] + area[order] - inter, 1e-9)
-        cluster, order = order[iou > NMS_IOU], order[iou <= NMS_IOU]
-        cluster = cluster if cluster.size else np.array([top])
+        joined = overlaps[top, order]
+        joined[0] = True  # the top box is in its cluster even when it is degenerate (no area: no IoU with itself)
+        cluster, order = order[joined], order[~joined]
         weights = scores[cluster] / scores[cluster].sum()
         x0, y0, x1, y1 = weights @ boxes[cluster]
         # Whole pixels, truncated, as MediaPipe's Tasks give the box (the crops the models were trained on).

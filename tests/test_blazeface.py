@@ -66,3 +66,24 @@ def test_detections_match_mediapipe(monkeypatch):
     finally:
         reference.close()
     assert [round(s, 2) for _, s, _ in ours[0][:1]] == [0.94]  # the face, where it is in every view but the last 2
+
+
+def test_a_degenerate_box_from_the_network_ends_the_suppression_instead_of_looping_forever():
+    """A detection above the floor with no area (the network's width and height 0) has no IoU with itself: the
+    weighted suppression once kept it in the queue forever (a worker, or the /live page, hung). It is now its own
+    detection, and the others are still found."""
+    import threading
+
+    from emotion.blazeface import ANCHORS, _decoded
+
+    raw = np.zeros((len(ANCHORS), 16), np.float32)  # anchor 0: a box of size 0 at its centre
+    raw[100, 2:4] = 20  # anchor 100: a 20 px box
+    score = np.full(len(ANCHORS), 0.001, np.float32)
+    score[0], score[100] = 0.99, 0.9
+    done = []
+    worker = threading.Thread(target=lambda: done.append(_decoded(raw, score, 0.05)), daemon=True)
+    worker.start()
+    worker.join(timeout=10)
+    assert done, "the suppression did not end"
+    (degenerate, _, _), (box, best, _) = done[0]
+    assert degenerate[2:] == (0.0, 0.0) and box[2:] == (20.0, 20.0) and best == pytest.approx(0.9)

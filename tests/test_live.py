@@ -385,6 +385,21 @@ def test_the_page_reads_blazeface_as_the_server_does():
             np.testing.assert_allclose(face["keypoints"], points, atol=1e-3)
 
 
+def test_the_pages_suppression_ends_on_a_degenerate_box():
+    """blazeface.js: a detection with no area (width and height 0) once looped forever in the weighted suppression
+    (the tab froze); it is now its own detection, as on the server (tests/test_blazeface.py)."""
+    from emotion.blazeface import ANCHORS
+
+    regressors = np.zeros((len(ANCHORS), 16), np.float32)
+    regressors[100, 2:4] = 20
+    logits = np.full(len(ANCHORS), -10.0, np.float32)
+    logits[0], logits[100] = 5.0, 3.0
+    js = run_js("blazeface.js", "return m.decode(Float32Array.from(input.r), Float32Array.from(input.l), 1, 0.05);",
+                {"r": regressors.ravel().tolist(), "l": logits.tolist()})
+    (found,) = js
+    assert [f["box"][2:] for f in found] == [[0, 0], [20, 20]]
+
+
 # --------------------------------------------------------------------------------------------- in Chromium
 CHROMIUM = Path("/usr/bin/chromium")
 FAKE_CAMERA = ["--use-fake-device-for-media-stream"]

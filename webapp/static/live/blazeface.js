@@ -58,9 +58,10 @@ function weightedNms(found) {
   const out = [];
   while (order.length) {
     const top = found[order[0]];
-    const cluster = order.filter((i) => iou(top.corners, found[i].corners) > NMS_IOU);
-    order = order.filter((i) => iou(top.corners, found[i].corners) <= NMS_IOU);
-    const members = cluster.length ? cluster.map((i) => found[i]) : [top];
+    // The top box is in its cluster even when it is degenerate (no area: no IoU with itself).
+    const joined = order.map((i, n) => n === 0 || iou(top.corners, found[i].corners) > NMS_IOU);
+    const members = order.filter((_, n) => joined[n]).map((i) => found[i]);
+    order = order.filter((_, n) => !joined[n]);
     const total = members.reduce((sum, f) => sum + f.score, 0);
     const mean = (get) => members.reduce((sum, f) => sum + get(f) * f.score / total, 0);
     const [x0, y0, x1, y1] = [0, 1, 2, 3].map((k) => mean((f) => f.corners[k]));
