@@ -151,6 +151,21 @@ def test_a_source_without_validation_is_cut_by_person_never_across_one():
     assert np.array_equal(again[1], val)  # seeded: a resumed run cuts the same people
 
 
+def test_val_groups_name_the_people_held_out_for_a_fold_of_person_level_cross_validation():
+    import datasets
+
+    from trainer.errors import DataError
+
+    subjects = [f"S{i // 3:03d}" for i in range(12)]  # 4 people
+    ds = datasets.Dataset.from_dict({"subject": subjects, "label": [0] * 12})
+    for person in ("S000", "S003"):
+        src = SourceConfig("jaffe", "unused", group_column="subject", val_groups=[person])
+        train, val = group_split(ds, src, seed=3)
+        assert {subjects[i] for i in val} == {person} and len(train) == 9
+    with pytest.raises(DataError, match="val_groups"):
+        group_split(ds, SourceConfig("jaffe", "unused", group_column="subject", val_groups=["nobody"]), seed=3)
+
+
 def test_the_contempt_bias_recovers_an_under_called_class_within_the_floor():
     rng = np.random.default_rng(0)
     n = 400

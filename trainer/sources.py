@@ -47,6 +47,8 @@ class SourceConfig:
     val_fraction: float = 0.2  # share of train held out for validation where there is no validation split
     group_column: str | None = None  # cut that validation by this column (a person: `subject`), never across it;
     # reports are bootstrapped by it too (trainer/no_trade.py)
+    val_groups: list[str] | None = None  # with group_column: exactly these groups are the validation (a fold of
+    # person-level cross-validation), instead of val_fraction of them drawn with the seed
     report: str | None = None  # the report name; default `validation` for the first source, else `name`
     teacher_weight: float = 0.0  # share of each row's target given by the run's `teacher:` model (its own answer
     # on the row, trainer/teacher.py): what the model already does on this source is kept while others are learned
@@ -198,9 +200,15 @@ def group_split(ds, src: SourceConfig, seed: int) -> tuple[np.ndarray, np.ndarra
         raise DataError(f"source {src.name}: group_column {src.group_column!r} is not a column; it has "
                         f"{', '.join(ds.column_names)}")
     groups = np.unique(keys)
-    rng = np.random.default_rng(seed)
-    n_val = max(1, int(round(len(groups) * src.val_fraction)))
-    val_groups = set(rng.permutation(groups)[:n_val].tolist())
+    if src.val_groups:
+        val_groups = {str(g) for g in src.val_groups}
+        if src.group_column is None or not val_groups <= set(groups.tolist()):
+            raise DataError(f"source {src.name}: val_groups {sorted(val_groups)} need a group_column holding them; "
+                            f"its groups are {', '.join(groups.tolist()[:20])}")
+    else:
+        rng = np.random.default_rng(seed)
+        n_val = max(1, int(round(len(groups) * src.val_fraction)))
+        val_groups = set(rng.permutation(groups)[:n_val].tolist())
     is_val = np.array([k in val_groups for k in keys.tolist()])
     return np.flatnonzero(~is_val), np.flatnonzero(is_val)
 
