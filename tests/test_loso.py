@@ -220,3 +220,35 @@ def test_the_loso_table_gives_neutral_answers_against_neutral_faces_and_recall_o
                                                                      "per_class": per_class,
                                                                      "confusion_matrix": cm.tolist()}}})
     assert "| contempt | fer | 4 | 0.750 | 0.100 | 0.75 / 0.50 | contempt 0.50, neutral 1.00 |" in table
+
+
+def test_person_folds_hold_out_each_group_once_and_compare_weights_only(tmp_path):
+    """tools/person_folds.py write: one config per person, the recipe unchanged but for that person held out
+    (val_groups) and the post-hoc average and biases off; each config is a valid trainer config."""
+    import argparse
+    import importlib.util
+
+    import yaml
+
+    from trainer.config import resolve_config
+
+    path = Path(__file__).resolve().parents[1] / "tools" / "person_folds.py"
+    spec = importlib.util.spec_from_file_location("person_folds", path)
+    folds = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(folds)
+    recipe = yaml.safe_load((Path(__file__).resolve().parents[1] / "trainer" / "configs"
+                             / "small_cnn_six_sources_keep_contempt.yaml").read_text())
+    written = folds.fold_configs(recipe, "jaffe", ["KA", "KR"], tmp_path)
+    assert set(written) == {"KA", "KR"}
+    for person, config in written.items():
+        jaffe = next(s for s in config["sources"] if s["name"] == "jaffe")
+        assert jaffe["val_groups"] == [person] and config["output_dir"] == str(tmp_path / f"jaffe_{person}")
+        assert (config["interpolate"], config["neutral_bias"], config["contempt_bias"]) == ("none",) * 3
+        others = [s for s in config["sources"] if s["name"] != "jaffe"]
+        assert others == [s for s in recipe["sources"] if s["name"] != "jaffe"]
+        file = tmp_path / f"{person}.yaml"
+        file.write_text(yaml.safe_dump(config))
+        assert resolve_config(argparse.Namespace(config=str(file))).interpolate == "none"
+    assert "val_groups" not in next(s for s in recipe["sources"] if s["name"] == "jaffe")  # the recipe is untouched
+    with pytest.raises(SystemExit, match="no source named"):
+        folds.fold_configs(recipe, "nosuch", ["KA"], tmp_path)
