@@ -336,8 +336,9 @@ def _resized(rgb: Image.Image, side: int) -> Image.Image:
 def _shrunk_fast(rgb: Image.Image, side: int) -> np.ndarray:
     """The whole-photo pass's input: `rgb` with its long side at `side` as an array, as `_resized` sizes it, but the
     part of the shrink left after `Image.reduce`'s whole factor done by OpenCV's bilinear resize (as YuNet's own demo
-    resizes; 0.4 ms where Pillow's BOX took 4.5 ms for a 1200x800 photo, 2026-12-07). Only YuNet sees it: its
-    candidates' views are cut from the photo's own pixels, so the faces' boxes, eyes and crops do not depend on it."""
+    resizes; for a 1200x800 photo 0.7 ms, 1.2 with the array, where Pillow's BOX took 4.6: 2026-12-07, under
+    load). Only YuNet sees it: its candidates' views are cut from the photo's own pixels, so the faces' boxes, eyes
+    and crops do not depend on it."""
     long_side = max(rgb.size)
     if long_side < side or long_side <= side * SIDE_SLACK:
         return np.asarray(_resized(rgb, side))
