@@ -136,7 +136,7 @@ class FaceDetector:
         return self.find(image, min_score, max_faces, range).faces
 
     def find(self, image: Image.Image, min_score: float | None = None, max_faces: int | None = None,
-             range: str | None = None) -> Detections:  # noqa: A002
+             range: str | None = None, finer=None) -> Detections:  # noqa: A002
         """Finds the faces in `image`, and counts them before the `max_faces` cut.
 
         Args:
@@ -144,6 +144,9 @@ class FaceDetector:
             min_score: overrides the detector's `min_score` for this call.
             max_faces: overrides the detector's `max_faces` for this call.
             range: overrides the detector's `range` for this call.
+            finer: for an image decoded at a reduced scale (`decode_and_find`), a callable that decodes the same
+                file at a long side of at least its argument: a face too small in `image` for its view is looked
+                at in that finer decode.
 
         Returns:
             `Detections`: the highest-scoring `max_faces` faces sorted left to right (by box x), in pixels of
@@ -154,7 +157,7 @@ class FaceDetector:
             raise EmotionError(f"detect() takes a PIL image, not {type(image).__name__}: "
                                "read files with emotion.images.load_image first")
         rgb = image if image.mode == "RGB" else image.convert("RGB")
-        return _kept(self._search(rgb, range, min_score), min_score, max_faces)
+        return _kept(self._search(rgb, range, min_score, finer), min_score, max_faces)
 
     def _options(self, min_score, max_faces, range):  # noqa: A002
         """This call's options, the detector's own where a call gives None; checked."""
@@ -183,15 +186,17 @@ class FaceDetector:
         wanted = round(long_side * MIN_INPUT_FACE / self.min_face)
         return max(MIN_SIDE, min(long_side, max(DETECT_SIDE, min(MAX_DETECT_SIDE, wanted))))
 
-    def _search(self, rgb: Image.Image, range: str, min_score: float) -> list[Face]:  # noqa: A002
+    def _search(self, rgb: Image.Image, range: str, min_score: float, finer=None) -> list[Face]:  # noqa: A002
         """The near pass, the whole-photo pass, or the near pass and (unless it shows a portrait) the other; every
         candidate confirmed on its view."""
         found: list[Face] = []
         if range != "full":
-            found = self._confirm(rgb, self._pass(rgb, NEAR_SIDE, "near"), found)
+            found = self._confirm(rgb, self._pass(rgb, NEAR_SIDE, "near"), found, finer)
             if range == "short" or (range == "auto" and _portrait(found, min_score, max(rgb.size))):
                 return found
-        return self._confirm(rgb, self._pass(rgb, self.detect_side(max(rgb.size)), "photo"), found)
+        # Sized by the file: a JPEG decoded at 1/2 scale for this search still runs its whole-photo pass at the side
+        # its full size asks for (a 1920x1080 photo at 960, not at 640 of the 960 decoded), so `min_face` holds
+        return self._confirm(rgb, self._pass(rgb, self.detect_side(max(file_pixels(rgb)[0])), "photo"), found, finer)
 
     def _pass(self, rgb: Image.Image, side: int, name: str) -> tuple[Image.Image, list[Face]]:
         """YuNet on `rgb` resized to a long side of `side` (or MIN_SIDE for tiny images): the image it ran on and its
@@ -207,22 +212,23 @@ class FaceDetector:
         sx, sy = rgb.width / pixels.shape[1], rgb.height / pixels.shape[0]
         return work, [square_face(row, (sx, sy), (0.0, 0.0), rgb.size) for row in rows]
 
-    def _confirm(self, rgb: Image.Image, searched: tuple[Image.Image, list[Face]], found: list[Face]) -> list[Face]:
+    def _confirm(self, rgb: Image.Image, searched: tuple[Image.Image, list[Face]], found: list[Face],
+                 finer=None) -> list[Face]:
         """`found` plus the new candidates (not overlapping a face found) whose view confirms them."""
         work, candidates = searched
         new = [c for c in nms(candidates, _box, _score, MERGE_IOU)
                if all(iou(c.box, f.box) <= MERGE_IOU for f in found)][:MAX_CANDIDATES]
-        seen = self._views(rgb, work, new)
+        seen = self._views(rgb, work, new, finer)
         return nms(found + [f for f in seen if f is not None], _box, _score, MERGE_IOU)
 
-    def _views(self, rgb: Image.Image, work: Image.Image, candidates: list[Face]) -> list[Face | None]:
+    def _views(self, rgb: Image.Image, work: Image.Image, candidates: list[Face], finer=None) -> list[Face | None]:
         """Each candidate as BlazeFace sees it in its view (`view`), all in one batch: the face found there, in
         photo pixels, with BlazeFace's box, keypoints and calibrated score (so a score means the same at any face
         size and place), or None when the view shows no face where the candidate was. Where BlazeFace sees
         nothing (dark glasses, a mask), YuNet's own run on the view decides."""
         if not candidates:
             return []
-        source = view_source(rgb, work, candidates)
+        source = view_source(rgb, work, candidates, finer)
         cut = [view(source, rgb, c) for c in candidates]
         pixels = np.stack([np.asarray(image) for image, _, _ in cut])
         self._counted("views", len(cut))
@@ -241,16 +247,23 @@ class FaceDetector:
             self.passes[name] += runs
 
 
-def view_source(rgb: Image.Image, work: Image.Image, candidates: list[Face]) -> Image.Image:
+def view_source(rgb: Image.Image, work: Image.Image, candidates: list[Face], finer=None) -> Image.Image:
     """The smallest image to cut the candidates' views from in which the smallest of them still fills its view
     (VIEW_SIDE * VIEW_FILL px): the pass's image `work` (unless it is the photo itself), the photo reduced by a
-    whole factor, or the photo."""
+    whole factor, the photo, or, where `rgb` was decoded at a reduced scale and the face is smaller than its view
+    there, a finer decode of the file (`finer`: see `FaceDetector.find`)."""
     need = VIEW_SIDE * VIEW_FILL
     smallest = min(max(c.box[2], c.box[3]) for c in candidates)
     if work is not rgb and smallest * work.width / rgb.width >= need:
         return work
     factor = int(smallest // need)
-    return rgb.reduce(factor) if factor >= 2 else rgb
+    if factor >= 2:
+        return rgb.reduce(factor)
+    if factor == 0 and finer is not None:
+        larger = finer(math.ceil(max(rgb.size) * need / max(1, smallest)))
+        if larger.width > rgb.width:
+            return larger
+    return rgb
 
 
 def view(source: Image.Image, rgb: Image.Image, face: Face) -> tuple[Image.Image, tuple, tuple]:
@@ -357,19 +370,31 @@ def decode_and_find(src, detector: FaceDetector, **options) -> tuple[Image.Image
     (MIN_CROP_FACE). The faces are in pixels of the image returned; `images.file_pixels` maps them to the file's."""
     if hasattr(src, "read"):  # read once: a finer decode needs the bytes again
         src = src.read()
-    t0 = time.perf_counter()
-    img = load_image(src, min_side=detector.detect_side)
-    decoding = time.perf_counter() - t0
-    found = detector.find(img, **options)
+    spent, decoded = [0.0], []
+
+    def decode(side) -> Image.Image:
+        t0 = time.perf_counter()
+        out = load_image(src, min_side=side)
+        spent[0] += time.perf_counter() - t0
+        return out
+
+    def finer(side: int) -> Image.Image:
+        """The file decoded at a long side of at least `side` (or whole), once: later calls reuse it."""
+        full = max(file_pixels(img)[0])
+        if not decoded or max(decoded[-1].size) < min(side, full):
+            decoded.append(decode(side))
+        return decoded[-1]
+
+    img = decode(detector.detect_side)
+    reduced = file_pixels(img)[1][0] > 1
+    found = detector.find(img, finer=finer if reduced else None, **options)
     smallest = min((max(f.box[2], f.box[3]) for f in found.faces), default=MIN_CROP_FACE)
-    if file_pixels(img)[1][0] > 1 and smallest < MIN_CROP_FACE:
-        t1 = time.perf_counter()
-        finer = load_image(src, min_side=math.ceil(max(img.size) * MIN_CROP_FACE / max(1, smallest)))
-        decoding += time.perf_counter() - t1
-        k = finer.width / img.width
-        found = Detections([_scaled(f, k, finer.size) for f in found.faces], found.total)
-        img = finer
-    return img, replace(found, decode_ms=0.0 if isinstance(src, Image.Image) else decoding * 1000)
+    if reduced and smallest < MIN_CROP_FACE:
+        fine = finer(math.ceil(max(img.size) * MIN_CROP_FACE / max(1, smallest)))
+        k = fine.width / img.width
+        found = Detections([_scaled(f, k, fine.size) for f in found.faces], found.total)
+        img = fine
+    return img, replace(found, decode_ms=0.0 if isinstance(src, Image.Image) else spent[0] * 1000)
 
 
 def _scaled(face: Face, k: float, size: tuple[int, int]) -> Face:

@@ -100,8 +100,8 @@ def test_views_of_the_whole_photo_pass_are_cut_from_the_photo_not_from_its_fast_
     sources = []
     real = faces.view_source
 
-    def recording(rgb, work, candidates):
-        source = real(rgb, work, candidates)
+    def recording(rgb, work, candidates, finer=None):
+        source = real(rgb, work, candidates, finer)
         sources.append((work is rgb, source.size))
         return source
 
@@ -209,3 +209,24 @@ def test_crop_box_cuts_valid_boxes_and_refuses_bad_ones(astronaut):
                        ((0, 0, 0, 10), "is empty"), ((0, 0, 10), "four"), ("abcd", "four numbers")]:
         with pytest.raises(EmotionError, match=words):
             crop_box(astronaut, bad)
+
+
+@pytest.mark.parametrize("side", [120, 100])  # her face ~23 and ~20 px in the file
+def test_a_small_face_in_a_large_jpeg_is_found_from_its_bytes_as_from_the_decoded_photo(detector, astronaut, side):
+    """A 1920x1080 JPEG is searched at half scale from its bytes (decode_and_find): its whole-photo pass still runs
+    at the side the file's size asks for (960), and a face too small there for its view is looked at in a finer
+    decode, so what the decoded photo finds is found from the bytes too (both were missed from the bytes before:
+    the pass ran at 640 of the 960 decoded, and the view was cut from the half-scale pixels)."""
+    import io
+
+    canvas = Image.new("RGB", (1920, 1080), (128, 128, 128))
+    canvas.paste(astronaut.resize((side, side)), (1300, 500))
+    buf = io.BytesIO()
+    canvas.save(buf, "JPEG", quality=90)
+    whole = detector.detect(load_image(buf.getvalue()))
+    img, found = faces.decode_and_find(buf.getvalue(), detector)
+    assert len(whole) == 1 and len(found.faces) == 1
+    k = 1920 / img.width
+    box = tuple(round(v * k) for v in found.faces[0].box)
+    assert iou(box, whole[0].box) > 0.6
+    assert 0 < found.decode_ms
