@@ -2,10 +2,11 @@
 
 Both take the same face crops (`emotion.preprocess`) and hand their raw logits to the same numpy post-processing
 (`emotion.calibration.served_logits`: each face averaged with its mirror, in one batch with it or, for a model with a
-`flip_margin`, only where the answer is close; plus the model's logit bias); `Predictor` applies the temperature and softmax. ONNX Runtime was faster than torch for every shipped model on
-this project's CPUs (2-core AMD EPYC, 1 thread, under contention: small_cnn 14.1 vs 24.3 ms for 1 face, 94 vs 115
-for 6; resnet50 56 vs 162; efficientnet_lite0 18 vs 52), so "auto" takes it whenever it can: onnxruntime imports
-and model.onnx records the digest of the folder's present model.safetensors. Otherwise torch (`emotion.torch_backend`,
+`flip_margin`, only where the answer is close; plus the model's logit bias); `Predictor` applies the temperature
+and softmax. ONNX Runtime was faster than torch for every shipped model on this project's CPUs (2-core AMD EPYC,
+1 thread, under contention: small_cnn 14.1 vs 24.3 ms for 1 face, 94 vs 115 for 6; resnet50 56 vs 162;
+efficientnet_lite0 18 vs 52), so "auto" takes it whenever it can: onnxruntime imports and model.onnx records the
+digest of the folder's present model.safetensors. Otherwise torch (`emotion.torch_backend`,
 imported only then), with the reason logged; where torch is not installed (the serving set, requirements.txt) the
 reason becomes an error that names the fix.
 """
@@ -62,7 +63,7 @@ class OnnxBackend:
         self._lock = threading.Lock()
 
     def logits(self, crops: Sequence[Image.Image]) -> np.ndarray:
-        """Face crops -> float32 (N, classes) logits as serving uses them (`emotion.calibration.merge_flipped`)."""
+        """Face crops -> float32 (N, classes) logits as serving uses them (`emotion.calibration.served_logits`)."""
         n = len(crops)
         pixels = [to_model_pixels(c, self.info) for c in crops]  # the resizing, outside the lock
         with self._lock:

@@ -198,21 +198,22 @@ class FaceDetector:
         # its full size asks for (a 1920x1080 photo at 960, not at 640 of the 960 decoded), so `min_face` holds
         return self._confirm(rgb, self._pass(rgb, self.detect_side(max(file_pixels(rgb)[0])), "photo"), found, finer)
 
-    def _pass(self, rgb: Image.Image, side: int, name: str) -> tuple[Image.Image, list[Face]]:
-        """YuNet on `rgb` resized to a long side of `side` (or MIN_SIDE for tiny images): the image it ran on and its
-        candidates, in pixels of `rgb`."""
+    def _pass(self, rgb: Image.Image, side: int, name: str) -> tuple[Image.Image | None, list[Face]]:
+        """YuNet on `rgb` resized to a long side of `side` (or MIN_SIDE for tiny images): the image to cut its
+        candidates' views from (the near pass's own; None for the whole-photo pass, whose fast shrink only YuNet
+        sees: `view_source` cuts from the photo) and its candidates, in pixels of `rgb`."""
         side = max(MIN_SIDE, min(side, max(rgb.size)))
         if name == "near":
             work = _resized(rgb, side)
             pixels = np.asarray(work)
-        else:  # YuNet's input only: the views are cut from the photo (`view_source`), not from this image
-            work, pixels = rgb, _shrunk_fast(rgb, side)
+        else:
+            work, pixels = None, _shrunk_fast(rgb, side)
         rows = self.yunet.detect(pixels, CANDIDATE_SCORE)
         self._counted(name)
         sx, sy = rgb.width / pixels.shape[1], rgb.height / pixels.shape[0]
         return work, [square_face(row, (sx, sy), (0.0, 0.0), rgb.size) for row in rows]
 
-    def _confirm(self, rgb: Image.Image, searched: tuple[Image.Image, list[Face]], found: list[Face],
+    def _confirm(self, rgb: Image.Image, searched: tuple[Image.Image | None, list[Face]], found: list[Face],
                  finer=None) -> list[Face]:
         """`found` plus the new candidates (not overlapping a face found) whose view confirms them."""
         work, candidates = searched
@@ -221,7 +222,8 @@ class FaceDetector:
         seen = self._views(rgb, work, new, finer)
         return nms(found + [f for f in seen if f is not None], _box, _score, MERGE_IOU)
 
-    def _views(self, rgb: Image.Image, work: Image.Image, candidates: list[Face], finer=None) -> list[Face | None]:
+    def _views(self, rgb: Image.Image, work: Image.Image | None, candidates: list[Face],
+               finer=None) -> list[Face | None]:
         """Each candidate as BlazeFace sees it in its view (`view`), all in one batch: the face found there, in
         photo pixels, with BlazeFace's box, keypoints and calibrated score (so a score means the same at any face
         size and place), or None when the view shows no face where the candidate was. Where BlazeFace sees
@@ -247,14 +249,14 @@ class FaceDetector:
             self.passes[name] += runs
 
 
-def view_source(rgb: Image.Image, work: Image.Image, candidates: list[Face], finer=None) -> Image.Image:
+def view_source(rgb: Image.Image, work: Image.Image | None, candidates: list[Face], finer=None) -> Image.Image:
     """The smallest image to cut the candidates' views from in which the smallest of them still fills its view
-    (VIEW_SIDE * VIEW_FILL px): the pass's image `work` (unless it is the photo itself), the photo reduced by a
+    (VIEW_SIDE * VIEW_FILL px): the pass's image `work` (None: the pass has none to offer), the photo reduced by a
     whole factor, the photo, or, where `rgb` was decoded at a reduced scale and the face is smaller than its view
     there, a finer decode of the file (`finer`: see `FaceDetector.find`)."""
     need = VIEW_SIDE * VIEW_FILL
     smallest = min(max(c.box[2], c.box[3]) for c in candidates)
-    if work is not rgb and smallest * work.width / rgb.width >= need:
+    if work is not None and smallest * work.width / rgb.width >= need:
         return work
     factor = int(smallest // need)
     if factor >= 2:
@@ -333,17 +335,11 @@ def _resized(rgb: Image.Image, side: int) -> Image.Image:
     Shrinking goes through `Image.reduce` by the whole factor first (a box average, ~2 ms on a 1080p photo here,
     where a BOX resize to 1024 px took 12 ms), then a BOX resize of what is left."""
     long_side = max(rgb.size)
-    if side <= long_side <= side * SIDE_SLACK:
-        return rgb
     if long_side < side:
         scale = side / long_side
         return rgb.resize((max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale))), Image.BILINEAR)
-    factor = long_side // side
-    work = rgb.reduce(factor) if factor >= 2 else rgb
-    if max(work.size) <= side * SIDE_SLACK:
-        return work
-    scale = side / max(work.size)
-    return work.resize((max(1, round(work.width * scale)), max(1, round(work.height * scale))), Image.BOX)
+    work, size = _reduced(rgb, side)
+    return work if size is None else work.resize(size, Image.BOX)
 
 
 def _shrunk_fast(rgb: Image.Image, side: int) -> np.ndarray:
@@ -352,16 +348,24 @@ def _shrunk_fast(rgb: Image.Image, side: int) -> np.ndarray:
     resizes; for a 1200x800 photo 0.7 ms, 1.2 with the array, where Pillow's BOX took 4.6: 2026-12-07, under
     load). Only YuNet sees it: its candidates' views are cut from the photo's own pixels, so the faces' boxes, eyes
     and crops do not depend on it."""
-    long_side = max(rgb.size)
-    if long_side < side or long_side <= side * SIDE_SLACK:
+    if max(rgb.size) < side:
         return np.asarray(_resized(rgb, side))
+    work, size = _reduced(rgb, side)
+    return np.asarray(work) if size is None else cv2.resize(np.asarray(work), size, interpolation=cv2.INTER_LINEAR)
+
+
+def _reduced(rgb: Image.Image, side: int) -> tuple[Image.Image, tuple[int, int] | None]:
+    """The shrink of a photo at least `side` long, but its last step: the photo as it is (at most SIDE_SLACK above
+    `side`) or reduced by `Image.reduce`'s whole factor, and the size the rest of the shrink goes to (None: none)."""
+    long_side = max(rgb.size)
+    if long_side <= side * SIDE_SLACK:
+        return rgb, None
     factor = long_side // side
     work = rgb.reduce(factor) if factor >= 2 else rgb
     if max(work.size) <= side * SIDE_SLACK:
-        return np.asarray(work)
+        return work, None
     scale = side / max(work.size)
-    size = (max(1, round(work.width * scale)), max(1, round(work.height * scale)))
-    return cv2.resize(np.asarray(work), size, interpolation=cv2.INTER_LINEAR)
+    return work, (max(1, round(work.width * scale)), max(1, round(work.height * scale)))
 
 
 def decode_and_find(src, detector: FaceDetector, **options) -> tuple[Image.Image, Detections]:

@@ -102,13 +102,13 @@ def test_views_of_the_whole_photo_pass_are_cut_from_the_photo_not_from_its_fast_
 
     def recording(rgb, work, candidates, finer=None):
         source = real(rgb, work, candidates, finer)
-        sources.append((work is rgb, source.size))
+        sources.append((work is None, source.size))
         return source
 
     monkeypatch.setattr(faces, "view_source", recording)
     found = detector.detect(canvas, range="full")
     assert len(found) == 1 and iou(found[0].box, (900 + 178 * 400 // 512, 300 + 80 * 400 // 512, 74, 78)) > 0.5
-    assert sources and all(whole for whole, _ in sources)  # the pass handed over the photo itself ...
+    assert sources and all(none for none, _ in sources)  # the pass offered no image of its own ...
     assert all(size[0] in (1500, 1500 // 2) for _, size in sources)  # ... cut at full or a whole-factor scale
 
 
@@ -230,3 +230,24 @@ def test_a_small_face_in_a_large_jpeg_is_found_from_its_bytes_as_from_the_decode
     box = tuple(round(v * k) for v in found.faces[0].box)
     assert iou(box, whole[0].box) > 0.6
     assert 0 < found.decode_ms
+
+
+def test_a_video_frames_followed_faces_are_viewed_in_the_frame_itself_as_the_live_page_views_them(detector,
+                                                                                                 astronaut,
+                                                                                                 monkeypatch):
+    """FaceDetector.follow: the previous frame's boxes are looked at in views cut from the frame at full scale
+    (faces.js followFaces does the same), not from a reduced copy, which the whole-photo pass's views use."""
+    sources = []
+    real = faces.view_source
+
+    def recording(rgb, work, candidates, finer=None):
+        source = real(rgb, work, candidates, finer)
+        sources.append((rgb.size, source.size, len(candidates)))
+        return source
+
+    monkeypatch.setattr(faces, "view_source", recording)
+    (face,) = detector.detect(astronaut)
+    sources.clear()
+    followed = detector.follow(astronaut, [face.box], range="full").faces  # "full": no near pass, the hint alone
+    assert len(followed) == 1 and iou(followed[0].box, face.box) > 0.8
+    assert sources == [((512, 512), (512, 512), 1)]

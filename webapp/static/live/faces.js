@@ -15,8 +15,9 @@ import {pyRound, resize} from "./pixels.js";
 export async function findFaces(image, facts, run) {
   const long = Math.max(image.width, image.height);
   let found = await confirmed(image, await searched(image, facts.near_side, facts, run), [], facts, run);
-  if (!portrait(found, facts, long)) {
-    found = await confirmed(image, await searched(image, detectSide(long, facts), facts, run), found, facts, run);
+  if (!portrait(found, facts, long)) {  // the whole-frame pass: views from the frame itself, as the server cuts them
+    const pass = await searched(image, detectSide(long, facts), facts, run);
+    found = await confirmed(image, {...pass, work: null}, found, facts, run);
   }
   return kept(found, facts.min_score, facts.max_faces);
 }
@@ -78,11 +79,13 @@ async function viewed(image, work, candidates, facts, run) {
 }
 
 // The smallest image to cut the candidates' views from in which the smallest of them still fills its view: the
-// pass's image, the frame reduced by a whole factor, or the frame (faces.view_source).
+// pass's image (null for the whole-frame pass), the frame reduced by a whole factor, or the frame
+// (faces.view_source). The server shrinks a frame larger than that pass's side with OpenCV's bilinear resize for
+// YuNet, this page with Pillow's BOX; the 640x480 frames the page asks the camera for are not shrunk on either side.
 function viewSource(image, work, candidates, facts) {
   const need = facts.view_side * facts.view_fill;
   const smallest = Math.min(...candidates.map((c) => Math.max(c.box[2], c.box[3])));
-  if (smallest * work.width / image.width >= need) return work;
+  if (work && smallest * work.width / image.width >= need) return work;
   const factor = pyFloorDiv(smallest, need);
   return factor >= 2 ? reduced(image, factor) : image;
 }
