@@ -238,7 +238,14 @@ def test_person_folds_hold_out_each_group_once_and_compare_weights_only(tmp_path
     spec.loader.exec_module(folds)
     recipe = yaml.safe_load((Path(__file__).resolve().parents[1] / "trainer" / "configs"
                              / "small_cnn_six_sources_keep_contempt.yaml").read_text())
-    written = folds.fold_configs(recipe, "jaffe", ["KA", "KR"], tmp_path)
+    assert folds.dealt(["KA", "KR"], 0) == {"KA": ["KA"], "KR": ["KR"]}
+    films = [f"film{i:02d}" for i in range(10)]
+    dealt = folds.dealt(films, 4)
+    assert list(dealt) == ["f0", "f1", "f2", "f3"] and sorted(sum(dealt.values(), [])) == films  # each held out once
+    assert [len(v) for v in dealt.values()] == [3, 3, 2, 2]
+    with pytest.raises(SystemExit, match="more than"):
+        folds.dealt(films, 11)
+    written = folds.fold_configs(recipe, "jaffe", {"KA": ["KA"], "KR": ["KR"]}, tmp_path)
     assert set(written) == {"KA", "KR"}
     for person, config in written.items():
         jaffe = next(s for s in config["sources"] if s["name"] == "jaffe")
@@ -251,4 +258,4 @@ def test_person_folds_hold_out_each_group_once_and_compare_weights_only(tmp_path
         assert resolve_config(argparse.Namespace(config=str(file))).interpolate == "none"
     assert "val_groups" not in next(s for s in recipe["sources"] if s["name"] == "jaffe")  # the recipe is untouched
     with pytest.raises(SystemExit, match="no source named"):
-        folds.fold_configs(recipe, "nosuch", ["KA"], tmp_path)
+        folds.fold_configs(recipe, "nosuch", {"KA": ["KA"]}, tmp_path)

@@ -6,7 +6,8 @@
     python tools/person_folds.py score --config trainer/configs/small_cnn_six_sources_keep_contempt.yaml \
         --source jaffe --out runs/folds [--baseline models/small_cnn] [--alphas 0,0.5,0.7,0.85,1]
 
-`write` makes one config per group of the source's `group_column`: the recipe as it is, with exactly that group held
+`write` makes one config per group of the source's `group_column` (or, with `--folds K`, per fold of several groups
+dealt round-robin: SFEW's 42 films in 4 folds): the recipe as it is, with exactly that fold's groups held
 out (`val_groups`), trained without the post-hoc weight average and logit biases (the folds compare weights).
 `score` reads each fold's export and prints, for each weight average with the baseline (alpha 0: the baseline,
 1: the fold's own weights), the photos of the held-out group read right, summed over the folds, and FER+ validation
@@ -36,6 +37,8 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--config", required=True, help="the multi-source recipe (a trainer config with sources:)")
         p.add_argument("--source", required=True, help="the source to fold, by name (it needs a group_column)")
         p.add_argument("--out", required=True, help="the folder of the fold configs and runs")
+        p.add_argument("--folds", type=int, default=0,
+                       help="deal the groups into this many folds (several films each); 0: one fold per group")
         if name == "score":
             p.add_argument("--baseline", default="models/small_cnn", help="the model folder to compare with")
             p.add_argument("--alphas", default="0,0.5,0.7,0.85,1", help="weight averages with the baseline")
@@ -43,22 +46,32 @@ def _parser() -> argparse.ArgumentParser:
     return ap
 
 
-def fold_configs(recipe: dict, source: str, groups: list[str], out: Path) -> dict[str, dict]:
-    """One config per group: `recipe` with `source` holding out exactly that group, its run in out/<source>_<group>,
-    no weight average and no fitted biases."""
+def dealt(groups: list[str], folds: int) -> dict[str, list[str]]:
+    """Fold name -> its groups: one fold per group (`folds` 0), else the sorted groups dealt round-robin into
+    `folds` folds named f0, f1, ... (every group held out exactly once)."""
+    if folds <= 0:
+        return {group: [group] for group in groups}
+    if folds > len(groups):
+        raise SystemExit(f"--folds {folds} is more than the {len(groups)} groups")
+    return {f"f{i}": groups[i::folds] for i in range(folds)}
+
+
+def fold_configs(recipe: dict, source: str, folds: dict[str, list[str]], out: Path) -> dict[str, dict]:
+    """One config per fold: `recipe` with `source` holding out exactly that fold's groups, its run in
+    out/<source>_<fold>, no weight average and no fitted biases."""
     if not any(s.get("name") == source for s in recipe.get("sources") or []):
         raise SystemExit(f"the config has no source named {source!r}")
-    folds = {}
-    for group in groups:
+    configs = {}
+    for fold, held in folds.items():
         config = copy.deepcopy(recipe)
         for s in config["sources"]:
             if s["name"] == source:
-                s["val_groups"] = [group]
-        config.update(output_dir=str(out / f"{source}_{group}"), interpolate="none", neutral_bias="none",
+                s["val_groups"] = list(held)
+        config.update(output_dir=str(out / f"{source}_{fold}"), interpolate="none", neutral_bias="none",
                       contempt_bias="none")
         config.pop("interpolate_grid", None)
-        folds[group] = config
-    return folds
+        configs[fold] = config
+    return configs
 
 
 def source_groups(recipe: dict, source: str) -> list[str]:
@@ -81,7 +94,7 @@ def averaged(tuned, base, alpha: float):
     return out
 
 
-def score(args, recipe: dict, groups: list[str]) -> dict:
+def score(args, recipe: dict, folds: list[str]) -> dict:
     from emotion.models import load_model
     from trainer.compare import load_eval_split
     from trainer.config import resolve_config
@@ -97,7 +110,7 @@ def score(args, recipe: dict, groups: list[str]) -> dict:
         return int((predict_logits(net, split, plain).argmax(1) == np.asarray(split.labels)).sum())
 
     rows = {}
-    for group in groups:
+    for group in folds:
         cfg = resolve_config(argparse.Namespace(config=str(Path(args.out) / f"{args.source}_{group}.yaml")))
         cfg.sources = [s for s in cfg.sources if s["name"] == args.source]
         (held,) = validation_rows(cfg).values()
@@ -120,16 +133,16 @@ def score(args, recipe: dict, groups: list[str]) -> dict:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     recipe = yaml.safe_load(Path(args.config).read_text())
-    groups = source_groups(recipe, args.source)
+    folds = dealt(source_groups(recipe, args.source), args.folds)
     out = Path(args.out)
     if args.command == "write":
         out.mkdir(parents=True, exist_ok=True)
-        for group, config in fold_configs(recipe, args.source, groups, out).items():
-            path = out / f"{args.source}_{group}.yaml"
+        for fold, config in fold_configs(recipe, args.source, folds, out).items():
+            path = out / f"{args.source}_{fold}.yaml"
             path.write_text(yaml.safe_dump(config, sort_keys=False))
             print(f"wrote {path}: python -m trainer train --config {path}")
     else:
-        score(args, recipe, groups)
+        score(args, recipe, list(folds))
     return 0
 
 
