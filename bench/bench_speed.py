@@ -11,8 +11,9 @@ and a 720p clip with two faces (bench_video.make_clip) through `predict_video`, 
 
 "before" is emotion/faces.py and emotion/boxes.py at --base (git show), with the whole-image decode it had:
 BlazeFace short and full range, tiles, two views a face. "now" is `Predictor.predict` with the shipped default
-model (ONNX Runtime, 1 thread). The peer is fer 25.10.3 with its defaults (Haar cascade, the quantized TFLite
-classifier, TensorFlow's own threads) in a venv of its own, run by bench/fer_worker.py:
+model (ONNX Runtime, 1 thread; the whole-photo detector pass on every core, as the server runs a lone request). The
+peer is fer 25.10.3 with its defaults (Haar cascade, the quantized TFLite classifier, TensorFlow's own threads) in
+a venv of its own, run by bench/fer_worker.py:
 
     python -m venv /tmp/ferenv && /tmp/ferenv/bin/pip install fer==25.10.3 tensorflow-cpu==2.21.0 "setuptools<80"
     python bench/bench_speed.py --fer-python /tmp/ferenv/bin/python [--repeats 20] [--rounds 3] [--base 187ae83]
@@ -224,6 +225,7 @@ def main() -> None:
     if min(args.repeats, args.rounds, args.video_rounds) < 1 or args.seconds <= 0:
         p.error("--repeats, --rounds and --video-rounds must be >= 1 and --seconds > 0")
     from emotion.bench import cpu_name
+    from emotion.threads import wide_threads
 
     _one_thread()
     now = Predictor.from_pretrained(args.model)
@@ -231,9 +233,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         shots = photos(Path(tmp))
         fer = FerWorker(args.fer_python, shots) if args.fer_python else None
-        print(f"machine: {cpu_name()}; ours: 1 thread, backend {now.backend}, model {now.source}; before = "
-              f"emotion/faces.py at {args.base or '-'}; peer: {fer.version if fer else 'not run (--fer-python)'}; "
-              f"median of {args.rounds} x {args.repeats} calls\n")
+        print(f"machine: {cpu_name()}; ours: 1 thread (whole-photo pass {wide_threads()}), backend {now.backend}, "
+              f"model {now.source}; before = emotion/faces.py at {args.base or '-'}; "
+              f"peer: {fer.version if fer else 'not run (--fer-python)'}; median of {args.rounds} x {args.repeats} calls\n")
         photo_rows(args, shots, before, now, fer)
         split_rows(now, shots, args.repeats)
         if fer is not None:
@@ -243,15 +245,11 @@ def main() -> None:
 
 
 def _one_thread() -> None:
-    """Serving's setting: one classification thread per worker (ONNX Runtime's sessions, and torch's)."""
-    try:
-        from emotion.threads import set_threads
-    except ImportError:  # before emotion.threads: ONNX Runtime's sessions followed torch's count
-        import torch
+    """Serving's setting (webapp.pool.configure_threads, 2 workers): one classification thread per worker (ONNX
+    Runtime's sessions, and torch's); a lone request's whole-photo detector pass on every core."""
+    from emotion.threads import CORES, set_threads
 
-        torch.set_num_threads(1)
-    else:
-        set_threads(1)
+    set_threads(1, budget=CORES)
 
 
 if __name__ == "__main__":

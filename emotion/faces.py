@@ -26,6 +26,7 @@ import numbers
 import threading
 import time
 from collections import Counter
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -38,6 +39,7 @@ from .crops import crop_box, crop_face  # noqa: F401  (re-exported: callers impo
 from .errors import EmotionError
 from .images import file_pixels, load_image
 from .blazeface import BlazeFace
+from .threads import wide_threads
 from .yunet import YuNet
 
 ASSETS = Path(__file__).resolve().parent / "assets"
@@ -53,6 +55,7 @@ MIN_SIDE = 96  # smaller images (a 48 px face crop) are enlarged to this: YuNet'
 MIN_INPUT_FACE = 16  # px: the smallest face YuNet finds reliably on a busy background (bench_detect.py)
 MIN_FACE = 24  # px: the smallest face looked for in the photo, as far as MAX_DETECT_SIDE allows
 MIN_CROP_FACE = 64  # px: a face smaller than this in a photo decoded at reduced scale is cut from a finer decode
+AHEAD_PIXELS = 1920 * 1088  # a finer decode at most this large is started beside the search (`_decode_ahead`)
 MERGE_IOU = 0.5  # two boxes overlapping more than this are one face
 CANDIDATE_SCORE = 0.25  # a pass's raw YuNet scores below this are not worth a view (bench_detect.py)
 MAX_CANDIDATES = 256  # views per pass at most
@@ -74,6 +77,10 @@ PORTRAIT_FRACTION = 0.15  # ... each at least this fraction of the photo's long 
 # JAFFE photos (0.943, 0.078), scale spread 3.5%, shift spread 0.026 (2026-12-07).
 SQUARE_SIDE = 0.92
 SQUARE_DOWN = 0.09
+
+
+_ahead_pool = ThreadPoolExecutor(1, thread_name_prefix="decode-ahead")
+_ahead_free = threading.Semaphore(1)
 
 
 @dataclass(frozen=True)
@@ -208,7 +215,7 @@ class FaceDetector:
             pixels = np.asarray(work)
         else:
             work, pixels = None, _shrunk_fast(rgb, side)
-        rows = self.yunet.detect(pixels, CANDIDATE_SCORE)
+        rows = self.yunet.detect(pixels, CANDIDATE_SCORE, wide=name == "photo")
         self._counted(name)
         sx, sy = rgb.width / pixels.shape[1], rgb.height / pixels.shape[0]
         return work, [square_face(row, (sx, sy), (0.0, 0.0), rgb.size) for row in rows]
@@ -385,20 +392,54 @@ def decode_and_find(src, detector: FaceDetector, **options) -> tuple[Image.Image
     def finer(side: int) -> Image.Image:
         """The file decoded at a long side of at least `side` (or whole), once: later calls reuse it."""
         full = max(file_pixels(img)[0])
+        if ahead:  # the next finer decode, started beside the search
+            t0 = time.perf_counter()
+            decoded.append(ahead.pop().result())
+            spent[0] += time.perf_counter() - t0
         if not decoded or max(decoded[-1].size) < min(side, full):
             decoded.append(decode(side))
         return decoded[-1]
 
     img = decode(detector.detect_side)
     reduced = file_pixels(img)[1][0] > 1
-    found = detector.find(img, finer=finer if reduced else None, **options)
-    smallest = min((max(f.box[2], f.box[3]) for f in found.faces), default=MIN_CROP_FACE)
-    if reduced and smallest < MIN_CROP_FACE:
-        fine = finer(math.ceil(max(img.size) * MIN_CROP_FACE / max(1, smallest)))
-        k = fine.width / img.width
-        found = Detections([_scaled(f, k, fine.size) for f in found.faces], found.total)
-        img = fine
+    ahead = [job] if reduced and (job := _decode_ahead(src, img)) is not None else []
+    try:
+        found = detector.find(img, finer=finer if reduced else None, **options)
+        smallest = min((max(f.box[2], f.box[3]) for f in found.faces), default=MIN_CROP_FACE)
+        if reduced and smallest < MIN_CROP_FACE:
+            fine = finer(math.ceil(max(img.size) * MIN_CROP_FACE / max(1, smallest)))
+            k = fine.width / img.width
+            found = Detections([_scaled(f, k, fine.size) for f in found.faces], found.total)
+            img = fine
+    finally:
+        for job in ahead:  # not needed: dropped (if it has started, it ends on its own)
+            job.cancel()
     return img, replace(found, decode_ms=0.0 if isinstance(src, Image.Image) else spent[0] * 1000)
+
+
+def _decode_ahead(src, img: Image.Image) -> Future | None:
+    """For a file decoded at a reduced scale: its next finer decode, started on a spare core while the search runs
+    (a face too small for its view or crop needs it: then it is ready, or nearly), or None. Only while no other
+    prediction is in flight (`emotion.threads.wide_threads`), only one at a time, and only where that decode is
+    at most AHEAD_PIXELS: a 1920x1080 JPEG's whole decode (~4 ms here) hides behind its ~9 ms search, a 12 MP
+    photo's half-scale one (~15 ms) would not, and is made only when a face asks for it."""
+    (width, height), (kx, _) = file_pixels(img)
+    if kx <= 1 or min(width, img.width * 2) * min(height, img.height * 2) > AHEAD_PIXELS or wide_threads() < 2:
+        return None
+    if not _ahead_free.acquire(blocking=False):
+        return None
+
+    def job() -> Image.Image:
+        try:
+            return load_image(src, min_side=max(img.size) * 2)
+        finally:
+            _ahead_free.release()
+
+    try:
+        return _ahead_pool.submit(job)
+    except RuntimeError:  # the interpreter is shutting down
+        _ahead_free.release()
+        return None
 
 
 def _scaled(face: Face, k: float, size: tuple[int, int]) -> Face:

@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Iterator
 
 from emotion import EmotionError
-from emotion.threads import CORES, set_threads
+from emotion.threads import CORES, in_flight, set_threads
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +35,15 @@ class ServerBusyError(EmotionError):
 
 def configure_threads(workers: int) -> int:
     """One share of the cores per worker (at least 1 thread) for every classifier loaded after this (ONNX Runtime,
-    and torch where it serves), so concurrent predictions never oversubscribe."""
-    return set_threads(max(1, CORES // workers))
+    and torch where it serves), so concurrent predictions never oversubscribe; a lone prediction's whole-photo
+    detector pass may use every core (`emotion.threads.wide_threads`: the pool marks each prediction in flight)."""
+    return set_threads(max(1, CORES // workers), budget=CORES)
+
+
+def _marked(fn: Callable[..., Any], *args: Any) -> Any:
+    """`fn(*args)`, counted as a prediction in flight while it runs."""
+    with in_flight():
+        return fn(*args)
 
 
 def _release_free_memory() -> None:
@@ -74,13 +81,13 @@ class InferencePool:
 
     async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
         """`fn(*args)` on a worker thread, awaited from the event loop."""
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        return await asyncio.get_running_loop().run_in_executor(self._executor, _marked, fn, *args)
 
     def call(self, fn: Callable[..., Any], *args: Any) -> Any:
         """`fn(*args)` on a worker thread, waited for from another thread (a Gradio handler).
 
         It runs in a copy of the caller's context, where Gradio keeps the event (so gr.Progress works there)."""
-        return self._executor.submit(contextvars.copy_context().run, fn, *args).result()
+        return self._executor.submit(contextvars.copy_context().run, _marked, fn, *args).result()
 
     def shutdown(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)

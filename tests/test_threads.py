@@ -1,0 +1,117 @@
+"""A lone prediction may use every core for its large steps; concurrent ones keep to a worker's share."""
+from __future__ import annotations
+
+import io
+import threading
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from emotion import faces, threads
+from emotion.images import FILE_SIZE
+from emotion.threads import in_flight, set_threads, wide_threads
+
+
+@pytest.fixture
+def budget():
+    """Serving's setting on a 2-core machine (two workers of one thread each), restored afterwards."""
+    saved = threads._threads, threads._budget
+    set_threads(1, budget=2)
+    yield
+    threads._threads, threads._budget = saved
+
+
+def test_a_lone_prediction_widens_two_at_once_keep_their_share(budget):
+    assert wide_threads() == 2  # nothing in flight (a library call)
+    with in_flight():
+        assert wide_threads() == 2
+        with in_flight():  # nested: still one prediction
+            assert wide_threads() == 2
+        other_started, release = threading.Event(), threading.Event()
+
+        def other():
+            with in_flight():
+                other_started.set()
+                release.wait(5)
+
+        worker = threading.Thread(target=other)
+        worker.start()
+        other_started.wait(5)
+        assert wide_threads() == 1  # two predictions: each its own core
+        release.set()
+        worker.join()
+        assert wide_threads() == 2
+    assert threads._flight == 0
+
+
+def test_a_batch_worker_process_never_widens(budget):
+    set_threads(1)  # emotion/batch.py's N processes: one thread each, no budget
+    assert wide_threads() == 1
+
+
+def test_the_pool_marks_each_prediction_and_gives_the_server_every_core(budget):
+    from webapp.pool import InferencePool, configure_threads
+
+    assert configure_threads(2) == max(1, threads.CORES // 2) and threads._budget == threads.CORES
+    pool = InferencePool(2, 0)
+    try:
+        assert pool.call(lambda: threads._flight) == 1
+    finally:
+        pool.shutdown()
+    assert threads._flight == 0
+
+
+def test_the_wide_pass_finds_what_the_narrow_one_finds(budget, astronaut):
+    detector = faces.FaceDetector()
+    pixels = np.asarray(Image.fromarray(astronaut).resize((960, 960)))
+    narrow = detector.yunet.detect(pixels, 0.25)
+    wide = detector.yunet.detect(pixels, 0.25, wide=True)
+    assert sorted(detector.yunet._sessions._sessions) == [1, 2]  # one session per thread count
+    np.testing.assert_allclose(wide, narrow, rtol=1e-4, atol=1e-3)
+
+
+def _small_face_jpeg(astronaut) -> bytes:
+    canvas = Image.new("RGB", (1920, 1080), (128, 128, 128))
+    canvas.paste(Image.fromarray(astronaut).resize((300, 300)), (1300, 500))  # her face ~55 px
+    buf = io.BytesIO()
+    canvas.save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
+def test_a_large_jpegs_finer_decode_starts_beside_the_search_and_changes_nothing(budget, astronaut, monkeypatch):
+    """A 1920x1080 JPEG is searched at half scale; its whole decode, which the ~55 px face's view and crop need,
+    starts on a spare core right after the first decode and is the one they use (no third decode)."""
+    data = _small_face_jpeg(astronaut)
+    detector = faces.FaceDetector()
+    where, load = [], faces.load_image
+
+    def counted(src, min_side=None):
+        where.append(threading.current_thread().name)
+        return load(src, min_side=min_side)
+
+    monkeypatch.setattr(faces, "load_image", counted)
+    img, found = faces.decode_and_find(data, detector)
+    assert len(where) == 2 and where[1].startswith("decode-ahead")
+    assert img.size == (1920, 1080) and len(found.faces) == 1
+    set_threads(1)  # no spare core: decoded in turn, the same faces
+    where.clear()
+    img2, found2 = faces.decode_and_find(data, detector)
+    assert len(where) == 2 and not any(w.startswith("decode-ahead") for w in where)
+    assert img2.size == img.size and found2.faces == found.faces
+
+
+def test_no_decode_ahead_while_another_prediction_runs_or_for_a_photo_that_is_too_large(budget, astronaut):
+    img = faces.load_image(_small_face_jpeg(astronaut), min_side=960)
+    assert img.size == (960, 540)
+    with in_flight():
+        with threads._flight_lock:
+            threads._flight += 1  # another worker's prediction
+        try:
+            assert faces._decode_ahead(b"", img) is None
+        finally:
+            with threads._flight_lock:
+                threads._flight -= 1
+    phone = Image.new("RGB", (1008, 756))
+    phone.info[FILE_SIZE] = (4032, 3024)  # a 12 MP photo at 1/4: its half-scale decode is 3 MP
+    assert faces._decode_ahead(b"", phone) is None
