@@ -259,3 +259,22 @@ def test_person_folds_hold_out_each_group_once_and_compare_weights_only(tmp_path
     assert "val_groups" not in next(s for s in recipe["sources"] if s["name"] == "jaffe")  # the recipe is untouched
     with pytest.raises(SystemExit, match="no source named"):
         folds.fold_configs(recipe, "nosuch", {"KA": ["KA"]}, tmp_path)
+
+
+def test_person_folds_can_average_the_classifier_head_apart_from_the_features():
+    """tools/person_folds.py averaged(): the features at alpha, the classifier layer at head_alpha where given."""
+    import importlib.util
+
+    import torch
+
+    path = Path(__file__).resolve().parents[1] / "tools" / "person_folds.py"
+    spec = importlib.util.spec_from_file_location("person_folds", path)
+    folds = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(folds)
+    torch.manual_seed(0)
+    tuned, base = (torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.Linear(3, 2)) for _ in range(2))
+    both = folds.averaged(tuned, base, 0.25)
+    apart = folds.averaged(tuned, base, 0.25, head_alpha=1.0, head="1")
+    for k, v in both.state_dict().items():
+        assert torch.allclose(v, 0.25 * tuned.state_dict()[k] + 0.75 * base.state_dict()[k])
+    assert torch.equal(apart[1].weight, tuned[1].weight) and torch.equal(apart[0].weight, both[0].weight)

@@ -42,6 +42,9 @@ def _parser() -> argparse.ArgumentParser:
         if name == "score":
             p.add_argument("--baseline", default="models/small_cnn", help="the model folder to compare with")
             p.add_argument("--alphas", default="0,0.5,0.7,0.85,1", help="weight averages with the baseline")
+            p.add_argument("--head-alpha", type=float, default=None,
+                           help="average the classifier head (pretrained_cfg's classifier) at this share instead, "
+                                "the features at each of --alphas")
             p.add_argument("--ferplus", default="../shared/data/ferplus", help="FER+ (its validation split is scored)")
     return ap
 
@@ -85,11 +88,16 @@ def source_groups(recipe: dict, source: str) -> list[str]:
     return sorted({str(v) for v in rows[src.group_column]})
 
 
-def averaged(tuned, base, alpha: float):
-    """`tuned`'s weights averaged with `base`'s: alpha * tuned + (1 - alpha) * base (integer buffers: tuned's)."""
+def averaged(tuned, base, alpha: float, head_alpha: float | None = None, head: str = "fc"):
+    """`tuned`'s weights averaged with `base`'s: alpha * tuned + (1 - alpha) * base (integer buffers: tuned's); the
+    parameters under `head` (the classifier) at `head_alpha` instead, where it is given."""
     out = copy.deepcopy(tuned)
     a, b = tuned.state_dict(), base.state_dict()
-    out.load_state_dict({k: (alpha * a[k].float() + (1 - alpha) * b[k].float()).to(a[k].dtype)
+
+    def share(k: str) -> float:
+        return alpha if head_alpha is None or not (k == head or k.startswith(head + ".")) else head_alpha
+
+    out.load_state_dict({k: (share(k) * a[k].float() + (1 - share(k)) * b[k].float()).to(a[k].dtype)
                          if a[k].is_floating_point() else a[k] for k in a})
     return out
 
@@ -103,6 +111,7 @@ def score(args, recipe: dict, folds: list[str]) -> dict:
 
     alphas = [float(a) for a in args.alphas.split(",")]
     base, info, _ = load_model(f"local-dir:{args.baseline}")
+    head = getattr(base, "pretrained_cfg", {}).get("classifier", "fc")  # the classifier layer's name
     plain = dataclasses.replace(info, logit_bias={}, blendshape_head={})
     ferplus = load_eval_split(args.ferplus, "validation", None)
 
@@ -117,7 +126,7 @@ def score(args, recipe: dict, folds: list[str]) -> dict:
         tuned, _, _ = load_model(f"local-dir:{Path(cfg.output_dir) / 'export'}")
         rows[group] = {"photos": len(held.labels)}
         for alpha in alphas:
-            net = averaged(tuned, base, alpha)
+            net = averaged(tuned, base, alpha, args.head_alpha, head)
             rows[group][alpha] = {"right": right(net, held), "ferplus": right(net, ferplus) / len(ferplus.labels)}
         print(group, json.dumps(rows[group]), flush=True)
     total = sum(r["photos"] for r in rows.values())
