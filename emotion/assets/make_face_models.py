@@ -1,4 +1,5 @@
-"""Rebuild the BlazeFace detector files in this folder from the npm package `@mediapipe/face_detection`.
+"""Rebuild the BlazeFace short-range detector file in this folder from the npm package `@mediapipe/face_detection`
+(its full-range model is not shipped since YuNet finds small and far faces: issue #36).
 
 The npm package ships the raw BlazeFace `.tflite` models without TFLite metadata; the MediaPipe Tasks
 `FaceDetector` refuses a model that does not declare its input normalisation, so we add that metadata here
@@ -19,7 +20,6 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 MODELS = {
     "face_detection_short_range.tflite": "BlazeFace short range (128x128): faces within ~2 m of the camera.",
-    "face_detection_full_range.tflite": "BlazeFace full range (192x192): small and far-away faces.",
 }
 # "1.0.0" is what TFLite's own version calculator returns for metadata that uses only image normalisation
 # and plain feature tensors (no tokenizers, no score calibration, no associated files).
