@@ -115,8 +115,13 @@ def score(args, recipe: dict, folds: list[str]) -> dict:
     plain = dataclasses.replace(info, logit_bias={}, blendshape_head={})
     ferplus = load_eval_split(args.ferplus, "validation", None)
 
+    neutral = info.labels.index("neutral")
+
+    def answers(net, split) -> np.ndarray:
+        return predict_logits(net, split, plain).argmax(1)
+
     def right(net, split):
-        return int((predict_logits(net, split, plain).argmax(1) == np.asarray(split.labels)).sum())
+        return int((answers(net, split) == np.asarray(split.labels)).sum())
 
     rows = {}
     for group in folds:
@@ -124,18 +129,24 @@ def score(args, recipe: dict, folds: list[str]) -> dict:
         cfg.sources = [s for s in cfg.sources if s["name"] == args.source]
         (held,) = validation_rows(cfg).values()
         tuned, _, _ = load_model(f"local-dir:{Path(cfg.output_dir) / 'export'}")
-        rows[group] = {"photos": len(held.labels)}
+        rows[group] = {"photos": len(held.labels), "neutral_true": int((np.asarray(held.labels) == neutral).sum())}
         for alpha in alphas:
             net = averaged(tuned, base, alpha, args.head_alpha, head)
-            rows[group][alpha] = {"right": right(net, held), "ferplus": right(net, ferplus) / len(ferplus.labels)}
+            said = answers(net, held)
+            rows[group][alpha] = {"right": int((said == np.asarray(held.labels)).sum()),
+                                  "neutral": int((said == neutral).sum()),
+                                  "ferplus": right(net, ferplus) / len(ferplus.labels)}
         print(group, json.dumps(rows[group]), flush=True)
     total = sum(r["photos"] for r in rows.values())
-    print(f"\n| alpha | {args.source}: held-out people read right (of {total}) | FER+ validation (mean of folds) |")
-    print("|---|---|---|")
+    true_neutral = sum(r["neutral_true"] for r in rows.values()) / max(1, total)
+    print(f"\n| alpha | {args.source}: held-out groups read right (of {total}) | neutral answers (true "
+          f"{true_neutral:.2f}) | FER+ validation (mean of folds) |")
+    print("|---|---|---|---|")
     for alpha in alphas:
         right_all = sum(r[alpha]["right"] for r in rows.values())
+        said_neutral = sum(r[alpha]["neutral"] for r in rows.values()) / max(1, total)
         fer = np.mean([r[alpha]["ferplus"] for r in rows.values()])
-        print(f"| {alpha:g} | {right_all} ({right_all / total:.3f}) | {fer:.4f} |")
+        print(f"| {alpha:g} | {right_all} ({right_all / total:.3f}) | {said_neutral:.2f} | {fer:.4f} |")
     return rows
 
 
