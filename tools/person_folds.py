@@ -162,7 +162,12 @@ def main(argv: list[str] | None = None) -> int:
             path.write_text(yaml.safe_dump(config, sort_keys=False))
             print(f"wrote {path}: python -m trainer train --config {path}")
     else:
-        score(args, recipe, list(folds))
+        written = [fold for fold in folds if (out / f"{args.source}_{fold}.yaml").is_file()]
+        if not written:
+            raise SystemExit(f"no fold configs in {out}: run `write` first")
+        if len(written) < len(folds):
+            print(f"scoring {len(written)} of {len(folds)} folds (the others have no config in {out})")
+        score(args, recipe, written)
     return 0
 
 
