@@ -11,7 +11,7 @@ and a 720p clip with two faces (bench_video.make_clip) through `predict_video`, 
 
 "before" is emotion/faces.py and emotion/boxes.py at --base (git show), with the whole-image decode it had:
 BlazeFace short and full range, tiles, two views a face. "now" is `Predictor.predict` with the shipped default
-model (ONNX Runtime, 1 thread; the whole-photo detector pass on every core, as the server runs a lone request). The
+model (ONNX Runtime, 1 thread a worker; a request alone on every core, as the server runs it). The
 peer is fer 25.10.3 with its defaults (Haar cascade, the quantized TFLite classifier, TensorFlow's own threads) in
 a venv of its own, run by bench/fer_worker.py:
 
@@ -233,7 +233,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         shots = photos(Path(tmp))
         fer = FerWorker(args.fer_python, shots) if args.fer_python else None
-        print(f"machine: {cpu_name()}; ours: 1 thread (whole-photo pass {wide_threads()}), backend {now.backend}, "
+        print(f"machine: {cpu_name()}; ours: 1 thread a worker ({wide_threads()} alone), backend {now.backend}, "
               f"model {now.source}; before = emotion/faces.py at {args.base or '-'}; "
               f"peer: {fer.version if fer else 'not run (--fer-python)'}; median of {args.rounds} x {args.repeats} calls\n")
         photo_rows(args, shots, before, now, fer)
@@ -245,8 +245,8 @@ def main() -> None:
 
 
 def _one_thread() -> None:
-    """Serving's setting (webapp.pool.configure_threads, 2 workers): one classification thread per worker (ONNX
-    Runtime's sessions, and torch's); a lone request's whole-photo detector pass on every core."""
+    """Serving's setting (webapp.pool.configure_threads, 2 workers): one thread per worker (ONNX Runtime's sessions,
+    and torch's); a lone request's steps on every core."""
     from emotion.threads import CORES, set_threads
 
     set_threads(1, budget=CORES)

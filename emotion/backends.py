@@ -25,7 +25,7 @@ from .calibration import served_logits
 from .errors import EmotionError
 from .info import INT8_NAME, ONNX_NAME, ModelInfo
 from .preprocess import normalise, to_model_pixels
-from .threads import get_threads
+from .threads import Sessions, get_threads, wide_threads
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,9 @@ class OnnxBackend:
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.info, self.threads = info, options.intra_op_num_threads
+        # A lone prediction's batch runs on every core (emotion.threads.wide_threads): 6 faces 4.9 -> 2.8 ms on 2
+        # cores here; a backend given its own thread count keeps to it.
+        self._wide = None if threads else Sessions(Path(path).read_bytes)
         # the model.safetensors it was made from (emotion.onnx_export writes it; read here without the onnx package)
         self.digest = self.session.get_modelmeta().custom_metadata_map.get(DIGEST_KEY)
         self._names = ([OUTPUT_NAME], INPUT_NAME)
@@ -79,7 +82,9 @@ class OnnxBackend:
             return served_logits(self._run, x, self.info)
 
     def _run(self, x: np.ndarray) -> np.ndarray:
-        return self.session.run(self._names[0], {self._names[1]: x})[0]
+        wide = wide_threads() if self._wide is not None else self.threads
+        session = self.session if wide <= self.threads else self._wide.get(wide)
+        return session.run(self._names[0], {self._names[1]: x})[0]
 
 
 def torch_installed() -> bool:

@@ -27,7 +27,6 @@ ONNX_PATH = ASSETS / "face_detection_short_range.onnx"
 SHA256 = "79ab26b16d6d02d1c8af3433ff4472b5ec6d3fec60c03873fdb730282676d947"
 INPUT_SIDE = 128
 NMS_IOU = 0.3  # MediaPipe's min_suppression_threshold for face detection
-WIDE_VIEWS = 2  # a batch of at least this many views may run on every idle core (one view gains little)
 
 
 def anchors() -> np.ndarray:
@@ -50,7 +49,8 @@ class BlazeFace:
 
     Args:
         floor: detections scoring below this are not reported.
-        threads: ONNX Runtime intra-op threads (serving runs one per worker).
+        threads: ONNX Runtime intra-op threads (serving runs one per worker); more while no other prediction is
+            in flight (`emotion.threads.wide_threads()`).
     """
 
     def __init__(self, floor: float, threads: int = 1):
@@ -59,16 +59,16 @@ class BlazeFace:
 
     def detect(self, views: np.ndarray) -> list[list[tuple[tuple[float, float, float, float], float, np.ndarray]]]:
         """Faces in each of `views` (N, 128, 128, 3) uint8 RGB: per view a list of (box (x, y, w, h) in whole
-        pixels, score, six keypoints (6, 2)) in its pixels, highest score first. Several views run on the cores no
-        other prediction is using (`emotion.threads.wide_threads`: six views 8-11 -> ~6.4 ms on 2 cores here).
+        pixels, score, six keypoints (6, 2)) in its pixels, highest score first. Runs on the cores no other
+        prediction is using (`emotion.threads.wide_threads`: six views 8-11 -> ~6.4 ms on 2 cores here).
 
         Keypoints in MediaPipe's order: right eye, left eye, nose tip, mouth centre, right ear tragion, left ear
         tragion ("right" is the person's right, i.e. the left of the picture)."""
         if len(views) == 0:
             return []
         pixels = views.astype(np.float32) / 127.5 - 1.0  # what BlazeFace was trained on: [-1, 1]
-        threads = max(self.threads, wide_threads()) if len(views) >= WIDE_VIEWS else self.threads
-        regressors, scores = self._sessions.get(threads).run(None, {"input": pixels})
+        session = self._sessions.get(max(self.threads, wide_threads()))
+        regressors, scores = session.run(None, {"input": pixels})
         logits = np.clip(scores[..., 0].astype(np.float64), -100.0, 100.0)  # MediaPipe's score_clipping_thresh
         probability = 1.0 / (1.0 + np.exp(-logits))
         return [_decoded(regressors[i], probability[i], self.floor) for i in range(len(views))]

@@ -215,7 +215,7 @@ class FaceDetector:
             pixels = np.asarray(work)
         else:
             work, pixels = None, _shrunk_fast(rgb, side)
-        rows = self.yunet.detect(pixels, CANDIDATE_SCORE, wide=name == "photo")
+        rows = self.yunet.detect(pixels, CANDIDATE_SCORE)
         self._counted(name)
         sx, sy = rgb.width / pixels.shape[1], rgb.height / pixels.shape[0]
         return work, [square_face(row, (sx, sy), (0.0, 0.0), rgb.size) for row in rows]

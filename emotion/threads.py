@@ -3,11 +3,12 @@
 predictions never oversubscribe the cores). Torch is never imported here: a process that serves in ONNX Runtime
 must not load it.
 
-A few steps may use more while no other prediction is in flight (`in_flight` counts them: the server's inference
-pool marks each one): the face detector's whole-photo pass (one large image, most of a big photo's time) and its
-batch of views run on `wide_threads()`, the cores the process's predictions share (`set_threads(n, budget)`), and a
-large JPEG's finer decode starts on a spare core while the search runs (emotion/faces.py). A lone request gets
-every core where it parallelises well; two at once get a worker's share each, as before."""
+While no other prediction is in flight (`in_flight` counts them: the server's inference pool marks each one), a
+prediction's ONNX Runtime steps (YuNet's passes, BlazeFace's views, the classifier's batch) run on `wide_threads()`,
+the cores the process's predictions share (`set_threads(n, budget)`), and a large JPEG's finer decode starts on a
+spare core while the search runs (emotion/faces.py). A lone request gets every core; two at once get a worker's
+share each, as before.
+"""
 from __future__ import annotations
 
 import contextlib

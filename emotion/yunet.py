@@ -36,8 +36,8 @@ class YuNet:
 
     Args:
         path: the ONNX file (the shipped one by default; its sha256 must be SHA256).
-        threads: ONNX Runtime intra-op threads (serving runs one per worker); a `wide` run uses
-            `emotion.threads.wide_threads()` instead.
+        threads: ONNX Runtime intra-op threads (serving runs one per worker); more while no other prediction is
+            in flight (`emotion.threads.wide_threads()`).
     """
 
     def __init__(self, path: str | Path = MODEL_PATH, threads: int = 1):
@@ -45,18 +45,18 @@ class YuNet:
         # quiet: the outputs' declared 640x640 sizes differ at other sizes, which ONNX Runtime would warn about
         self._sessions = Sessions(lambda: free_input(read_model(self.path)), quiet=True)
 
-    def detect(self, rgb: np.ndarray, min_score: float, wide: bool = False) -> np.ndarray:
+    def detect(self, rgb: np.ndarray, min_score: float) -> np.ndarray:
         """Faces in `rgb` (H, W, 3) uint8, at the size given: an (N, 15) float32 array of rows
         (x, y, w, h, right eye x, y, left eye x, y, nose tip x, y, right mouth corner x, y, left mouth corner x, y,
         score), highest score first, in pixels of `rgb` (boxes may reach past its edges). "Right" is the person's
-        right: the left of the picture. `wide`: a large image, run on the cores no other prediction is using
-        (`emotion.threads.wide_threads`: a 960x544 pass 13.5 -> 7.4 ms on 2 cores here, 2026-12-07)."""
+        right: the left of the picture. Runs on the cores no other prediction is using (`emotion.threads.wide_threads`:
+        a 960x544 pass 13.5 -> 7.4 ms on 2 cores here, 2026-12-07)."""
         height, width = rgb.shape[:2]
         pad_h, pad_w = -(-height // DIVISOR) * DIVISOR, -(-width // DIVISOR) * DIVISOR
         blob = np.zeros((1, 3, pad_h, pad_w), np.float32)  # padded below and right with black, as OpenCV pads
         blob[0, :, :height, :width] = rgb[:, :, ::-1].transpose(2, 0, 1)  # BGR, 0-255: what YuNet was trained on
-        threads = max(self.threads, wide_threads()) if wide else self.threads
-        outputs = dict(zip(OUTPUTS, self._sessions.get(threads).run(OUTPUTS, {"input": blob})))
+        session = self._sessions.get(max(self.threads, wide_threads()))
+        outputs = dict(zip(OUTPUTS, session.run(OUTPUTS, {"input": blob})))
         rows = np.concatenate([_decode(outputs, s, pad_h // s, pad_w // s, min_score) for s in STRIDES])
         return rows[_nms(rows, NMS_IOU)]
 

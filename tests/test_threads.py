@@ -62,13 +62,28 @@ def test_the_pool_marks_each_prediction_and_gives_the_server_every_core(budget):
     assert threads._flight == 0
 
 
-def test_the_wide_pass_finds_what_the_narrow_one_finds(budget, astronaut):
-    detector = faces.FaceDetector()
-    pixels = np.asarray(Image.fromarray(astronaut).resize((960, 960)))
-    narrow = detector.yunet.detect(pixels, 0.25)
-    wide = detector.yunet.detect(pixels, 0.25, wide=True)
-    assert sorted(detector.yunet._sessions._sessions) == [1, 2]  # one session per thread count
-    np.testing.assert_allclose(wide, narrow, rtol=1e-4, atol=1e-3)
+def test_a_lone_predictions_steps_run_wide_and_answer_as_narrow_ones(budget, astronaut, tiny_model):
+    """YuNet, BlazeFace's views and the classifier run on the 2-thread sessions while alone, on the 1-thread ones
+    beside another prediction, with the same answers."""
+    from emotion import Predictor
+
+    predictor = Predictor.from_pretrained(f"local-dir:{tiny_model}", backend="onnxruntime")
+    wide = predictor.predict(Image.fromarray(astronaut))
+    sessions = [predictor.detector.yunet._sessions, predictor.detector.blazeface._sessions, predictor._backend._wide]
+    assert [sorted(s._sessions) for s in sessions] == [[2], [2], [2]]
+    with in_flight():
+        with threads._flight_lock:
+            threads._flight += 1  # another worker's prediction
+        try:
+            narrow = predictor.predict(Image.fromarray(astronaut))
+        finally:
+            with threads._flight_lock:
+                threads._flight -= 1
+    assert [sorted(s._sessions) for s in sessions[:2]] == [[1, 2], [1, 2]]  # the classifier's narrow one: .session
+    assert [f.box for f in wide.faces] == [f.box for f in narrow.faces]
+    np.testing.assert_allclose([list(f.probabilities.values()) for f in wide.faces],
+                               [list(f.probabilities.values()) for f in narrow.faces],
+                               atol=1e-5)
 
 
 def _small_face_jpeg(astronaut) -> bytes:

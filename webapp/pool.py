@@ -35,8 +35,8 @@ class ServerBusyError(EmotionError):
 
 def configure_threads(workers: int) -> int:
     """One share of the cores per worker (at least 1 thread) for every classifier loaded after this (ONNX Runtime,
-    and torch where it serves), so concurrent predictions never oversubscribe; a lone prediction's whole-photo
-    detector pass may use every core (`emotion.threads.wide_threads`: the pool marks each prediction in flight)."""
+    and torch where it serves), so concurrent predictions never oversubscribe; a lone prediction's ONNX Runtime
+    steps may use every core (`emotion.threads.wide_threads`: the pool marks each prediction in flight)."""
     return set_threads(max(1, CORES // workers), budget=CORES)
 
 
