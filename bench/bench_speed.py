@@ -69,7 +69,21 @@ def legacy_faces(commit: str):
     from emotion import faces
 
     module.Face = faces.Face  # its faces are today's class (the same fields), so Predictor.crops takes them
+    module.ASSETS = _assets_at(commit, module.MODEL_FILES.values())  # its BlazeFace files (full range: gone since)
     return module
+
+
+def _assets_at(commit: str, names) -> Path:
+    """A temporary folder holding emotion/assets/<name> as it was at `commit`, for each of `names`."""
+    folder = Path(tempfile.mkdtemp(prefix="assets_before_"))
+    for name in names:
+        try:
+            data = subprocess.run(["git", "-C", str(ROOT), "show", f"{commit}:emotion/assets/{name}"],
+                                  capture_output=True, check=True).stdout
+        except (OSError, subprocess.CalledProcessError) as e:
+            sys.exit(f"cannot read emotion/assets/{name} at {commit} ({e}): run from a git checkout, or pass --base")
+        (folder / name).write_bytes(data)
+    return folder
 
 
 def before_predictor(source: str | None, legacy) -> Predictor:
