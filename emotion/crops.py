@@ -60,7 +60,14 @@ def crop_face(image: Image.Image, face, margin: float = default("crop_margin"),
 
 def crop_box(image: Image.Image, box: tuple[int, int, int, int]) -> Image.Image:
     """Cuts the user-given box (x, y, w, h) out of `image`, refusing boxes that are empty or leave the image."""
-    width, height = image.size
+    x, y, w, h = checked_box(box, image.size)
+    return image.crop((x, y, x + w, y + h))
+
+
+def checked_box(box, size: tuple[int, int]) -> tuple[int, int, int, int]:
+    """The user-given box (x, y, w, h) as whole pixels, refused (EmotionError naming the fix) where it is not four
+    finite numbers, is empty, or leaves an image of `size`."""
+    width, height = size
     fix = f"send (x, y, w, h) with w, h > 0, x + w <= {width} and y + h <= {height}"
     try:
         values = [float(v) for v in box]
@@ -73,7 +80,7 @@ def crop_box(image: Image.Image, box: tuple[int, int, int, int]) -> Image.Image:
         raise EmotionError(f"the box {box!r} is empty: {fix}")
     if x < 0 or y < 0 or x + w > width or y + h > height:
         raise EmotionError(f"the box {box!r} goes outside the {width}x{height} image: {fix}")
-    return image.crop((x, y, x + w, y + h))
+    return x, y, w, h
 
 
 def _edge_padded(image: Image.Image, x0: int, y0: int, x1: int, y1: int) -> Image.Image:

@@ -227,6 +227,35 @@ def test_a_large_jpeg_is_decoded_at_the_size_the_search_needs_and_answered_in_it
     assert 0 < answer["timings_ms"]["decode"] < answer["timings_ms"]["total"]
 
 
+def test_a_crop_box_on_a_large_jpeg_decodes_it_at_the_scale_the_box_needs(monkeypatch, tiny_model, astronaut):
+    """A 420x440 box over a 12 MP JPEG's face: decoded at 1/4 scale (its short side still twice the model's
+    input), the answer's box exactly the one given and the size the file's, the probabilities those of the whole
+    decode within 0.05; a box outside the file is refused with the file's size; with action units, whole."""
+    from emotion import EmotionError
+    from emotion.images import load_image
+    from webapp.service import parse_options, predict_with_image
+
+    monkeypatch.setattr("webapp.models.shipped_models", lambda: {})
+    monkeypatch.setenv("EMOTION_MODEL", f"local-dir:{tiny_model}")
+    monkeypatch.delenv("EMOTION_MODELS", raising=False)
+    canvas = Image.new("RGB", (4032, 3024), (128, 128, 128))
+    canvas.paste(Image.fromarray(astronaut).resize((1400, 1400)), (1500, 900))
+    buf = io.BytesIO()
+    canvas.save(buf, "JPEG", quality=90)
+    registry, box = ModelRegistry.from_env(), {"x": 1901, "y": 1003, "w": 420, "h": 440}
+    answer, img = predict_with_image(registry, buf.getvalue(), parse_options(box))
+    assert img.size == (1008, 756)
+    assert answer["image_size"] == {"width": 4032, "height": 3024} and answer["faces"][0]["box"] == box
+    _, predictor = registry.get(None)
+    whole = predictor.predict_crop(load_image(buf.getvalue()), tuple(box.values()))
+    assert max(abs(answer["faces"][0]["probabilities"][k] - v) for k, v in whole.probabilities.items()) < 0.05
+    with pytest.raises(EmotionError, match="goes outside the 4032x3024 image"):
+        predict_with_image(registry, buf.getvalue(), parse_options({"x": 4000, "y": 0, "w": 100, "h": 100}))
+    monkeypatch.setattr(type(predictor), "add_action_units", lambda self, img, faces: faces)
+    _, img = predict_with_image(registry, buf.getvalue(), parse_options({"action_units": True, **box}))
+    assert img.size == (4032, 3024)
+
+
 def test_unexpected_errors_are_json_500_without_a_trace(client, astronaut_png, monkeypatch):
     def boom(self, *a, **k):
         raise RuntimeError("secret internal detail")
