@@ -203,13 +203,9 @@ def test_get_on_predict_says_to_post(client):
     assert r.status_code == 405 and "use POST" in r.json()["error"]
 
 
-def test_a_large_jpeg_is_decoded_at_the_size_the_search_needs_and_answered_in_its_own_pixels(monkeypatch, tiny_model,
-                                                                                              astronaut):
-    """REST and the UI hand the file's bytes to the search (emotion.faces.decode_and_find): a 12 MP JPEG is decoded
-    at 1/4 scale for it, not whole, and the answer's size and boxes are the file's; `timings_ms.decode` is the
-    decoding inside the search."""
-    from webapp.service import parse_options, predict_with_image
-
+@pytest.fixture
+def phone_jpeg(monkeypatch, tiny_model, astronaut) -> bytes:
+    """A 4032x3024 JPEG with the astronaut at 1400 px at (1500, 900), served by the tiny model alone."""
     monkeypatch.setattr("webapp.models.shipped_models", lambda: {})
     monkeypatch.setenv("EMOTION_MODEL", f"local-dir:{tiny_model}")
     monkeypatch.delenv("EMOTION_MODELS", raising=False)
@@ -217,7 +213,16 @@ def test_a_large_jpeg_is_decoded_at_the_size_the_search_needs_and_answered_in_it
     canvas.paste(Image.fromarray(astronaut).resize((1400, 1400)), (1500, 900))
     buf = io.BytesIO()
     canvas.save(buf, "JPEG", quality=90)
-    answer, img = predict_with_image(ModelRegistry.from_env(), buf.getvalue(), parse_options())
+    return buf.getvalue()
+
+
+def test_a_large_jpeg_is_decoded_at_the_size_the_search_needs_and_answered_in_its_own_pixels(phone_jpeg):
+    """REST and the UI hand the file's bytes to the search (emotion.faces.decode_and_find): a 12 MP JPEG is decoded
+    at 1/4 scale for it, not whole, and the answer's size and boxes are the file's; `timings_ms.decode` is the
+    decoding inside the search."""
+    from webapp.service import parse_options, predict_with_image
+
+    answer, img = predict_with_image(ModelRegistry.from_env(), phone_jpeg, parse_options())
     assert img.size == (1008, 756)  # what the search needed, not the 12 MP
     assert answer["image_size"] == {"width": 4032, "height": 3024}
     (face,) = answer["faces"]
@@ -227,7 +232,7 @@ def test_a_large_jpeg_is_decoded_at_the_size_the_search_needs_and_answered_in_it
     assert 0 < answer["timings_ms"]["decode"] < answer["timings_ms"]["total"]
 
 
-def test_a_crop_box_on_a_large_jpeg_decodes_it_at_the_scale_the_box_needs(monkeypatch, tiny_model, astronaut):
+def test_a_crop_box_on_a_large_jpeg_decodes_it_at_the_scale_the_box_needs(phone_jpeg, monkeypatch):
     """A 420x440 box over a 12 MP JPEG's face: decoded at 1/4 scale (its short side still twice the model's
     input), the answer's box exactly the one given and the size the file's, the probabilities those of the whole
     decode within 0.05; a box outside the file is refused with the file's size; with action units, whole."""
@@ -235,24 +240,17 @@ def test_a_crop_box_on_a_large_jpeg_decodes_it_at_the_scale_the_box_needs(monkey
     from emotion.images import load_image
     from webapp.service import parse_options, predict_with_image
 
-    monkeypatch.setattr("webapp.models.shipped_models", lambda: {})
-    monkeypatch.setenv("EMOTION_MODEL", f"local-dir:{tiny_model}")
-    monkeypatch.delenv("EMOTION_MODELS", raising=False)
-    canvas = Image.new("RGB", (4032, 3024), (128, 128, 128))
-    canvas.paste(Image.fromarray(astronaut).resize((1400, 1400)), (1500, 900))
-    buf = io.BytesIO()
-    canvas.save(buf, "JPEG", quality=90)
     registry, box = ModelRegistry.from_env(), {"x": 1901, "y": 1003, "w": 420, "h": 440}
-    answer, img = predict_with_image(registry, buf.getvalue(), parse_options(box))
+    answer, img = predict_with_image(registry, phone_jpeg, parse_options(box))
     assert img.size == (1008, 756)
     assert answer["image_size"] == {"width": 4032, "height": 3024} and answer["faces"][0]["box"] == box
     _, predictor = registry.get(None)
-    whole = predictor.predict_crop(load_image(buf.getvalue()), tuple(box.values()))
+    whole = predictor.predict_crop(load_image(phone_jpeg), tuple(box.values()))
     assert max(abs(answer["faces"][0]["probabilities"][k] - v) for k, v in whole.probabilities.items()) < 0.05
     with pytest.raises(EmotionError, match="goes outside the 4032x3024 image"):
-        predict_with_image(registry, buf.getvalue(), parse_options({"x": 4000, "y": 0, "w": 100, "h": 100}))
+        predict_with_image(registry, phone_jpeg, parse_options({"x": 4000, "y": 0, "w": 100, "h": 100}))
     monkeypatch.setattr(type(predictor), "add_action_units", lambda self, img, faces: faces)
-    _, img = predict_with_image(registry, buf.getvalue(), parse_options({"action_units": True, **box}))
+    _, img = predict_with_image(registry, phone_jpeg, parse_options({"action_units": True, **box}))
     assert img.size == (4032, 3024)
 
 
