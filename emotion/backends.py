@@ -36,6 +36,9 @@ REUSED_ROWS = 64
 TRAIN_SET = "pip install -r requirements-train.txt, or pip install .[train]"
 
 
+WIDE_MAX_BYTES = 16 * 2**20  # a model file up to this size gets a second, wider session (see OnnxBackend)
+
+
 class OnnxBackend:
     """An ONNX Runtime session on a model.onnx, `threads` intra-op threads (`emotion.threads` by default, which the
     server and the batch runner size per worker). Calls are serialised: the input buffer is reused."""
@@ -57,8 +60,10 @@ class OnnxBackend:
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.info, self.threads = info, options.intra_op_num_threads
         # A lone prediction's batch runs on every core (emotion.threads.wide_threads): 6 faces 4.9 -> 2.8 ms on 2
-        # cores here; a backend given its own thread count keeps to it.
-        self._wide = None if threads else Sessions(Path(path).read_bytes)
+        # cores here. A second session holds its own copy of the weights, so a large model keeps to one (resnet50's
+        # 47 MB model.onnx: +177 MB resident), as does a backend given its own thread count.
+        small = Path(path).stat().st_size <= WIDE_MAX_BYTES
+        self._wide = Sessions(Path(path).read_bytes) if small and not threads else None
         # the model.safetensors it was made from (emotion.onnx_export writes it; read here without the onnx package)
         self.digest = self.session.get_modelmeta().custom_metadata_map.get(DIGEST_KEY)
         self._names = ([OUTPUT_NAME], INPUT_NAME)

@@ -130,3 +130,14 @@ def test_no_decode_ahead_while_another_prediction_runs_or_for_a_photo_that_is_to
     phone = Image.new("RGB", (1008, 756))
     phone.info[FILE_SIZE] = (4032, 3024)  # a 12 MP photo at 1/4: its half-scale decode is 3 MP
     assert faces._decode_ahead(b"", phone) is None
+
+
+def test_a_large_classifier_keeps_one_session(budget, tiny_model, monkeypatch):
+    """A second session holds its own copy of the weights: a model file above WIDE_MAX_BYTES (resnet50's) gets none."""
+    from emotion import Predictor, backends
+
+    assert Predictor.from_pretrained(f"local-dir:{tiny_model}", backend="onnxruntime")._backend._wide is not None
+    monkeypatch.setattr(backends, "WIDE_MAX_BYTES", 1000)
+    predictor = Predictor.from_pretrained(f"local-dir:{tiny_model}", backend="onnxruntime")
+    assert predictor._backend._wide is None
+    assert len(predictor.predict_crop(Image.new("RGB", (48, 48))).probabilities) == len(predictor.labels)
