@@ -249,7 +249,8 @@ def main() -> None:
         fer = FerWorker(args.fer_python, shots) if args.fer_python else None
         print(f"machine: {cpu_name()}; ours: 1 thread a worker ({wide_threads()} alone), backend {now.backend}, "
               f"model {now.source}; before = emotion/faces.py at {args.base or '-'}; "
-              f"peer: {fer.version if fer else 'not run (--fer-python)'}; median of {args.rounds} x {args.repeats} calls\n")
+              f"peer: {fer.version if fer else 'not run (--fer-python)'}; "
+              f"median of {args.rounds} x {args.repeats} calls\n")
         photo_rows(args, shots, before, now, fer)
         split_rows(now, shots, args.repeats)
         if fer is not None:

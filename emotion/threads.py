@@ -29,7 +29,7 @@ def set_threads(n: int, budget: int | None = None) -> int:
     """Classify with `n` threads (at least 1) from now on; torch too, if it is already loaded. Returns `n`.
 
     `budget`: the cores every prediction of this process shares (the server: all of them, split between its workers);
-    a lone prediction's whole-photo pass may use them all (`wide_threads`). None: `n` (a batch worker process, one
+    a lone prediction's ONNX Runtime steps may use them all (`wide_threads`). None: `n` (a batch worker process, one
     of several, never widens)."""
     global _threads, _budget
     _threads = max(1, int(n))
@@ -44,7 +44,7 @@ def get_threads() -> int:
 
 
 def wide_threads() -> int:
-    """Threads for one large parallel step now: the process's budget while at most one prediction is in flight
+    """Threads for an ONNX Runtime step now: the process's budget while at most one prediction is in flight
     (this one), else one worker's share (`get_threads`)."""
     share = get_threads()
     return (_budget or share) if _flight <= 1 else share
@@ -80,7 +80,7 @@ def apply_to_torch() -> None:
 
 class Sessions:
     """ONNX Runtime sessions of one model by intra-op thread count, each made on first use (safe to share between
-    threads): a detector runs its small inputs on one thread and its large ones on `wide_threads()`.
+    threads): one on a worker's share, one on `wide_threads()` while a prediction runs alone.
 
     Args:
         model: returns the model's bytes (called once per thread count).
