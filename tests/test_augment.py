@@ -47,3 +47,15 @@ def test_the_centre_moves_by_at_most_the_configured_shift():
 def test_framing_ranges_outside_the_sensible_are_refused(field, value):
     with pytest.raises(ConfigError, match=field):
         TrainConfig(**{field: value})
+
+
+def test_a_crop_that_is_not_square_keeps_its_aspect_as_serving_squeezes_it():
+    # SFEW's film faces are 143x181 crops served whole (squeezed to the square input): a re-framed window must keep
+    # that aspect, not cut a square from the middle that serving never shows the model.
+    img = Image.fromarray(np.add.outer(np.arange(181), np.arange(143)).astype(np.uint8))
+    rng = np.random.default_rng(0)
+    assert np.array_equal(np.asarray(augment.reframe(img, 0.0, rng, shift=0.0)), np.asarray(img))
+    for _ in range(200):
+        crop = augment.reframe(img, 0.0, rng, scale_min=0.75, scale_max=1.4, shift=0.1)
+        assert crop.height / crop.width == pytest.approx(181 / 143, abs=0.02)
+        assert np.sqrt(0.75) - 0.02 <= crop.width / 143 <= 1.4 + 0.02

@@ -29,28 +29,32 @@ def reframe(img: Image.Image, context: float, rng: np.random.Generator | None = 
     `scale_max` (loose, in side) of the serving crop and the centre moves by up to `shift` of it: the detector's box
     jitters by about 6%, and other tools' crops (tight 48 px sets, aligned film faces) frame faces differently. The
     defaults vary nothing; training passes TrainConfig's `scale_min`, `scale_max` and `shift`.
+
+    A crop that is not square (SFEW's 143x181 film faces) is served whole and squeezed to the model's square input
+    (`emotion.preprocess.to_model_pixels`), so its re-framed windows keep its aspect: each side varies and moves in
+    proportion, and the resize that follows squeezes them as serving does. (A square window cut from its middle
+    taught the model undistorted faces that serving never shows it.)
     """
     w, h = img.size
-    base = w / (1 + 2 * context) if context else w  # the serving crop's side in this image's pixels
+    # the serving crop's sides in this image's pixels
+    base_w, base_h = (w / (1 + 2 * context), h / (1 + 2 * context)) if context else (w, h)
     if rng is None:
         if not context:
             return img
-        off = (w - base) / 2
-        return img.crop((round(off), round(off), round(off + base), round(off + base)))
-    side = base * math.sqrt(rng.uniform(scale_min, 1.0)) if rng.random() < 0.5 else base * rng.uniform(1.0, scale_max)
-    cx = w / 2 + rng.uniform(-shift, shift) * base
-    cy = h / 2 + rng.uniform(-shift, shift) * base
-    x0, y0 = cx - side / 2, cy - side / 2
-    return _edge_crop(img, x0, y0, side)
+        x0, y0 = (w - base_w) / 2, (h - base_h) / 2
+        return img.crop((round(x0), round(y0), round(x0 + base_w), round(y0 + base_h)))
+    k = math.sqrt(rng.uniform(scale_min, 1.0)) if rng.random() < 0.5 else rng.uniform(1.0, scale_max)
+    cx = w / 2 + rng.uniform(-shift, shift) * base_w
+    cy = h / 2 + rng.uniform(-shift, shift) * base_h
+    return _edge_crop(img, cx - k * base_w / 2, cy - k * base_h / 2, k * base_w, k * base_h)
 
 
-def _edge_crop(img: Image.Image, x0: float, y0: float, side: float) -> Image.Image:
-    """A square window that may leave the image; outside pixels repeat the nearest edge (no black borders)."""
+def _edge_crop(img: Image.Image, x0: float, y0: float, width: float, height: float) -> Image.Image:
+    """A window that may leave the image; outside pixels repeat the nearest edge (no black borders)."""
     arr = np.asarray(img)
-    n = max(1, round(side))
-    idx = np.arange(n) * (side / n)
-    rows = np.clip(np.round(y0 + idx).astype(int), 0, arr.shape[0] - 1)
-    cols = np.clip(np.round(x0 + idx).astype(int), 0, arr.shape[1] - 1)
+    n, m = max(1, round(width)), max(1, round(height))
+    cols = np.clip(np.round(x0 + np.arange(n) * (width / n)).astype(int), 0, arr.shape[1] - 1)
+    rows = np.clip(np.round(y0 + np.arange(m) * (height / m)).astype(int), 0, arr.shape[0] - 1)
     return Image.fromarray(np.ascontiguousarray(arr[rows][:, cols]))
 
 
