@@ -107,11 +107,12 @@ def test_a_run_held_to_a_baseline_floors_every_report_and_compares_its_export(so
     path.write_text(yaml.safe_dump(held))
     assert main(["train", "--config", str(path), "--workers", "0"]) == 0
     saved = yaml.safe_load((tmp_path / "held" / "config.yaml").read_text())
-    assert set(saved["select_floor"]) >= {"validation", "posed", "posed_clean"}  # every report has its floor
+    # every report has its floor, FER+'s faint smiles (happy, some raters saying neutral) too
+    assert set(saved["select_floor"]) >= {"validation", "validation_faint", "posed", "posed_clean"}
     results = json.loads((tmp_path / "held" / "export" / "eval_results.json").read_text())
     comparison = results["baseline_comparison"]
     assert comparison["baseline"] == held["baseline"]
-    assert set(comparison["reports"]) == {"validation", "posed", "posed_clean"}
+    assert set(comparison["reports"]) == {"validation", "validation_faint", "posed", "posed_clean"}
     for report in comparison["reports"].values():
         assert report["baseline"]["n"] == report["new"]["n"] > 0
         low, high = report["interval"]

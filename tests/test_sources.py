@@ -369,3 +369,26 @@ def test_the_neutral_bias_takes_the_smallest_change_when_a_larger_one_gains_only
     assert scores[0.5] - scores[0.3] == pytest.approx(1 / n)  # the top of the grid, by one face in a thousand
     assert scores[0.2] < scores[0.3] - 0.04
     assert fit["chosen"] == 0.3
+
+
+def test_faint_smiles_are_happy_faces_some_raters_called_neutral():
+    """The `<report>_faint` view (issue #35: faint smiles read as contempt): happy faces with at least 20% neutral
+    votes; not a clear smile, not a neutral face with smile votes, not a row without votes, not a source without a
+    neutral option."""
+    import datasets
+
+    from trainer.sources import faint_smiles
+
+    happy, neutral = LABELS.index("happy"), LABELS.index("neutral")
+
+    def votes(h, n):
+        v = [0] * 8
+        v[happy], v[neutral] = h, n
+        return v
+
+    ds = datasets.Dataset.from_dict({"votes": [votes(7, 3), votes(9, 1), votes(2, 8), None, votes(8, 2)]})
+    labels = np.array([happy, happy, neutral, happy, happy])
+    assert faint_smiles(ds, labels, list(LABELS), SourceConfig("f", "x")).tolist() == [True, False, False, False,
+                                                                                       True]
+    assert faint_smiles(ds, labels, list(LABELS), SourceConfig("f", "x", soft_column=None)) is None
+    assert faint_smiles(ds, labels, None, SourceConfig("f", "x", soft_names=POSED_NAMES)) is None
