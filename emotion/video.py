@@ -52,6 +52,16 @@ def open_video(path: str | Path):
     return container, stream
 
 
+def frame_image(frame) -> Any:
+    """A decoded PyAV frame as an RGB PIL image, converted on one thread.
+
+    PyAV keeps the converter on the frame, with a pool of threads by default. A frame freed in a forked child (a
+    frame still held by an exception's traceback until the garbage collector runs, and the collector running in a
+    child that Ray or multiprocessing forked) then waits forever on that pool, which the child does not have: a
+    full test run hung so. One thread converts a 720p frame in about a millisecond and leaves nothing to wait on."""
+    return frame.to_image(threads=1)
+
+
 def duration_s(container, stream) -> float | None:
     """The video's duration in seconds from its header, or None when the header does not say."""
     if stream.duration is not None and stream.time_base is not None:
@@ -87,7 +97,7 @@ def sampled_frames(path: str | Path, every: int | None = None, fps: float | None
                 next_time = max(next_time + 1 / fps, time)  # no catch-up bursts after a gap
             elif index % (every or 1):
                 continue
-            yield index, time, frame.to_image()
+            yield index, time, frame_image(frame)
         if not decoded:
             raise VideoError("the video has no frames we can decode: re-encode or re-export it")
     except av.error.FFmpegError as e:
@@ -111,7 +121,7 @@ def frames_at(path: str | Path, indices: Iterable[int]) -> Iterator[tuple[int, A
     try:
         for index, frame in enumerate(container.decode(stream)):
             if index in wanted:
-                yield index, frame.to_image()
+                yield index, frame_image(frame)
             if index >= last:
                 break
     except av.error.FFmpegError as e:

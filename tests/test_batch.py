@@ -1,6 +1,7 @@
 """`python -m emotion predict-dataset`: every face of a data set into parquet shards, resumable, bad images recorded."""
 from __future__ import annotations
 
+import gc
 import io
 
 import pandas.testing
@@ -155,6 +156,10 @@ def test_ray_data_gives_the_same_rows_as_one_machine(photos, parquet_dir, tiny_m
     from emotion.batch_ray import run_ray
 
     model = Options(f"local-dir:{tiny_model}")
+    # Ray forks its processes and runs Python in the child before exec: garbage from earlier tests collected there
+    # runs its finalizers without the parent's threads (a converted video frame once hung a full run so; see
+    # emotion.video.frame_image). Collect it here, in this process.
+    gc.collect()
     try:
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     except Exception as e:  # Ray gives its own processes 30 s to start; an overloaded machine misses that

@@ -409,3 +409,32 @@ def test_a_photo_over_its_limit_is_refused_by_size_though_the_page_takes_videos_
     event, data = gradio_call(client, "predict", [gradio_upload(client, "big.png", big), tiny_model.name, 20, 0.5,
                                                   "auto", False])
     assert event == "error" and f"above the limit of {megabytes(MAX_UPLOAD_BYTES)}" in data["error"], data
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="fork is POSIX only")
+def test_a_converted_frame_can_be_freed_in_a_forked_child(clip):
+    """A frame kept alive (by a traceback, until the garbage collector runs) and freed in a child that Ray or
+    multiprocessing forked: with PyAV's default converter threads the child waited forever (a full test run hung in
+    `ray.init`)."""
+    import os
+    import signal
+    import time
+
+    from emotion.video import frame_image, open_video
+
+    container, stream = open_video(clip)
+    frame = next(container.decode(stream))
+    assert frame_image(frame).size == (frame.width, frame.height)
+    container.close()
+    pid = os.fork()
+    if pid == 0:  # the child frees the frame and leaves at once
+        del frame
+        os._exit(0)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and os.waitpid(pid, os.WNOHANG) == (0, 0):
+        time.sleep(0.05)
+    exited = time.monotonic() < deadline
+    if not exited:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    assert exited, "the forked child hung freeing a converted frame"
