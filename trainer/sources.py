@@ -108,26 +108,17 @@ def soft_targets(ds, labels: np.ndarray, label_names: list[str] | None, src: Sou
     makes every class with at least that share of the (weighted) votes an equal positive (0.3: that face is 0.5/0.5).
     """
     targets = np.eye(len(LABELS), dtype=np.float32)[labels]
-    if not src.soft_column or src.soft_column not in ds.column_names:
+    votes = raw_votes(ds, label_names, src)
+    if votes is None:
         return targets
-    names = src.soft_names or label_names
-    if names is None:
-        raise ValueError(f"source {src.name}: give soft_names for the column {src.soft_column}")
-    cols = np.array([LABEL2ID[canonical(n)] for n in names])
     scale = None
     if src.vote_weights:
         scale = np.ones(len(LABELS), np.float32)
         for n, w in src.vote_weights.items():
             scale[LABEL2ID[canonical(n)]] = w
-    for i, row in enumerate(ds[src.soft_column]):
-        if row is None or labels[i] not in cols:
-            continue
-        v = np.asarray(row, dtype=np.float32)
-        if v.shape != (len(cols),) or not np.isfinite(v).all() or v.sum() <= 0:
-            continue
-        soft = np.zeros(len(LABELS), np.float32)
-        soft[cols] = v
-        targets[i] = vote_target(soft, scale, src.vote_positive)
+    spoken = np.isin(labels, voted_classes(label_names, src))  # the votes can speak for the row's label
+    for i in np.flatnonzero(spoken & ~np.isnan(votes).any(axis=1)):
+        targets[i] = vote_target(votes[i], scale, src.vote_positive)
     return targets
 
 
@@ -155,21 +146,42 @@ def class_mask(labels: np.ndarray, src: SourceConfig) -> np.ndarray:
     return mask
 
 
+def voted_classes(label_names: list[str] | None, src: SourceConfig) -> np.ndarray:
+    """The canonical class ids of `soft_column`'s entries, in its order (`soft_names`, else the label names)."""
+    names = src.soft_names or label_names
+    if names is None:
+        raise ValueError(f"source {src.name}: give soft_names for the column {src.soft_column}")
+    return np.array([LABEL2ID[canonical(n)] for n in names])
+
+
+def raw_votes(ds, label_names: list[str] | None, src: SourceConfig) -> np.ndarray | None:
+    """`soft_column`'s votes or shares as float32 (N, 8) in canonical order, NaN rows where a row has none (null, of
+    another length, not finite, or summing to 0); None where the source has no such column."""
+    if not src.soft_column or src.soft_column not in ds.column_names:
+        return None
+    cols = voted_classes(label_names, src)
+    out = np.full((len(ds), len(LABELS)), np.nan, np.float32)
+    for i, row in enumerate(ds[src.soft_column]):
+        if row is None:
+            continue
+        v = np.asarray(row, dtype=np.float32)
+        if v.shape != (len(cols),) or not np.isfinite(v).all() or v.sum() <= 0:
+            continue
+        out[i] = 0.0
+        out[i, cols] = v
+    return out
+
+
 def faint_smiles(ds, labels: np.ndarray, label_names: list[str] | None, src: SourceConfig) -> np.ndarray | None:
     """Rows labelled happy that at least FAINT_NEUTRAL_SHARE of their raters called neutral (`soft_column`'s raw
-    votes), or None where the source has no such votes."""
-    names = src.soft_names or label_names
-    if not src.soft_column or src.soft_column not in ds.column_names or names is None:
+    votes), or None where the source has no votes with both a happy and a neutral option."""
+    votes = raw_votes(ds, label_names, src)
+    happy, neutral = LABEL2ID["happy"], LABEL2ID["neutral"]
+    if votes is None or not {happy, neutral} <= set(voted_classes(label_names, src).tolist()):
         return None
-    canon = [canonical(n) for n in names]
-    if "happy" not in canon or "neutral" not in canon:
-        return None
-    neutral, out = canon.index("neutral"), np.zeros(len(labels), bool)
-    for i, row in enumerate(ds[src.soft_column]):
-        v = None if row is None else np.asarray(row, dtype=np.float64)
-        if labels[i] == LABEL2ID["happy"] and v is not None and v.shape == (len(canon),) and v.sum() > 0:
-            out[i] = v[neutral] / v.sum() >= FAINT_NEUTRAL_SHARE
-    return out
+    with np.errstate(invalid="ignore"):  # NaN rows (no votes) compare False
+        share = votes[:, neutral].astype(np.float64) / votes.sum(axis=1, dtype=np.float64)
+        return (np.asarray(labels) == happy) & (share >= FAINT_NEUTRAL_SHARE)
 
 
 def decode_rows(ds, src: SourceConfig, crop: dict | None, train: bool):
