@@ -1,5 +1,8 @@
 """Serving speed on the photos people take, in one run: the face search before YuNet (a git ref), today's, and the
-peer fer-tflite; in-process, medians of rounds that alternate between the three so that load hits them alike.
+peer fer-tflite; medians of rounds that alternate between the three so that load hits them alike. Today's runs in
+this process, the other two each in a process of its own (bench/fer_worker.py; `--before-worker`): in a process that
+had also run the search before YuNet, today's portrait read ~10% slower (5.8 against 5.2-5.3 ms, two runs each,
+2-core AMD EPYC, 2026-12-07), a cost no user of either pays.
 
 Photos (generated from scikit-image's astronaut, NASA, public domain):
 - the astronaut, 512x512, one face (a PIL image in memory; for fer a BGR array);
@@ -131,12 +134,14 @@ def photos(folder: Path) -> dict[str, tuple[object, Path, bool]]:
     return out
 
 
-class FerWorker:
-    """fer-tflite in its own venv (bench/fer_worker.py), timed on request."""
+class Worker:
+    """A contender in a process of its own (`argv`: fer-tflite in its venv, bench/fer_worker.py, or the search before
+    YuNet, `--before-worker`), timed on request: one JSON line in, one out (fer_worker.py's docstring)."""
 
-    def __init__(self, python: str, shots: dict):
-        self.process = subprocess.Popen([python, str(ROOT / "bench" / "fer_worker.py")], stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    def __init__(self, argv: list[str], shots: dict):
+        self.argv = argv
+        self.process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                        stderr=subprocess.DEVNULL, text=True)
         self.version = self._ask({"photos": {name: {"path": str(path), "from_bytes": from_bytes}
                                              for name, (_, path, from_bytes) in shots.items()}})["ready"]
 
@@ -149,7 +154,7 @@ class FerWorker:
         self.process.stdin.flush()
         line = self.process.stdout.readline()
         if not line:
-            sys.exit("the fer worker stopped: run bench/fer_worker.py with --fer-python by hand to see why")
+            sys.exit(f"a worker stopped: run {' '.join(self.argv)} by hand to see why")
         return json.loads(line)
 
     def close(self) -> None:
@@ -166,23 +171,23 @@ def timed(fn, n: int) -> list[float]:
     return out
 
 
-def photo_rows(args, shots: dict, before: Predictor | None, now: Predictor, fer: FerWorker | None) -> None:
+def photo_rows(args, shots: dict, before: Worker | None, now: Predictor, fer: Worker | None) -> None:
     """One table row per photo: medians over `args.rounds` rounds of before, now and fer, `args.repeats` calls
     each per round, after 2 warm-up calls of each."""
     ms: dict[tuple[str, str], list[float]] = {}
     faces: dict[tuple[str, str], int] = {}
-    runs = {"before": before, "now": now}
     for r in range(args.rounds + 1):  # round 0 warms up
         n = 2 if r == 0 else args.repeats
         for name, (source, _, _) in shots.items():
-            for who, predictor in runs.items():
-                if predictor is not None:
-                    faces[who, name] = len(predictor.predict(source).faces)
-                    times = timed(lambda: predictor.predict(source), n)
-                    ms.setdefault((who, name), []).extend(times if r else [])
-            if fer is not None:
-                times, faces["fer", name] = fer.time(name, n)
-                ms.setdefault(("fer", name), []).extend(times if r else [])
+            for who, worker in (("before", before), ("now", None), ("fer", fer)):
+                if who == "now":
+                    faces[who, name] = len(now.predict(source).faces)
+                    times = timed(lambda: now.predict(source), n)
+                elif worker is not None:
+                    times, faces[who, name] = worker.time(name, n)
+                else:
+                    continue
+                ms.setdefault((who, name), []).extend(times if r else [])
     print("| photo | before ms | now ms | fer-tflite ms | now vs fer | now vs before | faces before / now / fer |")
     print("|---|---|---|---|---|---|---|")
     for name in shots:
@@ -207,6 +212,26 @@ def split_rows(now: Predictor, shots: dict, repeats: int) -> None:
             classify.append(timings["classify"])
             views.append(now.detector.passes["views"])
         print(f"| {name} | {statistics.median(detect):.1f} | {statistics.median(classify):.1f} | {max(views)} |")
+
+
+def serve_before(base: str, model: str | None) -> None:
+    """`--before-worker`: the search at `base` (`before_predictor`) answering Worker's requests on stdin/stdout, with
+    the threads today's runs with. Photos timed from their bytes are decoded in every call; the others once."""
+    _one_thread()
+    predictor = before_predictor(model, legacy_faces(base))
+    photos: dict[str, object] = {}
+    for line in sys.stdin:
+        request = json.loads(line)
+        if "photos" in request:
+            for name, spec in request["photos"].items():
+                data = Path(spec["path"]).read_bytes()
+                photos[name] = data if spec["from_bytes"] else load_image(data)
+            reply = {"ready": f"emotion/faces.py at {base}"}
+        else:
+            source = photos[request["time"]]
+            faces = len(predictor.predict(source).faces)
+            reply = {"ms": timed(lambda: predictor.predict(source), request["n"]), "faces": faces}
+        print(json.dumps(reply), flush=True)
 
 
 def video_rows(args, now: Predictor, folder: Path) -> None:
@@ -235,7 +260,10 @@ def main() -> None:
     p.add_argument("--skip-video", action="store_true")
     p.add_argument("--seconds", type=float, default=6.0, help="length of the generated 720p clip")
     p.add_argument("--video-rounds", type=int, default=3)
+    p.add_argument("--before-worker", metavar="BASE", help=argparse.SUPPRESS)  # run by Worker: see serve_before
     args = p.parse_args()
+    if args.before_worker:
+        return serve_before(args.before_worker, args.model)
     if min(args.repeats, args.rounds, args.video_rounds) < 1 or args.seconds <= 0:
         p.error("--repeats, --rounds and --video-rounds must be >= 1 and --seconds > 0")
     from emotion.bench import cpu_name
@@ -243,18 +271,20 @@ def main() -> None:
 
     _one_thread()
     now = Predictor.from_pretrained(args.model)
-    before = before_predictor(args.model, legacy_faces(args.base)) if args.base else None
     with tempfile.TemporaryDirectory() as tmp:
         shots = photos(Path(tmp))
-        fer = FerWorker(args.fer_python, shots) if args.fer_python else None
+        model = ["--model", args.model] if args.model else []
+        before = Worker([sys.executable, str(Path(__file__).resolve()), "--before-worker", args.base, *model], shots) if args.base else None
+        fer = Worker([args.fer_python, str(ROOT / "bench" / "fer_worker.py")], shots) if args.fer_python else None
         print(f"machine: {cpu_name()}; ours: 1 thread a worker ({wide_threads()} alone), backend {now.backend}, "
               f"model {now.source}; before = emotion/faces.py at {args.base or '-'}; "
               f"peer: {fer.version if fer else 'not run (--fer-python)'}; "
               f"median of {args.rounds} x {args.repeats} calls\n")
         photo_rows(args, shots, before, now, fer)
         split_rows(now, shots, args.repeats)
-        if fer is not None:
-            fer.close()
+        for worker in (before, fer):
+            if worker is not None:
+                worker.close()
         if not args.skip_video:
             video_rows(args, now, Path(tmp))
 
