@@ -58,3 +58,28 @@ def test_bench_speeds_search_before_yunet_still_finds_its_models():
     finally:
         sys.path.remove(str(ROOT / "bench"))
     assert all((legacy.ASSETS / name).stat().st_size > 100_000 for name in legacy.MODEL_FILES.values())
+
+
+def test_bench_speeds_before_worker_times_a_photo_in_its_own_process(tmp_path):
+    """bench_speed.py times the search before YuNet in a worker process (`--before-worker`): it answers the fer
+    worker's protocol with one time per call and the faces it found (the astronaut's one)."""
+    import subprocess
+    import sys
+
+    if subprocess.run(["git", "-C", str(ROOT), "cat-file", "-e", "187ae83"], capture_output=True).returncode:
+        pytest.skip("not a git checkout with the project's history")
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        import bench_speed
+
+        shots = bench_speed.photos(tmp_path)
+        worker = bench_speed.Worker([sys.executable, str(ROOT / "bench" / "bench_speed.py"), "--before-worker",
+                                     bench_speed.BASE], shots)
+        try:
+            times, faces = worker.time(next(name for name in shots if name.startswith("astronaut")), 2)
+        finally:
+            worker.close()
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    assert worker.version == f"emotion/faces.py at {bench_speed.BASE}"
+    assert len(times) == 2 and all(t > 0 for t in times) and faces == 1
