@@ -10,6 +10,7 @@ callers that write them out instead.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
@@ -62,6 +63,20 @@ def frame_image(frame) -> Any:
     return frame.to_image(threads=1)
 
 
+def close_video(container, owner: int) -> None:
+    """Closes `container` in the process that opened it (`owner`, its pid). A generator over a video's frames left
+    suspended before a fork (Ray, multiprocessing) is closed in the child when the child's garbage collector gets to
+    it, and closing its decoder there waits forever on FFmpeg's frame threads, which the child does not have (seen:
+    the child hung). In a child the container is kept instead, never freed: its memory is the parent's copy anyway."""
+    if os.getpid() == owner:
+        container.close()
+    else:
+        _KEPT_IN_CHILD.append(container)
+
+
+_KEPT_IN_CHILD: list = []  # containers a forked child must never free (`close_video`)
+
+
 def duration_s(container, stream) -> float | None:
     """The video's duration in seconds from its header, or None when the header does not say."""
     if stream.duration is not None and stream.time_base is not None:
@@ -83,6 +98,7 @@ def sampled_frames(path: str | Path, every: int | None = None, fps: float | None
     if fps is not None and not (isinstance(fps, (int, float)) and 0 < fps <= 120):
         raise EmotionError(f"fps must be between 0 and 120, not {fps!r}: 5 samples five frames per second")
     container, stream = open_video(path)
+    owner = os.getpid()
     next_time, decoded = 0.0, 0
     try:
         for index, frame in enumerate(container.decode(stream)):
@@ -104,7 +120,7 @@ def sampled_frames(path: str | Path, every: int | None = None, fps: float | None
         raise VideoError(f"the video is damaged or truncated ({type(e).__name__}: {e}): re-encode or re-export "
                          "it") from None
     finally:
-        container.close()
+        close_video(container, owner)
 
 
 def frames_at(path: str | Path, indices: Iterable[int]) -> Iterator[tuple[int, Any]]:
@@ -118,6 +134,7 @@ def frames_at(path: str | Path, indices: Iterable[int]) -> Iterator[tuple[int, A
         return
     last = max(wanted)
     container, stream = open_video(path)
+    owner = os.getpid()
     try:
         for index, frame in enumerate(container.decode(stream)):
             if index in wanted:
@@ -128,7 +145,7 @@ def frames_at(path: str | Path, indices: Iterable[int]) -> Iterator[tuple[int, A
         raise VideoError(f"the video is damaged or truncated ({type(e).__name__}: {e}): re-encode or re-export "
                          "it") from None
     finally:
-        container.close()
+        close_video(container, owner)
 
 
 @dataclass

@@ -438,3 +438,31 @@ def test_a_converted_frame_can_be_freed_in_a_forked_child(clip):
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
     assert exited, "the forked child hung freeing a converted frame"
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="fork is POSIX only")
+@pytest.mark.parametrize("frames", ["sampled", "at"])
+def test_a_video_left_half_read_can_be_collected_in_a_forked_child(clip, frames):
+    """A generator over a video's frames left suspended before a fork (Ray, multiprocessing) is closed in the child
+    when its garbage collector gets to it: closing the decoder there waited forever on FFmpeg's frame threads."""
+    import os
+    import signal
+    import time
+
+    from emotion.video import frames_at
+
+    gen = sampled_frames(clip, fps=5) if frames == "sampled" else frames_at(clip, [0, 5, 10])
+    next(gen)
+    pid = os.fork()
+    if pid == 0:  # the child closes the generator, as its collector would, and leaves
+        gen.close()
+        os._exit(0)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and os.waitpid(pid, os.WNOHANG) == (0, 0):
+        time.sleep(0.05)
+    exited = time.monotonic() < deadline
+    if not exited:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    gen.close()
+    assert exited, "the forked child hung closing a half-read video"
