@@ -417,8 +417,6 @@ def test_a_converted_frame_can_be_freed_in_a_forked_child(clip):
     multiprocessing forked: with PyAV's default converter threads the child waited forever (a full test run hung in
     `ray.init`)."""
     import os
-    import signal
-    import time
 
     from emotion.video import frame_image, open_video
 
@@ -430,14 +428,7 @@ def test_a_converted_frame_can_be_freed_in_a_forked_child(clip):
     if pid == 0:  # the child frees the frame and leaves at once
         del frame
         os._exit(0)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and os.waitpid(pid, os.WNOHANG) == (0, 0):
-        time.sleep(0.05)
-    exited = time.monotonic() < deadline
-    if not exited:
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-    assert exited, "the forked child hung freeing a converted frame"
+    assert _exits_within(pid, 20), "the forked child hung freeing a converted frame"
 
 
 @pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="fork is POSIX only")
@@ -446,8 +437,6 @@ def test_a_video_left_half_read_can_be_collected_in_a_forked_child(clip, frames)
     """A generator over a video's frames left suspended before a fork (Ray, multiprocessing) is closed in the child
     when its garbage collector gets to it: closing the decoder there waited forever on FFmpeg's frame threads."""
     import os
-    import signal
-    import time
 
     from emotion.video import frames_at
 
@@ -457,12 +446,22 @@ def test_a_video_left_half_read_can_be_collected_in_a_forked_child(clip, frames)
     if pid == 0:  # the child closes the generator, as its collector would, and leaves
         gen.close()
         os._exit(0)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and os.waitpid(pid, os.WNOHANG) == (0, 0):
-        time.sleep(0.05)
-    exited = time.monotonic() < deadline
-    if not exited:
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
+    exited = _exits_within(pid, 20)
     gen.close()
     assert exited, "the forked child hung closing a half-read video"
+
+
+def _exits_within(pid: int, seconds: float) -> bool:
+    """Whether the child `pid` exits within `seconds`; a child still running then is killed (and reaped)."""
+    import os
+    import signal
+    import time
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if os.waitpid(pid, os.WNOHANG) != (0, 0):
+            return True
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    return False
