@@ -16,7 +16,7 @@ from PIL import Image
 from emotion.labels import LABELS
 from trainer.__main__ import main
 from trainer.data import ResumableSampler, load_raw, label_ids
-from trainer.sources import SourceConfig, class_mask, soft_targets
+from trainer.sources import SourceConfig, class_mask, raw_votes, soft_targets
 from trainer.train import soft_cross_entropy
 
 POSED_NAMES = ["anger", "disgust", "fear", "happy", "sad", "surprise"]  # the raters' options: no neutral, no contempt
@@ -81,11 +81,16 @@ def two_sources(tmp_path_factory):
     return a, b
 
 
+def targets_of(ds, labels, names, src):
+    """`soft_targets` on `ds`'s votes, read as `decode_rows` reads them."""
+    return soft_targets(raw_votes(ds, names, src), labels, names, src)
+
+
 def test_ratings_become_soft_targets_and_calm_faces_keep_their_label(two_sources):
     ds = load_raw(str(two_sources[1]))["train"]
     labels, names = label_ids(ds)
     src = SourceConfig("b", str(two_sources[1]), soft_column="shares", soft_names=POSED_NAMES)
-    t = soft_targets(ds, labels, names, src)
+    t = targets_of(ds, labels, names, src)
     angry = np.flatnonzero(labels == LABELS.index("anger"))[0]
     assert t[angry, LABELS.index("anger")] == pytest.approx(0.5)
     assert t[angry, LABELS.index("disgust")] == pytest.approx(0.1)
@@ -109,15 +114,15 @@ def test_vote_weights_and_vote_positive_turn_a_crowd_frown_away_from_neutral(tmp
     ds = datasets.Dataset.from_dict({"votes": [v, w]})
     labels = np.array([LABELS.index("neutral")] * 2)
     neutral, anger, sad = (LABELS.index(n) for n in ("neutral", "anger", "sad"))
-    plain = soft_targets(ds, labels, list(LABELS), SourceConfig("f", "x"))
+    plain = targets_of(ds, labels, list(LABELS), SourceConfig("f", "x"))
     assert plain[0, neutral] == pytest.approx(0.7) and plain[0, anger] == pytest.approx(0.3)
-    weighted = soft_targets(ds, labels, list(LABELS), SourceConfig("f", "x", vote_weights={"neutral": 0.5}))
+    weighted = targets_of(ds, labels, list(LABELS), SourceConfig("f", "x", vote_weights={"neutral": 0.5}))
     assert weighted[0, neutral] == pytest.approx(3.5 / 6.5) and weighted[0, anger] == pytest.approx(3 / 6.5)
-    positive = soft_targets(ds, labels, list(LABELS), SourceConfig("f", "x", vote_positive=0.3))
+    positive = targets_of(ds, labels, list(LABELS), SourceConfig("f", "x", vote_positive=0.3))
     assert positive[0, neutral] == positive[0, anger] == pytest.approx(0.5)
     assert positive[1, neutral] == 1 and positive[1, sad] == 0  # one vote in ten is not a positive
-    both = soft_targets(ds, labels, list(LABELS), SourceConfig("f", "x", vote_weights={"neutral": 0.2},
-                                                                vote_positive=0.3))
+    both = targets_of(ds, labels, list(LABELS), SourceConfig("f", "x", vote_weights={"neutral": 0.2},
+                                                              vote_positive=0.3))
     assert both[1, neutral] == both[1, sad] == pytest.approx(0.5)  # 1.8 vs 1 weighted votes: both >= 30%
     for t in (weighted, positive, both):
         np.testing.assert_allclose(t.sum(1), 1, rtol=1e-6)
@@ -388,7 +393,9 @@ def test_faint_smiles_are_happy_faces_some_raters_called_neutral():
 
     ds = datasets.Dataset.from_dict({"votes": [votes(7, 3), votes(9, 1), votes(2, 8), None, votes(8, 2)]})
     labels = np.array([happy, happy, neutral, happy, happy])
-    assert faint_smiles(ds, labels, list(LABELS), SourceConfig("f", "x")).tolist() == [True, False, False, False,
-                                                                                       True]
-    assert faint_smiles(ds, labels, list(LABELS), SourceConfig("f", "x", soft_column=None)) is None
-    assert faint_smiles(ds, labels, None, SourceConfig("f", "x", soft_names=POSED_NAMES)) is None
+    def faint(names, src):
+        return faint_smiles(raw_votes(ds, names, src), labels, names, src)
+
+    assert faint(list(LABELS), SourceConfig("f", "x")).tolist() == [True, False, False, False, True]
+    assert faint(list(LABELS), SourceConfig("f", "x", soft_column=None)) is None
+    assert faint(None, SourceConfig("f", "x", soft_names=POSED_NAMES)) is None

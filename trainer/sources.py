@@ -99,16 +99,17 @@ class SourceConfig:
         return cls(**value)
 
 
-def soft_targets(ds, labels: np.ndarray, label_names: list[str] | None, src: SourceConfig) -> np.ndarray:
-    """One-hot targets, replaced by the normalised votes/shares of `soft_column` where the row has them and they
-    can speak for the row's label (raters offered no 'neutral', so a calm face keeps its hard label).
+def soft_targets(votes: np.ndarray | None, labels: np.ndarray, label_names: list[str] | None,
+                 src: SourceConfig) -> np.ndarray:
+    """One-hot targets, replaced by the normalised votes/shares of `soft_column` (`votes`: `raw_votes`, None where
+    the source has none) where the row has them and they can speak for the row's label (raters offered no
+    'neutral', so a calm face keeps its hard label).
 
     How votes become targets (issue #21: FER+'s crowd calls a closed-mouth frown neutral): `vote_weights` scales a
     class's votes before normalising (neutral 0.5: a 7-neutral/3-anger face becomes 0.54/0.46), and `vote_positive`
     makes every class with at least that share of the (weighted) votes an equal positive (0.3: that face is 0.5/0.5).
     """
     targets = np.eye(len(LABELS), dtype=np.float32)[labels]
-    votes = raw_votes(ds, label_names, src)
     if votes is None:
         return targets
     scale = None
@@ -172,10 +173,10 @@ def raw_votes(ds, label_names: list[str] | None, src: SourceConfig) -> np.ndarra
     return out
 
 
-def faint_smiles(ds, labels: np.ndarray, label_names: list[str] | None, src: SourceConfig) -> np.ndarray | None:
-    """Rows labelled happy that at least FAINT_NEUTRAL_SHARE of their raters called neutral (`soft_column`'s raw
-    votes), or None where the source has no votes with both a happy and a neutral option."""
-    votes = raw_votes(ds, label_names, src)
+def faint_smiles(votes: np.ndarray | None, labels: np.ndarray, label_names: list[str] | None,
+                 src: SourceConfig) -> np.ndarray | None:
+    """Rows labelled happy that at least FAINT_NEUTRAL_SHARE of their raters called neutral (`votes`: `raw_votes`),
+    or None where the source has no votes with both a happy and a neutral option."""
     happy, neutral = LABEL2ID["happy"], LABEL2ID["neutral"]
     if votes is None or not {happy, neutral} <= set(voted_classes(label_names, src).tolist()):
         return None
@@ -194,12 +195,13 @@ def decode_rows(ds, src: SourceConfig, crop: dict | None, train: bool):
     if "image" not in ds.column_names or "label" not in ds.column_names:
         raise DataError(f"source {src.name}: needs 'image' and 'label' columns; it has {ds.column_names}")
     labels, names = label_ids(ds)
-    targets = soft_targets(ds, labels, names, src)
+    votes = raw_votes(ds, names, src)  # read once: the targets and the faint-smile view both come from them
+    targets = soft_targets(votes, labels, names, src)
     dup = np.asarray(ds["dup_in_train"], dtype=bool) if "dup_in_train" in ds.column_names else None
     views = {}
     if src.clean_column and src.clean_column in ds.column_names:
         views["clean"] = np.array([v is not False for v in ds[src.clean_column]])
-    faint = faint_smiles(ds, labels, names, src)
+    faint = faint_smiles(votes, labels, names, src)
     if faint is not None and faint.any():
         views["faint"] = faint
     images = list(ds["image"])
