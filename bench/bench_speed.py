@@ -171,23 +171,26 @@ def timed(fn, n: int) -> list[float]:
     return out
 
 
+def timed_predictions(predictor: Predictor, source, n: int) -> tuple[list[float], int]:
+    """`n` timed `predict` calls on `source`, and the faces it finds (counted in an untimed call first)."""
+    faces = len(predictor.predict(source).faces)
+    return timed(lambda: predictor.predict(source), n), faces
+
+
 def photo_rows(args, shots: dict, before: Worker | None, now: Predictor, fer: Worker | None) -> None:
     """One table row per photo: medians over `args.rounds` rounds of before, now and fer, `args.repeats` calls
     each per round, after 2 warm-up calls of each."""
     ms: dict[tuple[str, str], list[float]] = {}
     faces: dict[tuple[str, str], int] = {}
+    contenders = {"before": before and before.time, "now": lambda name, n: timed_predictions(now, shots[name][0], n),
+                  "fer": fer and fer.time}
     for r in range(args.rounds + 1):  # round 0 warms up
         n = 2 if r == 0 else args.repeats
-        for name, (source, _, _) in shots.items():
-            for who, worker in (("before", before), ("now", None), ("fer", fer)):
-                if who == "now":
-                    faces[who, name] = len(now.predict(source).faces)
-                    times = timed(lambda: now.predict(source), n)
-                elif worker is not None:
-                    times, faces[who, name] = worker.time(name, n)
-                else:
-                    continue
-                ms.setdefault((who, name), []).extend(times if r else [])
+        for name in shots:
+            for who, time_them in contenders.items():
+                if time_them is not None:
+                    times, faces[who, name] = time_them(name, n)
+                    ms.setdefault((who, name), []).extend(times if r else [])
     print("| photo | before ms | now ms | fer-tflite ms | now vs fer | now vs before | faces before / now / fer |")
     print("|---|---|---|---|---|---|---|")
     for name in shots:
@@ -228,9 +231,8 @@ def serve_before(base: str, model: str | None) -> None:
                 photos[name] = data if spec["from_bytes"] else load_image(data)
             reply = {"ready": f"emotion/faces.py at {base}"}
         else:
-            source = photos[request["time"]]
-            faces = len(predictor.predict(source).faces)
-            reply = {"ms": timed(lambda: predictor.predict(source), request["n"]), "faces": faces}
+            times, faces = timed_predictions(predictor, photos[request["time"]], request["n"])
+            reply = {"ms": times, "faces": faces}
         print(json.dumps(reply), flush=True)
 
 
@@ -274,7 +276,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         shots = photos(Path(tmp))
         model = ["--model", args.model] if args.model else []
-        before = Worker([sys.executable, str(Path(__file__).resolve()), "--before-worker", args.base, *model], shots) if args.base else None
+        before = (Worker([sys.executable, str(Path(__file__).resolve()), "--before-worker", args.base, *model], shots)
+                  if args.base else None)
         fer = Worker([args.fer_python, str(ROOT / "bench" / "fer_worker.py")], shots) if args.fer_python else None
         print(f"machine: {cpu_name()}; ours: 1 thread a worker ({wide_threads()} alone), backend {now.backend}, "
               f"model {now.source}; before = emotion/faces.py at {args.base or '-'}; "
