@@ -42,44 +42,41 @@ def _is_submodule(module: str, name: str) -> bool:
     return True
 
 
-def test_bench_speeds_search_before_yunet_still_finds_its_models():
-    """bench_speed.py's "before" column runs emotion/faces.py at its base commit, which loads both BlazeFace files;
-    the full-range one is no longer shipped, so it is read from that commit."""
+@pytest.fixture
+def bench_speed():
+    """bench/bench_speed.py as a module, where the project's history holds its "before" commit (`BASE`)."""
     import subprocess
     import sys
 
-    if subprocess.run(["git", "-C", str(ROOT), "cat-file", "-e", "187ae83"], capture_output=True).returncode:
-        pytest.skip("not a git checkout with the project's history")
     sys.path.insert(0, str(ROOT / "bench"))
     try:
         import bench_speed
 
-        legacy = bench_speed.legacy_faces(bench_speed.BASE)
+        if subprocess.run(["git", "-C", str(ROOT), "cat-file", "-e", bench_speed.BASE], capture_output=True).returncode:
+            pytest.skip("not a git checkout with the project's history")
+        yield bench_speed
     finally:
         sys.path.remove(str(ROOT / "bench"))
+
+
+def test_bench_speeds_search_before_yunet_still_finds_its_models(bench_speed):
+    """bench_speed.py's "before" column runs emotion/faces.py at its base commit, which loads both BlazeFace files;
+    the full-range one is no longer shipped, so it is read from that commit."""
+    legacy = bench_speed.legacy_faces(bench_speed.BASE)
     assert all((legacy.ASSETS / name).stat().st_size > 100_000 for name in legacy.MODEL_FILES.values())
 
 
-def test_bench_speeds_before_worker_times_a_photo_in_its_own_process(tmp_path):
+def test_bench_speeds_before_worker_times_a_photo_in_its_own_process(bench_speed, tmp_path):
     """bench_speed.py times the search before YuNet in a worker process (`--before-worker`): it answers the fer
     worker's protocol with one time per call and the faces it found (the astronaut's one)."""
-    import subprocess
     import sys
 
-    if subprocess.run(["git", "-C", str(ROOT), "cat-file", "-e", "187ae83"], capture_output=True).returncode:
-        pytest.skip("not a git checkout with the project's history")
-    sys.path.insert(0, str(ROOT / "bench"))
+    shots = bench_speed.photos(tmp_path)
+    worker = bench_speed.Worker([sys.executable, str(ROOT / "bench" / "bench_speed.py"), "--before-worker",
+                                 bench_speed.BASE], shots)
     try:
-        import bench_speed
-
-        shots = bench_speed.photos(tmp_path)
-        worker = bench_speed.Worker([sys.executable, str(ROOT / "bench" / "bench_speed.py"), "--before-worker",
-                                     bench_speed.BASE], shots)
-        try:
-            times, faces = worker.time(next(name for name in shots if name.startswith("astronaut")), 2)
-        finally:
-            worker.close()
+        times, faces = worker.time(next(name for name in shots if name.startswith("astronaut")), 2)
     finally:
-        sys.path.remove(str(ROOT / "bench"))
+        worker.close()
     assert worker.version == f"emotion/faces.py at {bench_speed.BASE}"
     assert len(times) == 2 and all(t > 0 for t in times) and faces == 1
