@@ -37,7 +37,7 @@ from PIL import Image
 from .boxes import iou, nms
 from .crops import crop_box, crop_face  # noqa: F401  (re-exported: callers import them from here)
 from .errors import EmotionError
-from .images import file_pixels, load_image
+from .images import file_pixels, load_image, planned_size
 from .blazeface import BlazeFace
 from .threads import wide_threads
 from .yunet import YuNet
@@ -400,10 +400,13 @@ def decode_and_find(src, detector: FaceDetector, **options) -> tuple[Image.Image
             decoded.append(decode(side))
         return decoded[-1]
 
-    img = decode(detector.detect_side)
-    reduced = file_pixels(img)[1][0] > 1
-    ahead = [job] if reduced and (job := _decode_ahead(src, img)) is not None else []
+    # The finer decode a small face will need starts first, from the header's sizes, so that it runs beside the
+    # reduced decode (one core's work) rather than only beside the search's passes (both cores')
+    planned = planned_size(src, detector.detect_side)
+    ahead = [job] if planned and (job := _decode_ahead(src, *planned)) is not None else []
     try:
+        img = decode(detector.detect_side)
+        reduced = file_pixels(img)[1][0] > 1
         found = detector.find(img, finer=finer if reduced else None, **options)
         smallest = min((max(f.box[2], f.box[3]) for f in found.faces), default=MIN_CROP_FACE)
         if reduced and smallest < MIN_CROP_FACE:
@@ -417,21 +420,22 @@ def decode_and_find(src, detector: FaceDetector, **options) -> tuple[Image.Image
     return img, replace(found, decode_ms=0.0 if isinstance(src, Image.Image) else spent[0] * 1000)
 
 
-def _decode_ahead(src, img: Image.Image) -> Future | None:
-    """For a file decoded at a reduced scale: its next finer decode, started on a spare core while the search runs
-    (a face too small for its view or crop needs it: then it is ready, or nearly), or None. Only while no other
-    prediction is in flight (`emotion.threads.wide_threads`), only one at a time, and only where that decode is
-    at most AHEAD_PIXELS: a 1920x1080 JPEG's whole decode (~4 ms here) hides behind its ~9 ms search, a 12 MP
-    photo's half-scale one (~15 ms) would not, and is made only when a face asks for it."""
-    (width, height), (kx, _) = file_pixels(img)
-    if kx <= 1 or min(width, img.width * 2) * min(height, img.height * 2) > AHEAD_PIXELS or wide_threads() < 2:
+def _decode_ahead(src, file_size: tuple[int, int], size: tuple[int, int]) -> Future | None:
+    """For a file that decodes at a reduced scale (`size`, of `file_size`: `images.planned_size`): its next finer
+    decode, started on a spare core beside the reduced one and the search (a face too small for its view or crop
+    needs it: then it is ready), or None. Only while no other prediction is in flight
+    (`emotion.threads.wide_threads`), only one at a time, and only where that decode is at most AHEAD_PIXELS: a
+    1920x1080 JPEG's whole decode (~3.5 ms here) ends within its ~9 ms search, a 12 MP photo's half-scale one
+    (~15 ms) would not, and is made only when a face asks for it."""
+    (width, height), (w, h) = file_size, size
+    if w >= width or min(width, w * 2) * min(height, h * 2) > AHEAD_PIXELS or wide_threads() < 2:
         return None
     if not _ahead_free.acquire(blocking=False):
         return None
 
     def job() -> Image.Image:
         try:
-            return load_image(src, min_side=max(img.size) * 2)
+            return load_image(src, min_side=max(size) * 2)
         finally:
             _ahead_free.release()
 

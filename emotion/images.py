@@ -95,6 +95,32 @@ def file_pixels(img: Image.Image) -> tuple[tuple[int, int], tuple[float, float]]
     return tuple(size), (size[0] / img.width, size[1] / img.height)
 
 
+def planned_size(src: Any, min_side: int | Callable[[int], int]) -> tuple[tuple[int, int], tuple[int, int]] | None:
+    """What `load_image(src, min_side)` will decode, read from the file's header alone (no pixel decoded): the
+    file's upright size and the upright size it decodes at, or None where it decodes whole (not a JPEG, or not
+    twice `min_side`), `src` is not bytes or a path, or the header does not read (`load_image` says why)."""
+    if isinstance(src, (bytes, bytearray, memoryview)):
+        fp = io.BytesIO(bytes(src))
+    elif isinstance(src, (str, os.PathLike)):
+        try:
+            fp = Path(src).open("rb")
+        except OSError:
+            return None
+    else:
+        return None
+    try:
+        with fp, Image.open(fp, formats=("JPEG",)) as img:
+            if img.width * img.height > MAX_PIXELS:
+                return None  # refused by load_image
+            turned = _turned(img)
+            upright = (img.height, img.width) if turned else img.size
+            _draft(img, min_side(max(upright)) if callable(min_side) else min_side)
+            size = (img.height, img.width) if turned else img.size
+    except Exception:  # not a JPEG, or a damaged one: decoded whole, or refused, by load_image
+        return None
+    return (upright, size) if size != upright else None
+
+
 def _open_path(path: Path, min_side=None) -> Image.Image:
     try:
         fp = path.open("rb")
@@ -134,11 +160,15 @@ def _draft(img: Image.Image, side: int) -> None:
 
 def _upright(img: Image.Image) -> tuple[int, int]:
     """The size of the opened file's pixels once upright: swapped where its EXIF orientation turns it a quarter."""
+    return (img.height, img.width) if _turned(img) else img.size
+
+
+def _turned(img: Image.Image) -> bool:
+    """Whether the opened file's EXIF orientation turns it a quarter (5-8)."""
     try:
-        turned = img.getexif().get(ExifTags.Base.Orientation, 1) in (5, 6, 7, 8)
+        return img.getexif().get(ExifTags.Base.Orientation, 1) in (5, 6, 7, 8)
     except Exception:  # a damaged EXIF block: _finish reports it when it applies the orientation
-        turned = False
-    return (img.height, img.width) if turned else img.size
+        return False
 
 
 def _loaded(img: Image.Image) -> Image.Image:

@@ -235,6 +235,27 @@ def test_reduced_decoding_keeps_exif_orientation_limits_and_other_formats_whole(
         load_image(_big_jpeg(astronaut, size=(8000, 6000)), min_side=500)
 
 
+def test_the_header_says_what_a_reduced_decode_will_give_without_decoding(astronaut, tmp_path, monkeypatch):
+    """planned_size: the file's upright size and the size load_image will decode it at, from the header alone (the
+    finer decode a small face needs starts from it, beside the reduced one: emotion/faces.py)."""
+    for data, min_side in ((_big_jpeg(astronaut), 1000), (_big_jpeg(astronaut), 400),
+                           (_big_jpeg(astronaut, orientation=6), lambda long_side: long_side // 4)):
+        path = tmp_path / "photo.jpg"
+        path.write_bytes(data)
+        img = load_image(data, min_side=min_side)
+        assert images.planned_size(data, min_side) == images.planned_size(path, min_side) == (
+            images.file_pixels(img)[0], img.size)
+    png = tmp_path / "big.png"
+    Image.new("RGB", (3000, 2000)).save(png)
+    whole = [(_big_jpeg(astronaut), 3000), (png, 500), (b"not an image", 500), (tmp_path / "missing.jpg", 500),
+             (Image.new("RGB", (9, 9)), 5), (_big_jpeg(astronaut, size=(8000, 6000)), 500)]  # the last: refused
+    data = _big_jpeg(astronaut)
+    monkeypatch.setattr(Image.Image, "load", lambda self: pytest.fail("planned_size decoded pixels"))
+    assert images.planned_size(data, 1000) == ((4000, 3000), (1000, 750))
+    for src, min_side in whole:  # decoded whole, or refused by load_image: nothing to plan
+        assert images.planned_size(src, min_side) is None
+
+
 def test_a_photo_decoded_at_a_reduced_scale_gives_its_faces_in_the_file_pixels(astronaut, tiny_model):
     """The 12 MP photo is decoded at 1/4 (its face ~72 px there, enough for the crop); the answer's boxes and size
     are the file's, as when it is decoded whole."""

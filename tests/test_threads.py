@@ -9,7 +9,6 @@ import pytest
 from PIL import Image
 
 from emotion import faces, threads
-from emotion.images import FILE_SIZE
 from emotion.threads import in_flight, set_threads, wide_threads
 
 
@@ -94,25 +93,28 @@ def _small_face_jpeg(astronaut) -> bytes:
     return buf.getvalue()
 
 
-def test_a_large_jpegs_finer_decode_starts_beside_the_search_and_changes_nothing(budget, astronaut, monkeypatch):
+def test_a_large_jpegs_finer_decode_starts_beside_the_first_and_changes_nothing(budget, astronaut, monkeypatch):
     """A 1920x1080 JPEG is searched at half scale; its whole decode, which the ~55 px face's view and crop need,
-    starts on a spare core right after the first decode and is the one they use (no third decode)."""
+    starts on a spare core before the half-scale one (from the header's sizes: the two decodes run at once, and
+    the search's passes have both cores to themselves) and is the one they use (no third decode)."""
     data = _small_face_jpeg(astronaut)
     detector = faces.FaceDetector()
     where, load = [], faces.load_image
 
     def counted(src, min_side=None):
-        where.append(threading.current_thread().name)
+        ahead_taken = not faces._ahead_free.acquire(blocking=False) or faces._ahead_free.release()
+        where.append((threading.current_thread().name, ahead_taken))
         return load(src, min_side=min_side)
 
     monkeypatch.setattr(faces, "load_image", counted)
     img, found = faces.decode_and_find(data, detector)
-    assert len(where) == 2 and where[1].startswith("decode-ahead")
+    assert sorted(name.split("_")[0] for name, _ in where) == ["MainThread", "decode-ahead"]
+    assert [taken for name, taken in where if name == "MainThread"] == [True]  # the finer decode already started
     assert img.size == (1920, 1080) and len(found.faces) == 1
     set_threads(1)  # no spare core: decoded in turn, the same faces
     where.clear()
     img2, found2 = faces.decode_and_find(data, detector)
-    assert len(where) == 2 and not any(w.startswith("decode-ahead") for w in where)
+    assert [name for name, _ in where] == ["MainThread", "MainThread"]
     assert img2.size == img.size and found2.faces == found.faces
 
 
@@ -123,13 +125,12 @@ def test_no_decode_ahead_while_another_prediction_runs_or_for_a_photo_that_is_to
         with threads._flight_lock:
             threads._flight += 1  # another worker's prediction
         try:
-            assert faces._decode_ahead(b"", img) is None
+            assert faces._decode_ahead(b"", (1920, 1080), img.size) is None
         finally:
             with threads._flight_lock:
                 threads._flight -= 1
-    phone = Image.new("RGB", (1008, 756))
-    phone.info[FILE_SIZE] = (4032, 3024)  # a 12 MP photo at 1/4: its half-scale decode is 3 MP
-    assert faces._decode_ahead(b"", phone) is None
+    assert faces._decode_ahead(b"", (4032, 3024), (1008, 756)) is None  # 12 MP at 1/4: its half-scale decode is 3 MP
+    assert faces._decode_ahead(b"", (1920, 1080), (1920, 1080)) is None  # decoded whole: nothing finer
 
 
 def test_a_large_classifier_keeps_one_session(budget, tiny_model, monkeypatch):
