@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from .checked import read_checked
@@ -51,10 +52,8 @@ class YuNet:
         score), highest score first, in pixels of `rgb` (boxes may reach past its edges). "Right" is the person's
         right: the left of the picture. Runs on the cores no other prediction is using (`emotion.threads.wide_threads`:
         a 960x544 pass 13.5 -> 7.4 ms on 2 cores here, 2026-12-07)."""
-        height, width = rgb.shape[:2]
-        pad_h, pad_w = -(-height // DIVISOR) * DIVISOR, -(-width // DIVISOR) * DIVISOR
-        blob = np.zeros((1, 3, pad_h, pad_w), np.float32)  # padded below and right with black, as OpenCV pads
-        blob[0, :, :height, :width] = rgb[:, :, ::-1].transpose(2, 0, 1)  # BGR, 0-255: what YuNet was trained on
+        blob = input_blob(rgb)
+        pad_h, pad_w = blob.shape[2:]
         session = self._sessions.get(max(self.threads, wide_threads()))
         outputs = dict(zip(OUTPUTS, session.run(OUTPUTS, {"input": blob})))
         rows = np.concatenate([_decode(outputs, s, pad_h // s, pad_w // s, min_score) for s in STRIDES])
@@ -62,6 +61,20 @@ class YuNet:
 
 
 OUTPUTS = tuple(f"{kind}_{s}" for kind in ("cls", "obj", "bbox", "kps") for s in STRIDES)
+
+
+def input_blob(rgb: np.ndarray) -> np.ndarray:
+    """YuNet's input for an (H, W, 3) uint8 RGB image: (1, 3, H', W') float32 BGR planes, 0-255 (what YuNet was
+    trained on), padded below and right with black to multiples of DIVISOR, as OpenCV pads. Each plane is written
+    from `cv2.split`'s copy: a 960x540 photo in ~0.3 ms, where numpy's strided transpose took 0.7-1.2 (2026-12-07)."""
+    height, width = rgb.shape[:2]
+    pad_h, pad_w = -(-height // DIVISOR) * DIVISOR, -(-width // DIVISOR) * DIVISOR
+    blob = np.empty((1, 3, pad_h, pad_w), np.float32)
+    blob[0, :, height:] = 0
+    blob[0, :, :height, width:] = 0
+    for channel, plane in enumerate(cv2.split(np.ascontiguousarray(rgb))[::-1]):
+        blob[0, channel, :height, :width] = plane
+    return blob
 
 
 def read_model(path: Path = MODEL_PATH) -> bytes:

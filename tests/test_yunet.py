@@ -68,3 +68,18 @@ def test_the_astronaut_is_found_at_any_size(yunet):
         assert abs(x + w / 2 - (ASTRONAUT_FACE[0] + ASTRONAUT_FACE[2] / 2)) < 12
         assert abs(y + h / 2 - (ASTRONAUT_FACE[1] + ASTRONAUT_FACE[3] / 2)) < 24  # it reaches up the forehead
         assert h > w  # YuNet's box is taller than wide
+
+
+@pytest.mark.parametrize("height,width", [(61, 97), (64, 96), (540, 960), (1, 1)])
+def test_the_input_is_bgr_planes_padded_with_black(height, width):
+    """input_blob writes each plane from its own copy (fast); it must equal the plain formula: BGR, 0-255, padded
+    below and right to multiples of 32 with zeros."""
+    from emotion.yunet import DIVISOR, input_blob
+
+    rgb = np.random.default_rng(height).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    pad_h, pad_w = -(-height // DIVISOR) * DIVISOR, -(-width // DIVISOR) * DIVISOR
+    expected = np.zeros((1, 3, pad_h, pad_w), np.float32)
+    expected[0, :, :height, :width] = rgb[:, :, ::-1].transpose(2, 0, 1)
+    for image in (rgb, rgb[:, ::-1]):  # and a view that is not contiguous
+        expected[0, :, :height, :width] = image[:, :, ::-1].transpose(2, 0, 1)
+        np.testing.assert_array_equal(input_blob(image), expected)
