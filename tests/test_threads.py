@@ -95,8 +95,8 @@ def _small_face_jpeg(astronaut) -> bytes:
 
 def test_a_large_jpegs_finer_decode_starts_beside_the_first_and_changes_nothing(budget, astronaut, monkeypatch):
     """A 1920x1080 JPEG is searched at half scale; its whole decode, which the ~55 px face's view and crop need,
-    starts on a spare core before the half-scale one (from the header's sizes: the two decodes run at once, and
-    the search's passes have both cores to themselves) and is the one they use (no third decode)."""
+    starts on a spare core before the half-scale one (from the header's sizes: the two decodes run at once) and is
+    the one they use (no third decode)."""
     data = _small_face_jpeg(astronaut)
     detector = faces.FaceDetector()
     where, load = [], faces.load_image
