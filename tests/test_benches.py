@@ -80,3 +80,32 @@ def test_bench_speeds_before_worker_times_a_photo_in_its_own_process(bench_speed
         worker.close()
     assert worker.version == f"emotion/faces.py at {bench_speed.BASE}"
     assert len(times) == 2 and all(t > 0 for t in times) and faces == 1
+
+
+def test_bench_ab_times_a_ref_and_the_working_tree_call_by_call(tmp_path):
+    """bench_ab.py imports emotion/ at a git ref as a package of its own beside today's and times both on the same
+    photo, interleaved: each side finds the astronaut's one face, and its code is the ref's own."""
+    import subprocess
+    import sys
+
+    from PIL import Image
+    from skimage import data
+
+    if subprocess.run(["git", "-C", str(ROOT), "cat-file", "-e", "HEAD"], capture_output=True).returncode:
+        pytest.skip("not a git checkout")
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        import bench_ab
+        from emotion import Predictor
+
+        base = bench_ab.package_at("HEAD", tmp_path)
+        assert base.__name__ == "emotion_base" and Path(base.__file__).is_relative_to(tmp_path)
+        now = Predictor.from_pretrained()
+        old = importlib.import_module("emotion_base.predict").Predictor.from_pretrained(now.source)
+        result = bench_ab.interleaved({"base": old, "now": now}, Image.fromarray(data.astronaut()), calls=2, warmup=1)
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+        for name in [m for m in sys.modules if m == "emotion_base" or m.startswith("emotion_base.")]:
+            del sys.modules[name]
+    assert {name: r["faces"] for name, r in result.items()} == {"base": 1, "now": 1}
+    assert all(r["wall"] > 0 and r["cpu"] >= 0 for r in result.values())
