@@ -17,13 +17,10 @@ from typing import Any, Mapping
 from emotion import EmotionError
 from emotion.backends import BACKENDS
 from emotion.sources import parse
+from emotion.threads import CORES
 
 MB = 2**20
 FRAMING = 64 * 1024  # room for multipart or JSON framing around a file in a request body
-
-
-def _cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def _setting(env: str, takes: str, default: Any = None, low: float | None = None, high: float | None = None,
@@ -47,7 +44,7 @@ class Settings:
     models: tuple[str, ...] = _setting("EMOTION_MODELS", "comma-separated model sources, each as EMOTION_MODEL", ())
     backend: str = _setting("EMOTION_BACKEND", "auto, int8, onnxruntime or torch (auto: ONNX Runtime on a model's "
                             "current model.int8.onnx, else its model.onnx, else torch)", "auto")  # what runs the classifiers (emotion.backends)
-    workers: int = _setting("EMOTION_WORKERS", "a whole number >= 1", low=1, factory=lambda: min(_cores(), 2))
+    workers: int = _setting("EMOTION_WORKERS", "a whole number >= 1", low=1, factory=lambda: min(CORES, 2))
     queue: int = _setting("EMOTION_QUEUE", "a whole number >= 0 (default: 4 x EMOTION_WORKERS)", -1, low=0)
     max_upload_bytes: int = _setting("EMOTION_MAX_UPLOAD_BYTES", "a whole number of bytes >= 1 (20971520 is 20 "
                                      "MB)", 20 * MB, low=1)  # a photo; checked before decoding
