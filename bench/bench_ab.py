@@ -41,8 +41,8 @@ def package_at(ref: str, folder: Path, name: str = "emotion_base"):
     except (OSError, subprocess.CalledProcessError) as e:
         sys.exit(f"cannot read emotion/ at {ref!r} ({getattr(e, 'stderr', b'').decode().strip() or e}): "
                  "run from a git checkout and pass a commit, branch or tag as --base")
-    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-        tar.extractall(folder, filter="data")
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:  # our own history; the data filter where Python has it
+        tar.extractall(folder, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
     spec = importlib.util.spec_from_file_location(name, folder / "emotion" / "__init__.py",
                                                   submodule_search_locations=[str(folder / "emotion")])
     package = importlib.util.module_from_spec(spec)
