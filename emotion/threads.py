@@ -8,16 +8,87 @@ prediction's ONNX Runtime steps (YuNet's passes, BlazeFace's views, the classifi
 the cores the process's predictions share (`set_threads(n, budget)`), and a large JPEG's finer decode starts on a
 spare core while the search runs (emotion/faces.py). A lone request gets every core; two at once get a worker's
 share each, as before.
+
+"Every core" is `CORES`: the process's CPU affinity capped by its cgroup's CPU quota (`usable_cores`), so that a
+container on a larger host (a Space's 2 vCPU) sizes its threads by what it may use, not by the host's cores.
 """
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import sys
 import threading
+from pathlib import Path
 from typing import Callable, Iterator
 
-CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+def usable_cores(cgroup_root: Path = CGROUP_ROOT, proc_cgroup: Path = Path("/proc/self/cgroup")) -> int:
+    """The cores this process may keep busy: its CPU affinity, capped by a cgroup CPU quota rounded down (at least
+    1). A container limited by quota (a Hugging Face Space's 2 vCPU on a larger host, a Kubernetes CPU limit) sees
+    every core of its host in its affinity and `os.cpu_count()`; threads sized by those would queue on the quota."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    quota = cgroup_cpu_quota(cgroup_root, proc_cgroup)
+    return cores if quota is None else max(1, min(cores, math.floor(quota)))
+
+
+def cgroup_cpu_quota(cgroup_root: Path = CGROUP_ROOT, proc_cgroup: Path = Path("/proc/self/cgroup")) -> float | None:
+    """The CPU quota, in cores, of this process's cgroup and the cgroups above it (the smallest), from cgroup v2's
+    cpu.max ("200000 100000": 2 cores; "max ...": none) or v1's cpu.cfs_quota_us / cpu.cfs_period_us (-1: none);
+    None where no quota is set or none can be read."""
+    try:
+        lines = proc_cgroup.read_text().splitlines()
+    except OSError:
+        return None
+    quotas = []
+    for line in lines:
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        _, controllers, path = parts
+        if controllers == "":  # cgroup v2: one hierarchy, mounted at the root
+            quotas += _quotas(cgroup_root, path, _v2_quota)
+        elif "cpu" in controllers.split(","):  # cgroup v1: the cpu controller's own hierarchy
+            names = (controllers, "cpu", "cpu,cpuacct")
+            mounts = [cgroup_root / name for name in names if (cgroup_root / name).is_dir()]
+            if mounts:
+                quotas += _quotas(mounts[0], path, _v1_quota)
+    return min(quotas) if quotas else None
+
+
+def _quotas(mount: Path, path: str, read: Callable[[Path], float | None]) -> list[float]:
+    """The quotas `read` finds in the cgroup folder `path` under `mount` and each folder above it."""
+    out = []
+    folder = mount / path.strip("/")
+    while True:
+        quota = read(folder)
+        if quota is not None:
+            out.append(quota)
+        if folder == mount or mount not in folder.parents:
+            return out
+        folder = folder.parent
+
+
+def _v2_quota(folder: Path) -> float | None:
+    try:
+        limit, period = (folder / "cpu.max").read_text().split()[:2]
+        return None if limit == "max" else int(limit) / int(period)
+    except (OSError, ValueError, ZeroDivisionError):
+        return None
+
+
+def _v1_quota(folder: Path) -> float | None:
+    try:
+        quota = int((folder / "cpu.cfs_quota_us").read_text())
+        period = int((folder / "cpu.cfs_period_us").read_text())
+        return None if quota <= 0 or period <= 0 else quota / period
+    except (OSError, ValueError):
+        return None
+
+
+CORES = usable_cores()
 _threads: int | None = None  # None: every core (ONNX Runtime's and torch's own default on a machine like ours)
 _budget: int | None = None  # the cores all of this process's predictions share (None: one worker's share)
 _flight = 0  # predictions in flight (`in_flight`)

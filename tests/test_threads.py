@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import os
 import threading
 
 import numpy as np
@@ -142,3 +143,41 @@ def test_a_large_classifier_keeps_one_session(budget, tiny_model, monkeypatch):
     predictor = Predictor.from_pretrained(f"local-dir:{tiny_model}", backend="onnxruntime")
     assert predictor._backend._wide is None
     assert len(predictor.predict_crop(Image.new("RGB", (48, 48))).probabilities) == len(predictor.labels)
+
+
+def _cgroup(tmp_path, proc: str, files: dict[str, str]):
+    """A fake cgroup mount under tmp_path: `files` (path under the mount -> content) and /proc/self/cgroup's text."""
+    root = tmp_path / "cgroup"
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    root.mkdir(exist_ok=True)
+    (tmp_path / "proc_cgroup").write_text(proc)
+    return root, tmp_path / "proc_cgroup"
+
+
+@pytest.mark.parametrize("proc,files,quota", [
+    ("0::/\n", {"cpu.max": "200000 100000\n"}, 2.0),  # a container on cgroup v2 (a Space: 2 vCPU)
+    ("0::/\n", {"cpu.max": "max 100000\n"}, None),  # no limit
+    ("0::/app/worker\n", {"cpu.max": "max 100000\n", "app/cpu.max": "150000 100000\n",
+                          "app/worker/cpu.max": "max 100000\n"}, 1.5),  # a parent's limit holds
+    ("0::/kubepods/pod1/c1\n", {"cpu.max": "400000 100000\n"}, 4.0),  # the host's path, the container's mount
+    ("4:cpu,cpuacct:/docker/abc\n3:memory:/docker/abc\n0::/\n",
+     {"cpu,cpuacct/docker/abc/cpu.cfs_quota_us": "50000\n", "cpu,cpuacct/docker/abc/cpu.cfs_period_us": "100000\n"},
+     0.5),  # cgroup v1
+    ("4:cpu,cpuacct:/\n", {"cpu,cpuacct/cpu.cfs_quota_us": "-1\n", "cpu,cpuacct/cpu.cfs_period_us": "100000\n"}, None),
+    ("0::/\n", {"cpu.max": "garbage\n"}, None),
+    ("", {}, None),
+])
+def test_a_cgroup_cpu_quota_caps_the_cores_threads_are_sized_by(tmp_path, proc, files, quota):
+    """A container limited by a CPU quota sees every core of its host (affinity, os.cpu_count); its threads are
+    sized by the quota, rounded down, at least 1."""
+    root, proc_cgroup = _cgroup(tmp_path, proc, files)
+    assert threads.cgroup_cpu_quota(root, proc_cgroup) == quota
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    expected = cores if quota is None else max(1, min(cores, int(quota)))
+    assert threads.usable_cores(root, proc_cgroup) == expected
+
+
+def test_no_proc_cgroup_means_no_quota(tmp_path):
+    assert threads.cgroup_cpu_quota(tmp_path, tmp_path / "missing") is None
