@@ -80,13 +80,13 @@ def main() -> None:
     if args.calls < 1:
         p.error("--calls must be >= 1")
     from emotion.bench import cpu_name
-    from emotion.threads import CORES, set_threads
+    from emotion.threads import CORES
 
     with tempfile.TemporaryDirectory() as tmp:
         base = package_at(args.base, Path(tmp) / "base")
-        # serving's threads (bench_speed._one_thread) in each package: one a worker, both cores for a lone request
+        # serving's threads in each package: one a worker, both cores for a lone request (bench_speed._one_thread)
         importlib.import_module(f"{base.__name__}.threads").set_threads(1, budget=CORES)
-        set_threads(1, budget=CORES)
+        bench_speed._one_thread()
         now = Predictor.from_pretrained(args.model)
         contenders = {"base": importlib.import_module(f"{base.__name__}.predict").Predictor.from_pretrained(now.source),
                       "now": now}

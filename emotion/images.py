@@ -112,10 +112,8 @@ def planned_size(src: Any, min_side: int | Callable[[int], int]) -> tuple[tuple[
         with fp, Image.open(fp, formats=("JPEG",)) as img:
             if img.width * img.height > MAX_PIXELS:
                 return None  # refused by load_image
-            turned = _turned(img)
-            upright = (img.height, img.width) if turned else img.size
-            _draft(img, min_side(max(upright)) if callable(min_side) else min_side)
-            size = (img.height, img.width) if turned else img.size
+            upright = _drafted(img, min_side)
+            size = (img.height, img.width) if _turned(img) else img.size
     except Exception:  # not a JPEG, or a damaged one: decoded whole, or refused, by load_image
         return None
     return (upright, size) if size != upright else None
@@ -142,13 +140,20 @@ def _decode(fp: Any, name: str, min_side=None) -> Image.Image:
     except Exception as e:  # untrusted bytes: any decoder failure means "not an image we can read"
         raise UnsupportedImageError(f"could not read an image from {name}: {SEND_INSTEAD}") from e
     check_size(*img.size)  # on the header, before any pixel is decoded
-    upright = _upright(img)  # before _finish turns it (and drops its orientation)
-    if min_side is not None and img.format == "JPEG":
-        _draft(img, min_side(max(upright)) if callable(min_side) else min_side)
+    upright = _drafted(img, min_side)  # before _finish turns it (and drops its orientation)
     out = _finish(img, name)
     if out.size != upright:
         out.info[FILE_SIZE] = upright
     return _loaded(out)
+
+
+def _drafted(img: Image.Image, min_side: int | Callable[[int], int] | None) -> tuple[int, int]:
+    """The opened file's upright size, after asking a JPEG's decoder for the scale `min_side` allows (`_draft`; a
+    callable: of the upright long side). Nothing is decoded: `load_image` and `planned_size` plan alike."""
+    upright = _upright(img)
+    if min_side is not None and img.format == "JPEG":
+        _draft(img, min_side(max(upright)) if callable(min_side) else min_side)
+    return upright
 
 
 def _draft(img: Image.Image, side: int) -> None:

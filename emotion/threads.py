@@ -23,9 +23,10 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
+PROC_CGROUP = Path("/proc/self/cgroup")  # this process's cgroup in each hierarchy
 
 
-def usable_cores(cgroup_root: Path = CGROUP_ROOT, proc_cgroup: Path = Path("/proc/self/cgroup")) -> int:
+def usable_cores(cgroup_root: Path = CGROUP_ROOT, proc_cgroup: Path = PROC_CGROUP) -> int:
     """The cores this process may keep busy: its CPU affinity, capped by a cgroup CPU quota rounded down (at least
     1). A container limited by quota (a Hugging Face Space's 2 vCPU on a larger host, a Kubernetes CPU limit) sees
     every core of its host in its affinity and `os.cpu_count()`; threads sized by those would queue on the quota."""
@@ -34,7 +35,7 @@ def usable_cores(cgroup_root: Path = CGROUP_ROOT, proc_cgroup: Path = Path("/pro
     return cores if quota is None else max(1, min(cores, math.floor(quota)))
 
 
-def cgroup_cpu_quota(cgroup_root: Path = CGROUP_ROOT, proc_cgroup: Path = Path("/proc/self/cgroup")) -> float | None:
+def cgroup_cpu_quota(cgroup_root: Path = CGROUP_ROOT, proc_cgroup: Path = PROC_CGROUP) -> float | None:
     """The CPU quota, in cores, of this process's cgroup and the cgroups above it (the smallest), from cgroup v2's
     cpu.max ("200000 100000": 2 cores; "max ...": none) or v1's cpu.cfs_quota_us / cpu.cfs_period_us (-1: none);
     None where no quota is set or none can be read."""
